@@ -1,0 +1,1 @@
+"""``aicert-agent``: the service inside the measured image that runs and measures one job."""

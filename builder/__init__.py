@@ -1,0 +1,1 @@
+"""``aicert-build``: build the measured OS image, predict its PCRs, run jobs, deploy."""

@@ -1,0 +1,13 @@
+"""The ``aicert-build`` command line."""
+
+from __future__ import annotations
+
+import click
+
+from aicert import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="aicert-build")
+def main() -> None:
+    """Build the measured aicert OS image, predict its PCRs, and run or deploy it."""
