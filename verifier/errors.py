@@ -39,6 +39,10 @@ class ToolError(AicertError):
     exit_code = 4
 
 
+class TpmError(ToolError):
+    """The TPM refused a command, or does not hold the key or certificate expected."""
+
+
 class VerificationError(AicertError):
     """A verification check failed: the evidence does not prove what it claims.
 
