@@ -1,0 +1,142 @@
+"""The aicert certificate file: a DSSE envelope plus the TPM evidence that backs it.
+
+A certificate is one JSON document (``*.aicert.json``)::
+
+    {"mediaType": "application/vnd.aicert.certificate.v1+json",
+     "envelope": <DSSE envelope of the in-toto statement>,
+     "agentPublicKey": <base64 SPKI DER of the agent key measured at agent start>,
+     "tpm": {"quote": {"attest": b64, "signature": b64},
+             "pcrs": {"sha256": {"0": hex, ..., "15": hex}},
+             "akPublic": b64 TPM2B_PUBLIC, "akCertificates": [b64 DER, leaf first],
+             "firmwareEventLog": b64, "celLog": [CEL-JSON records]}}
+
+Parsing checks shape only; every claim is checked by :mod:`.verify`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .canonical_json import parse_json
+from .cel import CelRecord, parse_cel
+from .dsse import Envelope, b64decode, parse_envelope
+from .errors import FormatError, InputError
+
+MEDIA_TYPE = "application/vnd.aicert.certificate.v1+json"
+MAX_CERTIFICATE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TpmEvidence:
+    attest: bytes
+    signature: bytes
+    pcrs: Mapping[int, bytes]
+    ak_public: bytes
+    ak_certificates: tuple[bytes, ...]
+    firmware_event_log: bytes
+    cel_log: tuple[CelRecord, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "quote": {"attest": _b64(self.attest), "signature": _b64(self.signature)},
+            "pcrs": {"sha256": {str(i): v.hex() for i, v in sorted(self.pcrs.items())}},
+            "akPublic": _b64(self.ak_public),
+            "akCertificates": [_b64(c) for c in self.ak_certificates],
+            "firmwareEventLog": _b64(self.firmware_event_log),
+            "celLog": [r.to_json() for r in self.cel_log],
+        }
+
+
+@dataclass(frozen=True)
+class Certificate:
+    envelope: Envelope
+    agent_public_key: bytes
+    tpm: TpmEvidence
+
+    @property
+    def agent_key_id(self) -> str:
+        return agent_key_id(self.agent_public_key)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mediaType": MEDIA_TYPE,
+            "envelope": self.envelope.to_json(),
+            "agentPublicKey": _b64(self.agent_public_key),
+            "tpm": self.tpm.to_json(),
+        }
+
+
+def agent_key_id(spki_der: bytes) -> str:
+    """The agent key's identity: hex SHA-256 of its SubjectPublicKeyInfo DER."""
+    return hashlib.sha256(spki_der).hexdigest()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def load_certificate(path: Path) -> Certificate:
+    try:
+        size = path.stat().st_size
+        if size > MAX_CERTIFICATE_BYTES:
+            raise InputError(f"{path}: {size} bytes is too large for a certificate")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"certificate {path} does not exist") from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a directory, not a certificate file") from None
+    except OSError as exc:
+        raise InputError(f"cannot read certificate {path}: {exc.strerror}") from None
+    return parse_certificate(data)
+
+
+def parse_certificate(data: bytes) -> Certificate:
+    doc = _obj(parse_json(data, "certificate"), "certificate")
+    if doc.get("mediaType") != MEDIA_TYPE:
+        raise FormatError(f"not an aicert certificate (mediaType is not {MEDIA_TYPE})")
+    tpm = _obj(doc.get("tpm"), "tpm")
+    quote = _obj(tpm.get("quote"), "tpm.quote")
+    banks = _obj(tpm.get("pcrs"), "tpm.pcrs")
+    certs = tpm.get("akCertificates")
+    if not isinstance(certs, list) or not certs:
+        raise FormatError("certificate: tpm.akCertificates must be a non-empty array")
+    return Certificate(
+        envelope=parse_envelope(doc.get("envelope")),
+        agent_public_key=b64decode(doc.get("agentPublicKey"), "agentPublicKey"),
+        tpm=TpmEvidence(
+            attest=b64decode(quote.get("attest"), "tpm.quote.attest"),
+            signature=b64decode(quote.get("signature"), "tpm.quote.signature"),
+            pcrs=_pcrs(_obj(banks.get("sha256"), "tpm.pcrs.sha256")),
+            ak_public=b64decode(tpm.get("akPublic"), "tpm.akPublic"),
+            ak_certificates=tuple(
+                b64decode(c, f"tpm.akCertificates[{i}]") for i, c in enumerate(certs)
+            ),
+            firmware_event_log=b64decode(tpm.get("firmwareEventLog"), "tpm.firmwareEventLog"),
+            cel_log=parse_cel(tpm.get("celLog")),
+        ),
+    )
+
+
+def _pcrs(raw: Mapping[str, Any]) -> dict[int, bytes]:
+    pcrs: dict[int, bytes] = {}
+    for key, value in raw.items():
+        if not key.isdigit() or not 0 <= int(key) <= 23:
+            raise FormatError(f"certificate: PCR index {key!r} is not 0-23")
+        if not isinstance(value, str) or len(value) != 64:
+            raise FormatError(f"certificate: PCR {key} must be 64 hex digits")
+        try:
+            pcrs[int(key)] = bytes.fromhex(value)
+        except ValueError:
+            raise FormatError(f"certificate: PCR {key} is not hex") from None
+    return pcrs
+
+
+def _obj(value: object, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise FormatError(f"certificate: {where} must be an object")
+    return value

@@ -1,0 +1,85 @@
+"""Firmware reference profiles: expected values of the firmware PCRs per platform.
+
+PCRs 0-3, 5 and 7 depend on the firmware, not on aicert's image: QEMU/OVMF and
+Azure Trusted Launch each get a profile recorded from a reference boot. A profile
+is a JSON file ``{"name", "description", "obtained", "pcrs": {"0": hex, ...}}``;
+bundled ones live in ``verifier/data/platform-<name>.json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from .canonical_json import parse_json
+from .errors import FormatError, InputError, PlatformProfileError
+
+FIRMWARE_PCRS = (0, 1, 2, 3, 5, 7)
+
+
+@dataclass(frozen=True)
+class PlatformProfile:
+    name: str
+    description: str
+    obtained: str
+    pcrs: Mapping[int, bytes]
+
+
+def bundled_profile_names() -> list[str]:
+    data = resources.files(__package__).joinpath("data")
+    return sorted(
+        p.name.removeprefix("platform-").removesuffix(".json")
+        for p in data.iterdir()
+        if p.name.startswith("platform-") and p.name.endswith(".json")
+    )
+
+
+def load_profile(name_or_path: str) -> PlatformProfile:
+    """A bundled profile by name (e.g. ``qemu``) or a profile JSON file by path."""
+    if name_or_path in bundled_profile_names():
+        res = resources.files(__package__).joinpath("data", f"platform-{name_or_path}.json")
+        return parse_profile(res.read_bytes(), name_or_path)
+    path = Path(name_or_path)
+    if not path.is_file():
+        known = ", ".join(bundled_profile_names()) or "none"
+        raise InputError(
+            f"platform profile {name_or_path!r} is neither a bundled profile ({known}) nor a file"
+        )
+    return parse_profile(path.read_bytes(), str(path))
+
+
+def parse_profile(data: bytes, where: str) -> PlatformProfile:
+    doc = parse_json(data, f"platform profile {where}")
+    if not isinstance(doc, Mapping):
+        raise FormatError(f"platform profile {where} must be a JSON object")
+    raw_pcrs = doc.get("pcrs")
+    if not isinstance(raw_pcrs, Mapping) or not raw_pcrs:
+        raise FormatError(f"platform profile {where} has no pcrs object")
+    pcrs: dict[int, bytes] = {}
+    for key, value in raw_pcrs.items():
+        if not key.isdigit() or int(key) not in FIRMWARE_PCRS:
+            raise FormatError(f"platform profile {where}: PCR {key!r} is not a firmware PCR")
+        if not isinstance(value, str) or len(value) != 64:
+            raise FormatError(f"platform profile {where}: PCR {key} must be 64 hex digits")
+        try:
+            pcrs[int(key)] = bytes.fromhex(value)
+        except ValueError:
+            raise FormatError(f"platform profile {where}: PCR {key} is not hex") from None
+    fields = {k: doc.get(k, "") for k in ("name", "description", "obtained")}
+    if not all(isinstance(v, str) for v in fields.values()):
+        raise FormatError(f"platform profile {where}: name, description, obtained must be strings")
+    return PlatformProfile(
+        str(fields["name"]), str(fields["description"]), str(fields["obtained"]), pcrs
+    )
+
+
+def check_profile(profile: PlatformProfile, quoted: Mapping[int, bytes]) -> None:
+    for pcr, want in sorted(profile.pcrs.items()):
+        got = quoted.get(pcr)
+        if got != want:
+            raise PlatformProfileError(
+                f"PCR {pcr} is {got.hex() if got else 'not quoted'}, but platform profile "
+                f"{profile.name!r} expects {want.hex()}"
+            )

@@ -1,0 +1,184 @@
+"""The certificate's statement: an in-toto Statement v1 with a SLSA Provenance v1 predicate.
+
+Subject = the outputs (weights) by tree digest; ``resolvedDependencies`` = the
+measured inputs; ``externalParameters`` = what the client asked for (command,
+output path, nonce). Facts only aicert has travel as ``aicert_*`` extension
+fields, which SLSA consumers ignore. See docs/certificate-format.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .canonical_json import JsonValue, canonicalize, parse_json
+from .errors import FormatError
+
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+SLSA_PROVENANCE_V1 = "https://slsa.dev/provenance/v1"
+BUILD_TYPE = "urn:aicert:build-type:training-job:v1"
+BUILDER_ID = "urn:aicert:agent"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A named file tree and its aicert tree digest (hex SHA-256)."""
+
+    name: str
+    sha256: str
+    role: str = ""
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class TrainingProvenance:
+    """Everything the statement says, as typed data."""
+
+    subjects: tuple[Artifact, ...]
+    dependencies: tuple[Artifact, ...]
+    command: tuple[str, ...]
+    output_path: str
+    nonce: str
+    agent_version: str
+    boot_id: str
+    agent_key_sha256: str
+    owner: str
+    exit_status: int
+    started_on: str
+    finished_on: str
+
+    def to_statement(self) -> dict[str, JsonValue]:
+        return {
+            "_type": STATEMENT_TYPE,
+            "subject": [{"name": s.name, "digest": {"sha256": s.sha256}} for s in self.subjects],
+            "predicateType": SLSA_PROVENANCE_V1,
+            "predicate": {
+                "buildDefinition": {
+                    "buildType": BUILD_TYPE,
+                    "externalParameters": {
+                        "command": list(self.command),
+                        "outputPath": self.output_path,
+                        "nonce": self.nonce,
+                    },
+                    "resolvedDependencies": [_dependency(d) for d in self.dependencies],
+                },
+                "runDetails": {
+                    "builder": {"id": BUILDER_ID, "version": {"aicert-agent": self.agent_version}},
+                    "metadata": {
+                        "invocationId": self.boot_id,
+                        "startedOn": self.started_on,
+                        "finishedOn": self.finished_on,
+                    },
+                },
+                "aicert_session": {
+                    "bootId": self.boot_id,
+                    "agentKeySha256": self.agent_key_sha256,
+                    "owner": self.owner,
+                },
+                "aicert_exitStatus": self.exit_status,
+            },
+        }
+
+    def statement_bytes(self) -> bytes:
+        """The statement as signed and quoted: RFC 8785 canonical JSON."""
+        return canonicalize(self.to_statement())
+
+
+def _dependency(artifact: Artifact) -> dict[str, JsonValue]:
+    entry: dict[str, JsonValue] = {
+        "name": artifact.name,
+        "digest": {"sha256": artifact.sha256},
+        "annotations": {"aicert_role": artifact.role},
+    }
+    if artifact.source:
+        entry["uri"] = artifact.source
+    return entry
+
+
+def parse_statement(payload: bytes) -> TrainingProvenance:
+    """Read the exact statement bytes that were quoted (never a re-serialisation)."""
+    doc = _obj(parse_json(payload, "statement"), "statement")
+    if doc.get("_type") != STATEMENT_TYPE:
+        raise FormatError(f"statement _type is not {STATEMENT_TYPE}")
+    if doc.get("predicateType") != SLSA_PROVENANCE_V1:
+        raise FormatError(f"statement predicateType is not {SLSA_PROVENANCE_V1}")
+    predicate = _obj(doc.get("predicate"), "predicate")
+    build = _obj(predicate.get("buildDefinition"), "buildDefinition")
+    if build.get("buildType") != BUILD_TYPE:
+        raise FormatError(f"buildType is not {BUILD_TYPE}")
+    params = _obj(build.get("externalParameters"), "externalParameters")
+    run = _obj(predicate.get("runDetails"), "runDetails")
+    builder = _obj(run.get("builder"), "runDetails.builder")
+    if builder.get("id") != BUILDER_ID:
+        raise FormatError(f"builder id is not {BUILDER_ID}")
+    metadata = _obj(run.get("metadata"), "runDetails.metadata")
+    session = _obj(predicate.get("aicert_session"), "aicert_session")
+    return TrainingProvenance(
+        subjects=tuple(_subject(s, i) for i, s in enumerate(_list(doc.get("subject"), "subject"))),
+        dependencies=tuple(
+            _dep(d, i)
+            for i, d in enumerate(_list(build.get("resolvedDependencies"), "resolvedDependencies"))
+        ),
+        command=tuple(_str(c, "command element") for c in _list(params.get("command"), "command")),
+        output_path=_str(params.get("outputPath"), "outputPath"),
+        nonce=_str(params.get("nonce"), "nonce"),
+        agent_version=_str(
+            _obj(builder.get("version"), "builder.version").get("aicert-agent"), "agent version"
+        ),
+        boot_id=_str(session.get("bootId"), "aicert_session.bootId"),
+        agent_key_sha256=_str(session.get("agentKeySha256"), "aicert_session.agentKeySha256"),
+        owner=_str(session.get("owner"), "aicert_session.owner"),
+        exit_status=_int(predicate.get("aicert_exitStatus"), "aicert_exitStatus"),
+        started_on=_str(metadata.get("startedOn"), "startedOn"),
+        finished_on=_str(metadata.get("finishedOn"), "finishedOn"),
+    )
+
+
+def _subject(raw: object, i: int) -> Artifact:
+    obj = _obj(raw, f"subject {i}")
+    digest = _obj(obj.get("digest"), f"subject {i} digest")
+    return Artifact(_str(obj.get("name"), f"subject {i} name"), _sha256(digest, f"subject {i}"))
+
+
+def _dep(raw: object, i: int) -> Artifact:
+    obj = _obj(raw, f"dependency {i}")
+    digest = _obj(obj.get("digest"), f"dependency {i} digest")
+    annotations = _obj(obj.get("annotations"), f"dependency {i} annotations")
+    return Artifact(
+        name=_str(obj.get("name"), f"dependency {i} name"),
+        sha256=_sha256(digest, f"dependency {i}"),
+        role=_str(annotations.get("aicert_role"), f"dependency {i} aicert_role"),
+        source=_str(obj.get("uri", ""), f"dependency {i} uri"),
+    )
+
+
+def _sha256(digest: Mapping[str, Any], where: str) -> str:
+    value = _str(digest.get("sha256"), f"{where} sha256 digest")
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise FormatError(f"{where} sha256 digest must be 64 lowercase hex digits")
+    return value
+
+
+def _obj(value: object, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise FormatError(f"statement: {where} must be an object")
+    return value
+
+
+def _list(value: object, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise FormatError(f"statement: {where} must be an array")
+    return value
+
+
+def _str(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise FormatError(f"statement: {where} must be a string")
+    return value
+
+
+def _int(value: object, where: str) -> int:
+    if type(value) is not int:
+        raise FormatError(f"statement: {where} must be an integer")
+    return value
