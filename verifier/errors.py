@@ -43,6 +43,12 @@ class TpmError(ToolError):
     """The TPM refused a command, or does not hold the key or certificate expected."""
 
 
+class CloudError(AicertError):
+    """A cloud provider refused or failed a request (login, permissions, quota, conflict)."""
+
+    exit_code = 6
+
+
 class VerificationError(AicertError):
     """A verification check failed: the evidence does not prove what it claims.
 
@@ -138,4 +144,5 @@ EXIT_CODES: dict[int, str] = {
     3: "bad input: a file is missing, unreadable or malformed",
     4: "an external tool is missing or failed",
     5: "interrupted",
+    6: "the cloud provider refused or failed a request",
 }
