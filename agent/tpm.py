@@ -1,0 +1,352 @@
+"""The agent's access to the TPM: AK, AK certificate, PCR extends, reads and quotes.
+
+One code path for Azure Trusted Launch and the local QEMU + swtpm platform: both hold
+the attestation key (AK) at persistent handle 0x81000003 and its X.509 certificate
+(DER) in NV index 0x01C101D0 (the local one is provisioned by
+:mod:`aicert.builder.vtpm_provision`).
+
+Runs inside the image on Debian trixie's python3-tpm2-pytss 2.3.0 and on the host on
+tpm2-pytss 3.0.0; it only uses ESAPI calls whose signatures are the same in both.
+
+Extends go to every active PCR bank: ``extend(pcr, data)`` hashes ``data`` with each
+bank's algorithm, so any bank can be replayed from the same event data and a verifier
+need not trust which bank was chosen. Quotes cover the SHA-256 bank.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from aicert.verifier.errors import TpmError
+from aicert.verifier.pcr import ALGORITHMS_BY_ID, ALGORITHMS_BY_NAME, SHA256, HashAlgorithm
+from tpm2_pytss import ESAPI, TSS2_Exception
+from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_CAP, TPM2_PT_NV, TPMA_NV, TPMA_OBJECT
+from tpm2_pytss.types import (
+    TPML_DIGEST_VALUES,
+    TPML_PCR_SELECTION,
+    TPMS_ATTEST,
+    TPMT_HA,
+    TPMT_SIG_SCHEME,
+    TPMU_HA,
+)
+
+AK_HANDLE = 0x81000003
+AK_CERT_NV_INDEX = 0x01C101D0
+PCR_COUNT = 24
+# Resettable from the OS (PCR 16: debug; PCR 23: application support): never trusted,
+# so never written.
+FORBIDDEN_PCRS = frozenset({16, 23})
+FIRMWARE_EVENT_LOG = Path("/sys/kernel/security/tpm0/binary_bios_measurements")
+
+# TPM2_PCR_Read returns at most 8 digests per call (TPML_DIGEST), whatever is asked.
+_PCRS_PER_READ = 8
+_QUOTE_ATTEMPTS = 5
+_AK_REQUIRED_ATTRIBUTES = (
+    TPMA_OBJECT.FIXEDTPM
+    | TPMA_OBJECT.FIXEDPARENT
+    | TPMA_OBJECT.RESTRICTED
+    | TPMA_OBJECT.SIGN_ENCRYPT
+)
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class QuoteResult:
+    """A TPM2_Quote over SHA-256 PCRs and the PCR values it covers.
+
+    ``attest`` is the marshalled TPMS_ATTEST (no TPM2B size prefix; what
+    ``tpm2_quote -m`` writes), ``signature`` the marshalled TPMT_SIGNATURE, and
+    ``pcr_values`` the SHA-256 values whose digest the quote carries.
+    """
+
+    attest: bytes
+    signature: bytes
+    pcr_values: dict[int, bytes]
+
+
+class AgentTpm:
+    """A connection to the TPM through a TCTI (``device:/dev/tpmrm0``, ``swtpm:host=…``)."""
+
+    def __init__(self, tcti: str, *, event_log_path: Path = FIRMWARE_EVENT_LOG) -> None:
+        self.tcti = tcti
+        self.event_log_path = event_log_path
+        try:
+            self._esapi = ESAPI(tcti)
+        except TSS2_Exception as exc:
+            raise TpmError(f"cannot open the TPM through '{tcti}': {exc}") from exc
+        self._nv_buffer_max: int | None = None
+
+    def close(self) -> None:
+        self._esapi.close()
+
+    def __enter__(self) -> AgentTpm:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- attestation key and its certificate ---------------------------------------------
+
+    def ak_public(self) -> bytes:
+        """The marshalled TPM2B_PUBLIC of the AK at 0x81000003."""
+        handle = self._tr_from_tpmpublic(AK_HANDLE, "the attestation key")
+        try:
+            public, _name, _qualified = self._call(
+                "ReadPublic of the attestation key", self._esapi.read_public, handle
+            )
+        finally:
+            self._esapi.tr_close(handle)
+        attributes = int(public.publicArea.objectAttributes)
+        if attributes & _AK_REQUIRED_ATTRIBUTES != _AK_REQUIRED_ATTRIBUTES:
+            raise TpmError(
+                f"the key at 0x{AK_HANDLE:08x} is not a restricted signing key bound to this"
+                f" TPM (attributes 0x{attributes:08x})"
+            )
+        return bytes(public.marshal())
+
+    def ak_certificate(self) -> bytes:
+        """The AK certificate (DER) from NV index 0x01C101D0, without any padding after it."""
+        index = self._tr_from_tpmpublic(AK_CERT_NV_INDEX, "the AK certificate NV index")
+        try:
+            nv_public, _name = self._call(
+                "NV_ReadPublic of the AK certificate index", self._esapi.nv_read_public, index
+            )
+            size = int(nv_public.nvPublic.dataSize)
+            attributes = int(nv_public.nvPublic.attributes)
+            if not attributes & TPMA_NV.WRITTEN:
+                raise TpmError(f"NV index 0x{AK_CERT_NV_INDEX:08x} was never written")
+            # Azure defines the index with AUTHREAD and OWNERREAD and an empty
+            # authorization value; prefer the index's own authorization.
+            if attributes & TPMA_NV.AUTHREAD:
+                auth = index
+            elif attributes & TPMA_NV.OWNERREAD:
+                auth = ESYS_TR.OWNER
+            else:
+                raise TpmError(
+                    f"NV index 0x{AK_CERT_NV_INDEX:08x} is readable neither with its own nor"
+                    " with owner authorization"
+                )
+            chunk = self.nv_buffer_max()
+            data = bytearray()
+            while len(data) < size:
+                part = self._call(
+                    "NV_Read of the AK certificate",
+                    self._esapi.nv_read,
+                    index,
+                    min(chunk, size - len(data)),
+                    len(data),
+                    auth_handle=auth,
+                )
+                if not bytes(part):
+                    raise TpmError("NV_Read of the AK certificate returned no data")
+                data += bytes(part)
+        finally:
+            self._esapi.tr_close(index)
+        return _trim_der(bytes(data))
+
+    def nv_buffer_max(self) -> int:
+        """TPM2_PT_NV_BUFFER_MAX: the largest NV_Read/NV_Write this TPM accepts."""
+        if self._nv_buffer_max is None:
+            _more, data = self._call(
+                "GetCapability(TPM2_PT_NV_BUFFER_MAX)",
+                self._esapi.get_capability,
+                TPM2_CAP.TPM_PROPERTIES,
+                TPM2_PT_NV.BUFFER_MAX,
+                1,
+            )
+            properties = data.data.tpmProperties
+            if len(properties) < 1 or int(properties[0].property) != int(TPM2_PT_NV.BUFFER_MAX):
+                raise TpmError("the TPM did not report TPM2_PT_NV_BUFFER_MAX")
+            self._nv_buffer_max = int(properties[0].value)
+        return self._nv_buffer_max
+
+    # -- PCRs ------------------------------------------------------------------------------
+
+    def active_banks(self, pcr: int) -> list[HashAlgorithm]:
+        """The hash algorithms of the PCR banks in which ``pcr`` is allocated."""
+        _check_pcr(pcr)
+        _more, data = self._call(
+            "GetCapability(TPM2_CAP_PCRS)", self._esapi.get_capability, TPM2_CAP.PCRS, 0, 1
+        )
+        banks: list[HashAlgorithm] = []
+        for selection in data.data.assignedPCR:
+            selected = bytes(selection.pcrSelect)[: int(selection.sizeofSelect)]
+            if pcr // 8 >= len(selected) or not selected[pcr // 8] & (1 << (pcr % 8)):
+                continue
+            alg_id = int(selection.hash)
+            if alg_id not in ALGORITHMS_BY_ID:
+                # An active bank the agent cannot hash for would stay unreplayable.
+                raise TpmError(f"PCR bank with hash algorithm 0x{alg_id:04x} is not supported")
+            banks.append(ALGORITHMS_BY_ID[alg_id])
+        if not banks:
+            raise TpmError(f"PCR {pcr} is allocated in no bank")
+        return banks
+
+    def extend(self, pcr: int, data: bytes) -> dict[str, bytes]:
+        """Extend ``pcr`` in every active bank with that bank's hash of ``data``.
+
+        Returns the digest extended per algorithm name (``{"sha256": …, "sha1": …}``).
+        PCRs 16 and 23 are refused.
+        """
+        _check_pcr(pcr)
+        if pcr in FORBIDDEN_PCRS:
+            raise TpmError(f"PCR {pcr} is resettable from the OS and is never extended")
+        digests = {alg.name: alg.hash(data) for alg in self.active_banks(pcr)}
+        values = TPML_DIGEST_VALUES(
+            [
+                # TPMU_HA's members are named like hashlib's algorithms (sha1, sha256, ...).
+                TPMT_HA(hashAlg=ALGORITHMS_BY_NAME[name].tpm_id, digest=TPMU_HA(**{name: digest}))
+                for name, digest in digests.items()
+            ]
+        )
+        self._call(f"PCR_Extend of PCR {pcr}", self._esapi.pcr_extend, ESYS_TR(pcr), values)
+        return digests
+
+    def read_pcrs(
+        self, alg: str = "sha256", pcrs: Iterable[int] = range(PCR_COUNT)
+    ) -> dict[int, bytes]:
+        """The values of ``pcrs`` in the ``alg`` bank."""
+        return self._read_pcrs(alg, pcrs)[1]
+
+    def _read_pcrs(self, alg: str, pcrs: Iterable[int]) -> tuple[list[int], dict[int, bytes]]:
+        """PCR values and the TPM's PCR update counter seen by each PCR_Read."""
+        if alg not in ALGORITHMS_BY_NAME:
+            raise TpmError(f"unknown PCR bank '{alg}'")
+        wanted = sorted(set(pcrs))
+        for pcr in wanted:
+            _check_pcr(pcr)
+        values: dict[int, bytes] = {}
+        counters: list[int] = []
+        remaining = wanted
+        while remaining:
+            batch = remaining[:_PCRS_PER_READ]
+            counter, selection, digests = self._call(
+                "PCR_Read", self._esapi.pcr_read, _selection(alg, batch)
+            )
+            counters.append(int(counter))
+            returned = _selected_pcrs(selection, ALGORITHMS_BY_NAME[alg].tpm_id)
+            if not returned or len(returned) != len(digests):
+                raise TpmError(f"PCR_Read returned no usable {alg} values for PCRs {batch}")
+            for pcr, digest in zip(returned, digests, strict=True):
+                values[pcr] = bytes(digest)
+            remaining = [pcr for pcr in remaining if pcr not in values]
+        return counters, values
+
+    # -- quote -----------------------------------------------------------------------------
+
+    def quote(self, pcrs: Sequence[int], extra_data: bytes) -> QuoteResult:
+        """Quote the SHA-256 ``pcrs`` with the AK, binding ``extra_data`` (at most 64 bytes).
+
+        The PCR values are read around the quote and retried until they hash to the
+        quote's pcrDigest, so an extend racing the quote cannot yield a mismatched pair.
+        """
+        wanted = sorted(set(pcrs))
+        if not wanted:
+            raise TpmError("a quote needs at least one PCR")
+        for pcr in wanted:
+            _check_pcr(pcr)
+        handle = self._tr_from_tpmpublic(AK_HANDLE, "the attestation key")
+        try:
+            for _ in range(_QUOTE_ATTEMPTS):
+                counters, values = self._read_pcrs(SHA256.name, wanted)
+                attest2b, signature = self._call(
+                    "Quote",
+                    self._esapi.quote,
+                    handle,
+                    _selection(SHA256.name, wanted),
+                    extra_data,
+                    TPMT_SIG_SCHEME(scheme=TPM2_ALG.NULL),
+                )
+                # TPM2B_ATTEST marshals as a 2-byte size then the TPMS_ATTEST.
+                attest = bytes(attest2b.marshal())[2:]
+                quoted, _offset = TPMS_ATTEST.unmarshal(attest)
+                pcr_digest = bytes(quoted.attested.quote.pcrDigest)
+                expected = hashlib.sha256(b"".join(values[p] for p in wanted)).digest()
+                if pcr_digest == expected and len(set(counters)) == 1:
+                    return QuoteResult(attest, bytes(signature.marshal()), values)
+        finally:
+            self._esapi.tr_close(handle)
+        raise TpmError(
+            f"PCRs kept changing during the quote; gave up after {_QUOTE_ATTEMPTS} attempts"
+        )
+
+    # -- firmware log ----------------------------------------------------------------------
+
+    def firmware_event_log(self) -> bytes:
+        """The firmware's TCG event log as the kernel exposes it."""
+        try:
+            return self.event_log_path.read_bytes()
+        except OSError as exc:
+            raise TpmError(
+                f"cannot read the firmware event log {self.event_log_path}: {exc.strerror}"
+            ) from exc
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _tr_from_tpmpublic(self, handle: int, what: str) -> ESYS_TR:
+        try:
+            tr: ESYS_TR = self._esapi.tr_from_tpmpublic(handle)
+        except TSS2_Exception as exc:
+            raise TpmError(f"the TPM holds no {what} at 0x{handle:08x}: {exc}") from exc
+        return tr
+
+    def _call(self, what: str, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        try:
+            return function(*args, **kwargs)
+        except TSS2_Exception as exc:
+            raise TpmError(f"TPM2_{what} failed: {exc}") from exc
+
+
+def _check_pcr(pcr: int) -> None:
+    if not isinstance(pcr, int) or isinstance(pcr, bool) or not 0 <= pcr < PCR_COUNT:
+        raise TpmError(f"PCR index {pcr!r} is not in 0..{PCR_COUNT - 1}")
+
+
+def _selection(alg: str, pcrs: Sequence[int]) -> TPML_PCR_SELECTION:
+    return TPML_PCR_SELECTION.parse(f"{alg}:{','.join(str(p) for p in pcrs)}")
+
+
+def _selected_pcrs(selection: TPML_PCR_SELECTION, alg_id: int) -> list[int]:
+    """PCR numbers a TPML_PCR_SELECTION selects in bank ``alg_id``, ascending (TPM order)."""
+    pcrs: list[int] = []
+    for bank in selection:
+        if int(bank.hash) != alg_id:
+            continue
+        selected = bytes(bank.pcrSelect)[: int(bank.sizeofSelect)]
+        pcrs += [i for i in range(len(selected) * 8) if selected[i // 8] & (1 << (i % 8))]
+    return sorted(pcrs)
+
+
+def _trim_der(data: bytes) -> bytes:
+    """The DER certificate at the start of ``data``; what follows must be zero padding
+    (Azure may define the index larger than the certificate)."""
+    if len(data) < 2 or data[0] != 0x30:
+        raise TpmError("the AK certificate NV index does not hold a DER certificate")
+    first = data[1]
+    if first < 0x80:
+        header, length = 2, first
+    else:
+        count = first & 0x7F
+        if count == 0 or count > 4 or len(data) < 2 + count:
+            raise TpmError("the AK certificate in NV has a malformed DER length")
+        header, length = 2 + count, int.from_bytes(data[2 : 2 + count], "big")
+    end = header + length
+    if end > len(data):
+        raise TpmError(
+            f"the AK certificate in NV is truncated: DER says {end} bytes, the index holds"
+            f" {len(data)}"
+        )
+    if any(data[end:]):
+        raise TpmError("the AK certificate NV index holds data after the certificate")
+    return data[:end]
