@@ -54,18 +54,17 @@ def _emit(value: JsonValue, out: list[str]) -> None:
     elif isinstance(value, str):
         out.append(_string(value))
     elif isinstance(value, Mapping):
+        if not all(isinstance(key, str) for key in value):
+            raise FormatError("JSON object keys must be strings")
         out.append("{")
-        keys = sorted(value, key=_utf16_key)
-        for i, key in enumerate(keys):
-            if not isinstance(key, str):
-                raise FormatError("JSON object keys must be strings")
+        for i, key in enumerate(sorted(value, key=_utf16_key)):
             if i:
                 out.append(",")
             out.append(_string(key))
             out.append(":")
             _emit(value[key], out)
         out.append("}")
-    elif isinstance(value, Sequence):
+    elif isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
         out.append("[")
         for i, item in enumerate(value):
             if i:

@@ -102,7 +102,7 @@ def check_records(records: Sequence[CelRecord]) -> None:
             raise CelLogError(f"CEL record {i} extends PCR {record.pcr}, not {APPLICATION_PCR}")
         if record.content_type != CONTENT_TYPE:
             raise CelLogError(
-                f"CEL record {i} has content_type {record.content_type!r}, expected {CONTENT_TYPE!r}"
+                f"CEL record {i} has content_type {record.content_type!r}, not {CONTENT_TYPE!r}"
             )
         if content_digest(record.content) != record.sha256:
             raise CelLogError(f"CEL record {i} digest does not match its content")

@@ -79,6 +79,7 @@ class Policy:
     trust_roots: tuple[x509.Certificate, ...]
     expected_nonce: str | None = None
     boot_reference: BootReference | None = None
+    accept_any_image: bool = False
     platform_profile: PlatformProfile | None = None
     weights_path: Path | None = None
     weights_digest: Callable[[Path], str] | None = None
@@ -233,8 +234,10 @@ def _cel_log(state: _State) -> str:
     return f"{len(records)} records replay to PCR 15 and match the statement event by event"
 
 
-def _boot_pcrs(state: _State) -> str:
+def _boot_pcrs(state: _State) -> str | tuple[Status, str]:
     reference = state.policy.boot_reference
+    if reference is None and state.policy.accept_any_image:
+        return Status.SKIPPED, "--any-image: which OS image booted was NOT checked"
     if reference is None:
         raise BootPcrError(
             "no reference image: pass --recipe RECIPE.json or --uki UKI.efi "

@@ -1,0 +1,218 @@
+"""One measured session: every step extended into PCR 15, then a quoted certificate.
+
+The agent drives a :class:`MeasuredSession` through its fixed order
+(agent start → claim → inputs → command → exit → outputs → lock); any step out
+of order is refused. :meth:`MeasuredSession.finish` locks the log, signs the
+statement with the attested agent key and asks the TPM for a quote whose
+extraData binds the statement. Tests use the same class on a real swtpm.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from aicert.verifier.canonical_json import canonicalize
+from aicert.verifier.cel import CelRecord, make_record
+from aicert.verifier.certificate import Certificate, TpmEvidence, agent_key_id
+from aicert.verifier.dsse import IN_TOTO_PAYLOAD_TYPE, sign_envelope
+from aicert.verifier.errors import AicertError
+from aicert.verifier.provenance import Artifact, TrainingProvenance
+from aicert.verifier.session_events import (
+    INPUT_ROLES,
+    AgentStart,
+    CommandExited,
+    CommandStarted,
+    InputMeasured,
+    OutputMeasured,
+    SessionClaim,
+    SessionEvent,
+    SessionLocked,
+)
+from aicert.verifier.verify import REQUIRED_PCRS
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+APPLICATION_PCR = 15
+
+
+class SessionError(AicertError):
+    """A session step was refused (out of order, second job, PCR 15 not fresh)."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Quote:
+    attest: bytes
+    signature: bytes
+    pcr_values: dict[int, bytes]
+
+
+class SessionTpm(Protocol):
+    """The TPM operations a session needs (``aicert.agent.tpm.AgentTpm`` provides them)."""
+
+    def extend(self, pcr: int, data: bytes) -> None: ...
+
+    def read_pcrs(self, pcrs: Sequence[int]) -> dict[int, bytes]: ...
+
+    def quote(self, pcrs: Sequence[int], extra_data: bytes) -> Quote: ...
+
+    def ak_public(self) -> bytes: ...
+
+    def ak_certificate(self) -> bytes: ...
+
+    def firmware_event_log(self) -> bytes: ...
+
+
+class _Phase(enum.IntEnum):
+    STARTED = 0
+    CLAIMED = 1
+    RUNNING = 2
+    EXITED = 3
+    LOCKED = 4
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class MeasuredSession:
+    def __init__(
+        self,
+        tpm: SessionTpm,
+        *,
+        agent_version: str,
+        boot_id: str,
+        key: ec.EllipticCurvePrivateKey,
+        intermediates: Sequence[bytes] = (),
+    ) -> None:
+        if tpm.read_pcrs([APPLICATION_PCR])[APPLICATION_PCR] != bytes(32):
+            raise SessionError(
+                "PCR 15 is not zero: something was measured before this agent started "
+                "(one job per boot; reboot the VM for a new job)"
+            )
+        self._tpm = tpm
+        self._key = key
+        self._intermediates = tuple(intermediates)
+        self._records: list[CelRecord] = []
+        self._public_der = key.public_key().public_bytes(
+            Encoding.DER, PublicFormat.SubjectPublicKeyInfo
+        )
+        self._start = AgentStart(agent_version, boot_id, agent_key_id(self._public_der))
+        self._claim: SessionClaim | None = None
+        self._inputs: list[InputMeasured] = []
+        self._command: CommandStarted | None = None
+        self._exit: CommandExited | None = None
+        self._outputs: list[OutputMeasured] = []
+        self._started_on = ""
+        self._phase = _Phase.STARTED
+        self._measure(self._start)
+
+    @property
+    def agent_public_key(self) -> bytes:
+        return self._public_der
+
+    @property
+    def records(self) -> tuple[CelRecord, ...]:
+        return tuple(self._records)
+
+    def _measure(self, event: SessionEvent) -> None:
+        record = make_record(len(self._records), event.to_content())
+        # Extend before logging: a log entry must never claim what the TPM lacks.
+        self._tpm.extend(APPLICATION_PCR, canonicalize(record.content))
+        self._records.append(record)
+
+    def _require(self, phase: _Phase, step: str) -> None:
+        if self._phase != phase:
+            raise SessionError(f"cannot {step} now: the session is {self._phase.name.lower()}")
+
+    def claim(self, owner: str, nonce: str) -> None:
+        self._require(_Phase.STARTED, "claim the session")
+        self._claim = SessionClaim(owner, nonce)
+        self._measure(self._claim)
+        self._phase = _Phase.CLAIMED
+
+    def add_input(self, role: str, name: str, sha256: str, source: str = "") -> None:
+        self._require(_Phase.CLAIMED, "add an input")
+        if role not in INPUT_ROLES:
+            raise SessionError(f"unknown input role {role!r}; use one of {', '.join(INPUT_ROLES)}")
+        if any(i.name == name for i in self._inputs):
+            raise SessionError(f"an input named {name!r} was already measured")
+        event = InputMeasured(role, name, sha256, source)
+        self._measure(event)
+        self._inputs.append(event)
+
+    def start_command(self, argv: Sequence[str], output_path: str) -> None:
+        self._require(_Phase.CLAIMED, "start the command")
+        self._command = CommandStarted(tuple(argv), output_path)
+        self._measure(self._command)
+        self._started_on = _now()
+        self._phase = _Phase.RUNNING
+
+    def command_exited(self, status: int) -> None:
+        self._require(_Phase.RUNNING, "record the exit status")
+        self._exit = CommandExited(status)
+        self._measure(self._exit)
+        self._phase = _Phase.EXITED
+
+    def add_output(self, name: str, sha256: str) -> None:
+        self._require(_Phase.EXITED, "add an output")
+        if self._exit is None or self._exit.exit_status != 0:
+            raise SessionError("the command failed: its outputs are not certified")
+        event = OutputMeasured(name, sha256)
+        self._measure(event)
+        self._outputs.append(event)
+
+    def lock(self) -> None:
+        """End the session: nothing more is measured into PCR 15."""
+        if self._phase == _Phase.LOCKED:
+            return
+        self._measure(SessionLocked(len(self._records)))
+        self._phase = _Phase.LOCKED
+
+    def finish(self) -> Certificate:
+        """Lock, sign the statement, quote PCRs 0-15 bound to it, and assemble the certificate."""
+        self._require(_Phase.EXITED, "issue a certificate")
+        if not self._outputs:
+            raise SessionError("no output was measured: there is nothing to certify")
+        assert self._claim is not None  # noqa: S101 - set in the CLAIMED phase
+        assert self._command is not None  # noqa: S101 - set in the RUNNING phase
+        self.lock()
+        provenance = TrainingProvenance(
+            subjects=tuple(Artifact(o.name, o.sha256) for o in self._outputs),
+            dependencies=tuple(Artifact(i.name, i.sha256, i.role, i.source) for i in self._inputs),
+            command=self._command.argv,
+            output_path=self._command.output_path,
+            nonce=self._claim.nonce,
+            agent_version=self._start.agent_version,
+            boot_id=self._start.boot_id,
+            agent_key_sha256=self._start.agent_key_sha256,
+            owner=self._claim.owner,
+            exit_status=0,
+            started_on=self._started_on,
+            finished_on=_now(),
+        )
+        envelope = sign_envelope(
+            IN_TOTO_PAYLOAD_TYPE,
+            provenance.statement_bytes(),
+            self._key,
+            self._start.agent_key_sha256,
+        )
+        quote = self._tpm.quote(REQUIRED_PCRS, envelope.pae_sha256())
+        return Certificate(
+            envelope=envelope,
+            agent_public_key=self._public_der,
+            tpm=TpmEvidence(
+                attest=quote.attest,
+                signature=quote.signature,
+                pcrs=quote.pcr_values,
+                ak_public=self._tpm.ak_public(),
+                ak_certificates=(self._tpm.ak_certificate(), *self._intermediates),
+                firmware_event_log=self._tpm.firmware_event_log(),
+                cel_log=self.records,
+            ),
+        )

@@ -1,0 +1,78 @@
+"""RFC 8785 canonicalisation, checked against the independent ``rfc8785`` package."""
+
+from __future__ import annotations
+
+import math
+import struct
+
+import pytest
+import rfc8785
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aicert.verifier.canonical_json import canonicalize, parse_json
+from aicert.verifier.errors import FormatError
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(json_values)
+def test_matches_rfc8785_reference(value: object) -> None:
+    assert canonicalize(value) == rfc8785.dumps(value)  # type: ignore[arg-type]
+
+
+@given(st.binary(min_size=8, max_size=8))
+def test_every_finite_double_matches_reference(raw: bytes) -> None:
+    (x,) = struct.unpack("<d", raw)
+    if math.isfinite(x):
+        assert canonicalize(x) == rfc8785.dumps(x)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (1e21, b"1e+21"),
+        (1e-7, b"1e-7"),
+        (123.0, b"123"),
+        (-0.0, b"0"),
+        (0.000001, b"0.000001"),
+        ({"b": 1, "a": [True, None]}, b'{"a":[true,null],"b":1}'),
+        ("\u20ac\n\x01", b'"\xe2\x82\xac\\n\\u0001"'),
+        # Keys sort by UTF-16 code units: U+FB33 (one unit) after U+1F600 (a surrogate pair).
+        ({"\ufb33": 1, "\U0001f600": 2}, '{"\U0001f600":2,"\ufb33":1}'.encode()),
+    ],
+)
+def test_fixed_vectors(value: object, expected: bytes) -> None:
+    assert canonicalize(value) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, 2**60, {1: 2}, b"bytes", "\ud800"])
+def test_refuses_what_json_cannot_hold(bad: object) -> None:
+    with pytest.raises(FormatError):
+        canonicalize(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [b'{"a":1,"a":2}', b"[NaN]", b'{"a":Infinity}', b"\xff", b"{", b"[" * 100_000],
+)
+def test_parse_json_is_strict(text: bytes) -> None:
+    with pytest.raises(FormatError):
+        parse_json(text, "test")
+
+
+@given(st.binary(max_size=200))
+def test_parse_json_raises_only_format_errors(data: bytes) -> None:
+    try:
+        parse_json(data, "fuzz")
+    except FormatError:
+        pass

@@ -1,0 +1,82 @@
+"""CEL-JSON records: parsing, digest recomputation, replay to PCR 15."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aicert.verifier.cel import make_record, parse_cel, replay_cel, verify_cel
+from aicert.verifier.errors import CelLogError, FormatError
+
+
+def _log() -> list[dict[str, object]]:
+    return [make_record(i, {"event": "x", "n": i}).to_json() for i in range(3)]
+
+
+def test_replay_is_the_tpm_extend_chain() -> None:
+    records = parse_cel(_log())
+    pcr = bytes(32)
+    for r in records:
+        # The digest is SHA-256 of the RFC 8785 form of the content.
+        assert r.sha256 == hashlib.sha256(b'{"event":"x","n":%d}' % r.recnum).digest()
+        pcr = hashlib.sha256(pcr + r.sha256).digest()
+    assert replay_cel(records) == pcr
+    verify_cel(records, pcr)
+
+
+def test_edited_content_is_caught() -> None:
+    log = _log()
+    log[1]["content"] = {"event": "x", "n": 7}
+    records = parse_cel(log)
+    with pytest.raises(CelLogError, match="record 1 digest does not match"):
+        verify_cel(records, replay_cel(records))
+
+
+def test_reordered_and_dropped_records_are_caught() -> None:
+    log = _log()
+    pcr = replay_cel(parse_cel(log))
+    with pytest.raises(CelLogError, match="missing or reordered"):
+        verify_cel(parse_cel([log[0], log[2], log[1]]), pcr)
+    dropped = parse_cel(log[:2])
+    with pytest.raises(CelLogError, match="replays PCR 15"):
+        verify_cel(dropped, pcr)
+
+
+def test_wrong_pcr_is_caught() -> None:
+    log = _log()
+    log[0]["pcr"] = 16
+    with pytest.raises(CelLogError, match="extends PCR 16"):
+        verify_cel(parse_cel(log), bytes(32))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {},
+        [1],
+        [{"recnum": "0", "pcr": 15, "digests": [], "content_type": "aicert", "content": {}}],
+        [{"recnum": 0, "pcr": 15, "digests": [{"hashAlg": "sha1", "digest": "00"}]}],
+        [{"recnum": 0, "pcr": 15, "digests": [{"hashAlg": "sha256", "digest": "zz" * 32}]}],
+    ],
+)
+def test_malformed_logs_are_format_errors(bad: object) -> None:
+    with pytest.raises(FormatError):
+        parse_cel(bad)
+
+
+@given(
+    st.lists(
+        st.dictionaries(
+            st.sampled_from(["recnum", "pcr", "digests", "content_type", "content"]),
+            st.none() | st.integers() | st.text() | st.lists(st.dictionaries(st.text(), st.text())),
+        )
+    )
+)
+def test_random_records_raise_only_format_errors(obj: list[object]) -> None:
+    try:
+        parse_cel(obj)
+    except FormatError:
+        pass

@@ -1,0 +1,81 @@
+"""Rendering a verification report for people (text) and machines (JSON)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .provenance import TrainingProvenance
+from .verify import Report, Status
+
+_MARKS = {
+    Status.PASSED: ("PASS", "green"),
+    Status.FAILED: ("FAIL", "red"),
+    Status.SKIPPED: ("SKIP", "yellow"),
+    Status.NOT_RUN: ("----", None),
+}
+
+
+def render_text(report: Report, certificate: Path, *, color: bool) -> str:
+    lines = [f"aicert certificate {certificate}", ""]
+    width = max(len(r.check) for r in report.results)
+    for result in report.results:
+        mark, fg = _MARKS[result.status]
+        detail = result.detail or "not run (an earlier check failed)"
+        lines.append(
+            f"  {click.style(mark, fg=fg) if color else mark}  {result.check:<{width}}  {detail}"
+        )
+    if report.provenance is not None:
+        lines += ["", *_provenance_lines(report.provenance)]
+    lines.append("")
+    if report.error is None:
+        verdict = "VERIFIED: every check that ran passed"
+        skipped = [r.check for r in report.results if r.status is Status.SKIPPED]
+        if skipped:
+            verdict += f" (skipped: {', '.join(skipped)})"
+        lines.append(click.style(verdict, fg="green", bold=True) if color else verdict)
+    else:
+        failed = next(r.check for r in report.results if r.status is Status.FAILED)
+        verdict = f"NOT VERIFIED: {failed}: {report.error.message}"
+        lines.append(click.style(verdict, fg="red", bold=True) if color else verdict)
+    return "\n".join(lines)
+
+
+def _provenance_lines(prov: TrainingProvenance) -> list[str]:
+    lines = ["Provenance (as the statement claims; trusted only if VERIFIED)"]
+    lines.append(f"  command      {' '.join(prov.command)}")
+    lines.append(f"  exit status  {prov.exit_status}")
+    lines.append(f"  agent        aicert-agent {prov.agent_version}, boot {prov.boot_id}")
+    lines.append(f"  ran          {prov.started_on} .. {prov.finished_on}")
+    lines.append(f"  nonce        {prov.nonce}")
+    lines.append("  inputs")
+    for dep in prov.dependencies:
+        source = f"  from {dep.source}" if dep.source else ""
+        lines.append(f"    {dep.role:<10} {dep.name:<24} sha256:{dep.sha256}{source}")
+    lines.append("  outputs")
+    for subject in prov.subjects:
+        lines.append(f"    {'':<10} {subject.name:<24} sha256:{subject.sha256}")
+    return lines
+
+
+def render_json(report: Report, certificate: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "certificate": str(certificate),
+        "verified": report.ok,
+        "checks": [
+            {"check": r.check, "status": r.status.value, "detail": r.detail} for r in report.results
+        ],
+        "provenance": report.provenance.to_statement() if report.provenance else None,
+        "error": None,
+    }
+    if report.error is not None:
+        failed = next(r.check for r in report.results if r.status is Status.FAILED)
+        doc["error"] = {
+            "check": failed,
+            "type": type(report.error).__name__,
+            "message": report.error.message,
+            "exitCode": report.error.exit_code,
+        }
+    return doc
