@@ -10,8 +10,7 @@ extraData binds the statement. Tests use the same class on a real swtpm.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -45,19 +44,23 @@ class SessionError(AicertError):
     exit_code = 1
 
 
-@dataclass(frozen=True)
-class Quote:
-    attest: bytes
-    signature: bytes
-    pcr_values: dict[int, bytes]
+class Quote(Protocol):
+    @property
+    def attest(self) -> bytes: ...
+
+    @property
+    def signature(self) -> bytes: ...
+
+    @property
+    def pcr_values(self) -> dict[int, bytes]: ...
 
 
 class SessionTpm(Protocol):
     """The TPM operations a session needs (``aicert.agent.tpm.AgentTpm`` provides them)."""
 
-    def extend(self, pcr: int, data: bytes) -> None: ...
+    def extend(self, pcr: int, data: bytes) -> object: ...
 
-    def read_pcrs(self, pcrs: Sequence[int]) -> dict[int, bytes]: ...
+    def read_pcrs(self, alg: str = ..., pcrs: Iterable[int] = ...) -> dict[int, bytes]: ...
 
     def quote(self, pcrs: Sequence[int], extra_data: bytes) -> Quote: ...
 
@@ -90,7 +93,7 @@ class MeasuredSession:
         key: ec.EllipticCurvePrivateKey,
         intermediates: Sequence[bytes] = (),
     ) -> None:
-        if tpm.read_pcrs([APPLICATION_PCR])[APPLICATION_PCR] != bytes(32):
+        if tpm.read_pcrs(pcrs=[APPLICATION_PCR])[APPLICATION_PCR] != bytes(32):
             raise SessionError(
                 "PCR 15 is not zero: something was measured before this agent started "
                 "(one job per boot; reboot the VM for a new job)"
