@@ -123,7 +123,12 @@ class Swtpm:
         if self._proc is not None:
             raise ToolError("swtpm is already running")
         binary = require_tool("swtpm")
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ToolError(
+                f"cannot create the swtpm state directory {self.state_dir}: {exc.strerror}"
+            ) from exc
         self._workdir = tempfile.TemporaryDirectory(prefix="aicert-swtpm-")
         try:
             if self.qemu_socket is not None:

@@ -14,8 +14,9 @@ into a (software) TPM, with the local CA in place of Azure's:
   OWNERWRITE | OWNERREAD | AUTHWRITE | AUTHREAD, size = certificate length. Anyone
   in the guest can therefore read it (empty index password), as on Azure.
 
-Re-provisioning evicts the old AK and undefines the old index first, so it is
-idempotent apart from the new key and certificate.
+Re-provisioning evicts the old AK and undefines the old index first. The AK, being a
+primary key derived from the endorsement seed and a fixed template, comes out the same
+again (as on Azure, which regenerates it from the seeds); only the certificate is new.
 """
 
 from __future__ import annotations

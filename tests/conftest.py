@@ -1,0 +1,63 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aicert.builder.local_ca import LocalCa
+from aicert.builder.swtpm import Swtpm
+from aicert.builder.vtpm_provision import ProvisionResult, provision_like_azure
+
+# --------------------------------------------------------------------------- swtpm
+# A real swtpm, provisioned like Azure's vTPM (AK at 0x81000003, its certificate in
+# NV 0x01C101D0) under a local test CA. ``provisioned_swtpm`` gives the whole set;
+# ``swtpm_tcti`` just its TCTI string, for code that only talks to the TPM.
+
+SWTPM_VM_ID = "aicert-test-vm"
+
+
+@dataclass(frozen=True)
+class ProvisionedSwtpm:
+    """A running TCP-mode swtpm, provisioned like Azure's vTPM with ``ca``."""
+
+    swtpm: Swtpm
+    tcti: str
+    ca: LocalCa
+    provisioned: ProvisionResult
+    state_dir: Path
+
+
+@pytest.fixture(scope="session")
+def local_ca(tmp_path_factory: pytest.TempPathFactory) -> LocalCa:
+    """One local vTPM CA for the whole run (its RSA-4096 keys take a moment to make)."""
+    return LocalCa.load_or_create(tmp_path_factory.mktemp("local-ca"))
+
+
+@pytest.fixture
+def swtpm_state_dir(tmp_path: Path) -> Path:
+    return tmp_path / "tpmstate"
+
+
+@pytest.fixture
+def running_swtpm(swtpm_state_dir: Path) -> Iterator[Swtpm]:
+    """A fresh, unprovisioned swtpm in TCP mode, stopped after the test."""
+    with Swtpm.tcp(swtpm_state_dir) as tpm:
+        yield tpm
+
+
+@pytest.fixture
+def provisioned_swtpm(
+    running_swtpm: Swtpm, local_ca: LocalCa, swtpm_state_dir: Path
+) -> ProvisionedSwtpm:
+    """A fresh swtpm provisioned like Azure's vTPM (AK + AK certificate in NV)."""
+    result = provision_like_azure(running_swtpm.tcti, local_ca, SWTPM_VM_ID)
+    return ProvisionedSwtpm(running_swtpm, running_swtpm.tcti, local_ca, result, swtpm_state_dir)
+
+
+@pytest.fixture
+def swtpm_tcti(provisioned_swtpm: ProvisionedSwtpm) -> str:
+    """The TCTI string of a fresh provisioned swtpm."""
+    return provisioned_swtpm.tcti
