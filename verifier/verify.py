@@ -138,7 +138,7 @@ def _ak_chain(state: _State) -> str:
     result = verify_ak_chain(
         tpm.ak_certificates[0], tpm.ak_certificates[1:], state.policy.trust_roots, at, state.ak
     )
-    return f"AK certificate valid at {at.isoformat()} under {result.root_subject}"
+    return f"AK certificate valid at {at.isoformat()} under {result.root.subject.rfc4514_string()}"
 
 
 def _attestation_time(state: _State) -> datetime:

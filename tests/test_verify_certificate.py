@@ -1,0 +1,300 @@
+"""End-to-end verification of a certificate made on a real swtpm, and one tampering per check."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import dataclasses
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aicert.verifier.certificate import parse_certificate
+from aicert.verifier.cli import main as verify_main
+from aicert.verifier.errors import (
+    AkChainError,
+    AkMismatchError,
+    BindingError,
+    BootPcrError,
+    CelLogError,
+    FormatError,
+    NonceError,
+    PcrDigestError,
+    StatementMismatchError,
+    VerificationError,
+    WeightsError,
+)
+from aicert.verifier.verify import BootReference, Policy, Report, Status, verify_certificate
+from aicert.verifier.weights import weights_tree_digest
+from certgen import IssuedCertificate, issue_certificate
+from conftest import ProvisionedSwtpm
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+pytestmark = pytest.mark.swtpm
+
+
+@pytest.fixture
+def issued(provisioned_swtpm: ProvisionedSwtpm, tmp_path: Path) -> IssuedCertificate:
+    intermediate = provisioned_swtpm.ca.intermediate_certificate.public_bytes(
+        serialization.Encoding.DER
+    )
+    return issue_certificate(provisioned_swtpm.tcti, (intermediate,), tmp_path)
+
+
+def _policy(swtpm: ProvisionedSwtpm, issued: IssuedCertificate, **changes: Any) -> Policy:
+    policy = Policy(
+        trust_roots=(swtpm.ca.root_certificate,),
+        expected_nonce=issued.nonce,
+        accept_any_image=True,
+        weights_path=issued.weights,
+        weights_digest=weights_tree_digest,
+    )
+    return dataclasses.replace(policy, **changes)
+
+
+def _verify_json(doc: dict[str, Any], policy: Policy) -> Report:
+    return verify_certificate(parse_certificate(json.dumps(doc).encode()), policy)
+
+
+def _failed(report: Report) -> tuple[str, type[Exception]]:
+    assert report.error is not None, "verification passed but should have failed"
+    failed = [r.check for r in report.results if r.status is Status.FAILED]
+    return failed[0], type(report.error)
+
+
+def test_an_honest_certificate_verifies(
+    provisioned_swtpm: ProvisionedSwtpm, issued: IssuedCertificate
+) -> None:
+    report = verify_certificate(issued.certificate, _policy(provisioned_swtpm, issued))
+    assert report.ok, report.error
+    statuses = {r.check: r.status for r in report.results}
+    assert statuses["boot-pcrs"] is Status.SKIPPED  # --any-image: said, not hidden
+    assert statuses["platform-profile"] is Status.SKIPPED
+    assert all(
+        s is Status.PASSED
+        for c, s in statuses.items()
+        if c not in {"boot-pcrs", "platform-profile"}
+    )
+    assert report.provenance is not None
+    assert report.provenance.nonce == issued.nonce
+
+
+def _edit_statement(doc: dict[str, Any]) -> None:
+    payload = json.loads(base64.b64decode(doc["envelope"]["payload"]))
+    payload["predicate"]["buildDefinition"]["externalParameters"]["command"] = ["python3", "x.py"]
+    doc["envelope"]["payload"] = base64.b64encode(json.dumps(payload).encode()).decode()
+
+
+def _swap_ak(doc: dict[str, Any]) -> None:
+    other = rsa.generate_private_key(65537, 2048).public_key().public_numbers()
+    ak = bytearray(base64.b64decode(doc["tpm"]["akPublic"]))
+    modulus = other.n.to_bytes(256, "big")
+    ak[-256:] = modulus  # TPM2B_PUBLIC of an RSA-2048 key ends with its modulus
+    doc["tpm"]["akPublic"] = base64.b64encode(bytes(ak)).decode()
+
+
+def _self_signed_chain(doc: dict[str, Any]) -> None:
+    leaf = x509.load_der_x509_certificate(base64.b64decode(doc["tpm"]["akCertificates"][0]))
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "self-signed")])
+    now = datetime.now(UTC)
+    forged = (
+        x509.CertificateBuilder()
+        .subject_name(leaf.subject)
+        .issuer_name(name)
+        .public_key(leaf.public_key())  # type: ignore[arg-type]
+        .serial_number(1)
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    doc["tpm"]["akCertificates"] = [
+        base64.b64encode(forged.public_bytes(serialization.Encoding.DER)).decode()
+    ]
+
+
+def _reorder_cel(doc: dict[str, Any]) -> None:
+    cel = doc["tpm"]["celLog"]
+    cel[2], cel[3] = cel[3], cel[2]
+
+
+def _drop_cel(doc: dict[str, Any]) -> None:
+    del doc["tpm"]["celLog"][2]
+
+
+def _alter_pcr(doc: dict[str, Any]) -> None:
+    doc["tpm"]["pcrs"]["sha256"]["7"] = "00" * 32
+
+
+def _alter_pcr15_and_cel(doc: dict[str, Any]) -> None:
+    # A CEL record that matches its own digest but was never extended.
+    from aicert.verifier.cel import make_record
+
+    cel = doc["tpm"]["celLog"]
+    cel.insert(-1, make_record(len(cel) - 1, {"event": "command-exit", "exitStatus": 0}).to_json())
+    cel[-1]["recnum"] = len(cel) - 1
+
+
+@pytest.mark.parametrize(
+    ("tamper", "check", "error"),
+    [
+        (_edit_statement, "binding", BindingError),
+        (_swap_ak, "ak-chain", AkMismatchError),
+        (_self_signed_chain, "ak-chain", AkChainError),
+        (_reorder_cel, "cel-log", CelLogError),
+        (_drop_cel, "cel-log", CelLogError),
+        (_alter_pcr, "pcr-digest", PcrDigestError),
+        (_alter_pcr15_and_cel, "cel-log", CelLogError),
+    ],
+)
+def test_each_tampering_fails_its_check(
+    provisioned_swtpm: ProvisionedSwtpm,
+    issued: IssuedCertificate,
+    tamper: Callable[[dict[str, Any]], None],
+    check: str,
+    error: type[VerificationError],
+) -> None:
+    doc = copy.deepcopy(issued.certificate.to_json())
+    tamper(doc)
+    report = _verify_json(doc, _policy(provisioned_swtpm, issued))
+    assert _failed(report) == (check, error)
+
+
+def test_other_nonce_fails(provisioned_swtpm: ProvisionedSwtpm, issued: IssuedCertificate) -> None:
+    report = verify_certificate(
+        issued.certificate, _policy(provisioned_swtpm, issued, expected_nonce="ff" * 16)
+    )
+    assert _failed(report) == ("nonce", NonceError)
+
+
+def test_untrusted_root_fails(
+    provisioned_swtpm: ProvisionedSwtpm, issued: IssuedCertificate
+) -> None:
+    report = verify_certificate(
+        issued.certificate, _policy(provisioned_swtpm, issued, trust_roots=())
+    )
+    assert _failed(report) == ("ak-chain", AkChainError)
+
+
+def test_statement_that_differs_from_the_log_fails(
+    provisioned_swtpm: ProvisionedSwtpm, issued: IssuedCertificate, tmp_path: Path
+) -> None:
+    # A second, honest session's statement quoted and signed properly cannot be mixed
+    # with this session's log: the binding ties statement and quote together.
+    doc = copy.deepcopy(issued.certificate.to_json())
+    doc["tpm"]["celLog"][1]["content"]["nonce"] = "00" * 16
+    report = _verify_json(doc, _policy(provisioned_swtpm, issued))
+    assert _failed(report) == ("cel-log", CelLogError)
+    assert StatementMismatchError.check == "cel-log"
+
+
+def test_wrong_boot_reference_fails(
+    provisioned_swtpm: ProvisionedSwtpm, issued: IssuedCertificate
+) -> None:
+    reference = BootReference("recipe other.json", {4: b"\x11" * 32, 9: bytes(32)})
+    policy = _policy(provisioned_swtpm, issued, boot_reference=reference, accept_any_image=False)
+    report = verify_certificate(issued.certificate, policy)
+    assert _failed(report) == ("boot-pcrs", BootPcrError)
+
+
+def test_matching_recipe_passes(
+    provisioned_swtpm: ProvisionedSwtpm, issued: IssuedCertificate
+) -> None:
+    quoted = issued.certificate.tpm.pcrs
+    reference = BootReference("recipe same.json", {p: quoted[p] for p in (4, 9, 11, 12, 13)})
+    policy = _policy(provisioned_swtpm, issued, boot_reference=reference, accept_any_image=False)
+    assert verify_certificate(issued.certificate, policy).ok
+
+
+def test_no_boot_reference_fails_closed(
+    provisioned_swtpm: ProvisionedSwtpm, issued: IssuedCertificate
+) -> None:
+    policy = _policy(provisioned_swtpm, issued, accept_any_image=False)
+    assert _failed(verify_certificate(issued.certificate, policy)) == ("boot-pcrs", BootPcrError)
+
+
+def test_altered_weights_fail(
+    provisioned_swtpm: ProvisionedSwtpm, issued: IssuedCertificate
+) -> None:
+    model = issued.weights / "model.bin"
+    data = bytearray(model.read_bytes())
+    data[100] ^= 1
+    model.write_bytes(bytes(data))
+    report = verify_certificate(issued.certificate, _policy(provisioned_swtpm, issued))
+    assert _failed(report) == ("weights", WeightsError)
+
+
+def test_truncated_quote_is_malformed_input(
+    provisioned_swtpm: ProvisionedSwtpm, issued: IssuedCertificate
+) -> None:
+    doc = copy.deepcopy(issued.certificate.to_json())
+    attest = base64.b64decode(doc["tpm"]["quote"]["attest"])
+    doc["tpm"]["quote"]["attest"] = base64.b64encode(attest[:40]).decode()
+    report = _verify_json(doc, _policy(provisioned_swtpm, issued))
+    check, error = _failed(report)
+    assert check == "quote-signature"
+    assert issubclass(error, (FormatError, VerificationError))
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        verify_main(args)
+    out, err = capsys.readouterr()
+    return int(exit_info.value.code or 0), out, err
+
+
+def test_cli_verifies_and_reports_json(
+    provisioned_swtpm: ProvisionedSwtpm,
+    issued: IssuedCertificate,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = str(provisioned_swtpm.ca.root_path)
+    args = [str(issued.path), "--trust-root", root, "--nonce", issued.nonce, "--any-image"]
+    code, out, _ = _cli([*args, "--weights", str(issued.weights)], capsys)
+    assert code == 0, out
+    assert "VERIFIED" in out
+    code, out, _ = _cli([*args, "--json"], capsys)
+    doc = json.loads(out)
+    assert code == 0
+    assert doc["verified"] is True
+    assert (
+        doc["provenance"]["subject"][0]["digest"]["sha256"]
+        == issued.certificate.tpm.cel_log[-2].content["sha256"]
+    )
+
+
+def test_cli_fails_with_one_line_and_exit_codes(
+    provisioned_swtpm: ProvisionedSwtpm,
+    issued: IssuedCertificate,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    root = str(provisioned_swtpm.ca.root_path)
+    code, out, _ = _cli(
+        [str(issued.path), "--trust-root", root, "--nonce", "00" * 16, "--any-image"], capsys
+    )
+    assert code == 1
+    assert "NOT VERIFIED: nonce:" in out
+
+    code, _, err = _cli([str(tmp_path / "missing.json")], capsys)
+    assert code == 3
+    assert err.count("\n") == 1
+    assert "does not exist" in err
+
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text("{not json")
+    code, _, err = _cli([str(garbage)], capsys)
+    assert code == 3
+    assert "not valid JSON" in err
+
+    code, _, err = _cli([str(issued.path), "--recipe", "a", "--uki", "b"], capsys)
+    assert code == 2

@@ -1,0 +1,169 @@
+"""The ``aicert-verify`` command line: check a certificate offline, or digest a file tree.
+
+``aicert-verify CERT [OPTIONS]`` verifies; ``aicert-verify digest PATH`` prints a
+tree digest. One handler maps every error to an exit code (docs/exit-codes.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+import click
+from cryptography import x509
+
+from aicert import __version__
+
+from .ak_chain import bundled_roots
+from .boot_reference import reference_from_recipe, reference_from_uki
+from .certificate import load_certificate
+from .digest_cli import digest_command
+from .errors import EXIT_CODES, AicertError, InputError
+from .platform_profile import bundled_profile_names, load_profile
+from .report import render_json, render_text
+from .verify import Policy, verify_certificate
+from .weights import weights_tree_digest
+
+
+class _VerifyByDefault(click.Group):
+    """``aicert-verify CERT`` means ``aicert-verify verify CERT``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help", "--version"):
+            args = ["verify", *args]
+        return super().parse_args(ctx, args)
+
+
+_EPILOG = "Exit status: " + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items())
+
+
+@click.group(
+    cls=_VerifyByDefault,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=_EPILOG,
+)
+@click.version_option(__version__, prog_name="aicert-verify")
+@click.option("-v", "--verbose", is_flag=True, help="Log what is being checked.")
+def cli(verbose: bool) -> None:
+    """Verify aicert certificates offline.
+
+    \b
+    aicert-verify CERT [OPTIONS]    verify a certificate (see: aicert-verify verify --help)
+    aicert-verify digest PATH       tree digest of a file or directory
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+
+
+@cli.command(epilog=_EPILOG)
+@click.argument("certificate", type=click.Path(path_type=Path))
+@click.option(
+    "--weights",
+    type=click.Path(path_type=Path),
+    help="Weights file or directory on disk: must hash to the certificate's subject.",
+)
+@click.option(
+    "--recipe",
+    type=click.Path(path_type=Path),
+    help="recipe.json of the published image: boot PCRs must equal its prediction.",
+)
+@click.option(
+    "--uki",
+    type=click.Path(path_type=Path),
+    help="The image's UKI (e.g. rebuilt): boot PCRs must equal those predicted from it.",
+)
+@click.option(
+    "--any-image",
+    is_flag=True,
+    help="Accept any booted image (skips the boot-PCR check; the report says so).",
+)
+@click.option(
+    "--platform-profile",
+    metavar="NAME|FILE",
+    help="Firmware reference profile for PCRs 0-3, 5, 7 (bundled: "
+    + (", ".join(bundled_profile_names()) or "none")
+    + ").",
+)
+@click.option(
+    "--trust-root",
+    "trust_roots",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="PEM file of a root CA for the AK chain (repeatable); the Azure vTPM root is bundled.",
+)
+@click.option("--nonce", metavar="HEX", help="The nonce sent with the job: proves freshness.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON report.")
+def verify(
+    certificate: Path,
+    weights: Path | None,
+    recipe: Path | None,
+    uki: Path | None,
+    any_image: bool,
+    platform_profile: str | None,
+    trust_roots: Sequence[Path],
+    nonce: str | None,
+    as_json: bool,
+) -> None:
+    """Verify CERTIFICATE: AK chain, quote, binding, logs, boot PCRs and (optionally) weights.
+
+    Exit status 0 only when every check that runs passes.
+    """
+    if sum(x is not None for x in (recipe, uki)) + any_image > 1:
+        raise click.UsageError("give at most one of --recipe, --uki and --any-image")
+    cert = load_certificate(certificate)
+    if recipe is not None:
+        reference = reference_from_recipe(recipe)
+    elif uki is not None:
+        reference = reference_from_uki(uki)
+    else:
+        reference = None
+    policy = Policy(
+        trust_roots=(*bundled_roots(), *(_load_root(p) for p in trust_roots)),
+        expected_nonce=nonce,
+        boot_reference=reference,
+        accept_any_image=any_image,
+        platform_profile=load_profile(platform_profile) if platform_profile else None,
+        weights_path=weights,
+        weights_digest=weights_tree_digest,
+    )
+    report = verify_certificate(cert, policy)
+    if as_json:
+        click.echo(json.dumps(render_json(report, certificate), indent=2))
+    else:
+        click.echo(render_text(report, certificate, color=sys.stdout.isatty()))
+    if report.error is not None:
+        sys.exit(report.error.exit_code)
+
+
+cli.add_command(digest_command)
+
+
+def _load_root(path: Path) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except OSError as exc:
+        raise InputError(f"cannot read trust root {path}: {exc.strerror}") from None
+    except ValueError:
+        raise InputError(f"trust root {path} is not a PEM X.509 certificate") from None
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point: run the CLI and map every error to one line and an exit code."""
+    try:
+        cli.main(args=argv, prog_name="aicert-verify", standalone_mode=False)
+    except AicertError as exc:
+        click.echo(f"aicert-verify: error: {exc.message}", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except click.Abort:
+        click.echo("aicert-verify: interrupted", err=True)
+        sys.exit(5)
+    except KeyboardInterrupt:
+        click.echo("aicert-verify: interrupted", err=True)
+        sys.exit(5)
+    sys.exit(0)
