@@ -1,0 +1,262 @@
+"""Boot an aicert disk image locally: QEMU q35 + OVMF + swtpm, the QEMU reference platform.
+
+The machine is fixed, because the firmware PCRs depend on it (see
+docs/pcr-map.md and verifier/data/platform-qemu.json): ``-machine q35 -m 2048
+-smp 2``, OVMF_CODE_4M.fd with a fresh copy of OVMF_VARS_4M.fd, a swtpm CRB TPM,
+one virtio disk (opened with ``snapshot=on``, so the image file is never
+written), one virtio NIC without option ROM on user-mode networking that is
+restricted to a single host forward on 127.0.0.1. The serial console goes to
+a log file, where :meth:`Vm.wait_ready` looks for the agent's AICERT-READY line.
+
+Everything the VM starts (QEMU, swtpm) and creates (variable store, sockets,
+TPM state) is stopped and removed when the ``with`` block ends, also on
+errors and Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from aicert.agent.readiness import READY_PREFIX, ReadinessReport, parse_ready_line
+from aicert.builder.swtpm import Swtpm
+from aicert.verifier.errors import InputError, ToolError
+
+from aicert.process import require_tool, run
+
+log = logging.getLogger("aicert.qemu")
+
+QEMU = "qemu-system-x86_64"
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+MACHINE = "q35"
+MEMORY_MIB = 2048
+CPUS = 2
+AGENT_PORT = 8443
+KVM_PROBE_SECONDS = 4.0
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    """What to boot and how; the defaults are the QEMU reference platform."""
+
+    disk: Path
+    host_port: int | None = None
+    guest_port: int = AGENT_PORT
+    accel: str | None = None
+    memory_mib: int = MEMORY_MIB
+    cpus: int = CPUS
+    extra_args: tuple[str, ...] = field(default_factory=tuple)
+
+
+def kvm_works() -> bool:
+    """True if QEMU can actually run OVMF under KVM here (not just open /dev/kvm)."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    qemu = require_tool(QEMU, hint="run scripts/install-host-deps.sh")
+    with tempfile.TemporaryDirectory(prefix="aicert-kvm-probe-") as tmp:
+        variables = Path(tmp) / "vars.fd"
+        shutil.copyfile(OVMF_VARS, variables)
+        argv = [
+            qemu,
+            *("-machine", f"{MACHINE},accel=kvm", "-m", "256", "-nodefaults", "-display", "none"),
+            *("-no-user-config", "-serial", "none", "-monitor", "none"),
+            *_pflash_args(variables),
+        ]
+        with subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        ) as proc:
+            try:
+                proc.wait(timeout=KVM_PROBE_SECONDS)
+            except subprocess.TimeoutExpired:
+                # Still running OVMF after a few seconds: KVM executes guest code.
+                proc.kill()
+                proc.wait()
+                return True
+            log.info("KVM is not usable: %s", (proc.stderr.read() if proc.stderr else b"")[-200:])
+            return False
+
+
+def choose_accel() -> str:
+    return "kvm" if kvm_works() else "tcg"
+
+
+def qemu_version() -> str:
+    proc = run([QEMU, "--version"])
+    return proc.stdout.decode().splitlines()[0].strip()
+
+
+def _pflash_args(variables: Path) -> list[str]:
+    return [
+        *("-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"),
+        *("-drive", f"if=pflash,format=raw,unit=1,file={variables}"),
+    ]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Vm:
+    """One QEMU VM with its own swtpm; a context manager."""
+
+    def __init__(self, spec: VmSpec) -> None:
+        if not spec.disk.is_file():
+            raise InputError(f"disk image {spec.disk} does not exist")
+        for firmware in (OVMF_CODE, OVMF_VARS):
+            if not firmware.is_file():
+                raise ToolError(f"{firmware} is missing; run scripts/install-host-deps.sh")
+        self.spec = spec
+        self.accel = spec.accel or choose_accel()
+        self.host_port = spec.host_port if spec.host_port is not None else free_port()
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._swtpm: Swtpm | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._started = 0.0
+        self.console_log = Path()
+
+    def __enter__(self) -> Vm:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def workdir(self) -> Path:
+        if self._tmp is None:
+            raise ToolError("the VM is not running")
+        return Path(self._tmp.name)
+
+    def argv(self) -> list[str]:
+        """The full QEMU command line (the VM's working files must exist)."""
+        if self._swtpm is None:
+            raise ToolError("the VM's TPM is not running")
+        spec = self.spec
+        forward = f"hostfwd=tcp:127.0.0.1:{self.host_port}-:{spec.guest_port}"
+        return [
+            require_tool(QEMU, hint="run scripts/install-host-deps.sh"),
+            *("-machine", MACHINE, "-accel", self.accel),
+            *("-m", str(spec.memory_mib), "-smp", str(spec.cpus)),
+            *("-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"),
+            *_pflash_args(self.workdir / "OVMF_VARS_4M.fd"),
+            *self._swtpm.qemu_args(),
+            *("-drive", f"if=none,id=disk0,format=raw,snapshot=on,file={spec.disk}"),
+            *("-device", "virtio-blk-pci,drive=disk0,bootindex=0"),
+            *("-netdev", f"user,id=net0,restrict=on,{forward}"),
+            *("-device", "virtio-net-pci,netdev=net0,romfile="),
+            *("-chardev", f"file,id=serial0,path={self.console_log}"),
+            *("-serial", "chardev:serial0"),
+            *("-qmp", f"unix:{self.workdir / 'qmp.sock'},server=on,wait=off"),
+            *spec.extra_args,
+        ]
+
+    def start(self) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="aicert-vm-")
+        try:
+            shutil.copyfile(OVMF_VARS, self.workdir / "OVMF_VARS_4M.fd")
+            self.console_log = self.workdir / "console.log"
+            self.console_log.touch()
+            self._swtpm = Swtpm.for_qemu(self.workdir / "tpm", self.workdir / "swtpm.sock")
+            self._swtpm.start()
+            argv = self.argv()
+            log.info("$ %s", " ".join(argv))
+            self._proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=open(self.workdir / "qemu.stderr", "wb"),  # noqa: SIM115 - closed with the process
+                start_new_session=True,
+            )
+            self._started = time.monotonic()
+        except BaseException:
+            self.stop()
+            raise
+
+    def console_text(self) -> str:
+        try:
+            return self.console_log.read_bytes().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_ready(self, timeout: float = 300.0) -> tuple[ReadinessReport, float]:
+        """Wait for the AICERT-READY line; return the report and seconds since QEMU started."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.console_text()
+            start = text.find(READY_PREFIX)
+            if start >= 0 and "\n" in text[start:]:
+                return parse_ready_line(text), time.monotonic() - self._started
+            if self._proc is None or self._proc.poll() is not None:
+                raise ToolError(
+                    "QEMU exited before the image reported readiness" + self._failure_detail(text)
+                )
+            if time.monotonic() > deadline:
+                raise ToolError(
+                    f"no AICERT-READY line on the serial console within {timeout:.0f} s"
+                    + self._failure_detail(text)
+                )
+            time.sleep(0.5)
+
+    def _failure_detail(self, console: str) -> str:
+        stderr = ""
+        with contextlib.suppress(OSError):
+            stderr = (self.workdir / "qemu.stderr").read_text(errors="replace").strip()
+        lines = [line.strip() for line in (stderr or console).splitlines() if line.strip()]
+        return f"; last output: {lines[-1][:200]}" if lines else ""
+
+    def _qmp(self, *commands: str) -> None:
+        """Send QMP commands, best effort (used only to shut down)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect(str(self.workdir / "qmp.sock"))
+            sock.recv(4096)
+            for command in ("qmp_capabilities", *commands):
+                sock.sendall(json.dumps({"execute": command}).encode() + b"\n")
+                sock.recv(4096)
+
+    def stop(self, grace: float = 20.0) -> None:
+        """Power the VM off (ACPI, then quit, then SIGKILL), stop swtpm, remove the files."""
+        proc, self._proc = self._proc, None
+        try:
+            if proc is not None and proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    self._qmp("system_powerdown")
+                try:
+                    proc.wait(timeout=grace)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(OSError):
+                        self._qmp("quit")
+                    try:
+                        proc.wait(timeout=5)
+                    except subprocess.TimeoutExpired:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.killpg(proc.pid, signal.SIGKILL)
+                        proc.wait()
+        finally:
+            swtpm, self._swtpm = self._swtpm, None
+            try:
+                if swtpm is not None:
+                    swtpm.stop()
+            finally:
+                if self._tmp is not None:
+                    self._tmp.cleanup()
+                    self._tmp = None
