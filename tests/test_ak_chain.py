@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+from aicert.builder.local_ca import LocalCa
 from aicert.verifier.ak_chain import (
     AkChainResult,
     bundled_intermediates,
@@ -14,12 +17,21 @@ from aicert.verifier.ak_chain import (
     verify_ak_chain,
 )
 from aicert.verifier.errors import AkChainError, AkMismatchError, FormatError, InputError
-from aicert.verifier.tpm2_structures import ALG_RSASSA, TpmPublic, parse_tpmt_public
+from aicert.verifier.quote import verify_quote_signature
+from aicert.verifier.tpm2_structures import (
+    ALG_RSASSA,
+    TpmPublic,
+    parse_tpm2b_public,
+    parse_tpmt_public,
+)
+from conftest import ProvisionedSwtpm
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 from tpm_wire_builders import SHARED, tpmt_public
+
+from aicert.process import run
 
 UTC = datetime.UTC
 T0 = datetime.datetime(2026, 6, 1, tzinfo=UTC)
@@ -424,3 +436,51 @@ def test_bundled_intermediate_is_signed_by_the_azure_root() -> None:
     basic = ca03.extensions.get_extension_for_class(x509.BasicConstraints).value
     assert basic.ca
     assert basic.path_length == 0
+
+
+# --------------------------------------------------------------------------- local platform
+
+
+def test_local_ca_chain_verifies(local_ca: LocalCa) -> None:
+    # The CA the local platform uses to imitate Azure's PKI passes the same policy.
+    ak_key = _rsa()
+    leaf = local_ca.issue_ak_certificate(ak_key.public_key(), "vm-1")
+    intermediate = local_ca.intermediate_certificate.public_bytes(serialization.Encoding.DER)
+    now = datetime.datetime.now(UTC)
+    roots = [local_ca.root_certificate]
+    result = verify_ak_chain(leaf, [intermediate], roots, now, ak_public(ak_key))
+    assert result.leaf_subject == "CN=vm-1.TrustedVM.aicert.local"
+    with pytest.raises(AkChainError):
+        verify_ak_chain(leaf, [intermediate], bundled_roots(), now, ak_public(ak_key))
+
+
+@pytest.mark.swtpm
+def test_quote_by_the_provisioned_ak_and_its_chain(
+    provisioned_swtpm: ProvisionedSwtpm, tmp_path: Path
+) -> None:
+    """Azure's path on swtpm: quote with the AK at 0x81000003, certificate from NV."""
+    env = {"TPM2TOOLS_TCTI": provisioned_swtpm.tcti}
+    extra = hashlib.sha256(b"statement").hexdigest()
+    run(
+        [
+            "tpm2_quote", "-c", "0x81000003", "-l", "sha256:0,1,15", "-q", extra,
+            "-m", "quote.msg", "-s", "quote.sig",
+        ],
+        cwd=tmp_path,
+        env=env,
+    )  # fmt: skip
+    run(["tpm2_nvread", "-C", "o", "-o", "ak.der", "0x01C101D0"], cwd=tmp_path, env=env)
+    ak = parse_tpm2b_public(provisioned_swtpm.provisioned.ak_public)
+    attest = verify_quote_signature(
+        (tmp_path / "quote.msg").read_bytes(), (tmp_path / "quote.sig").read_bytes(), ak
+    )
+    assert attest.extra_data.hex() == extra
+    ca = provisioned_swtpm.ca
+    result = verify_ak_chain(
+        (tmp_path / "ak.der").read_bytes(),
+        [ca.intermediate_certificate.public_bytes(serialization.Encoding.DER)],
+        [ca.root_certificate],
+        datetime.datetime.now(UTC),
+        ak,
+    )
+    assert result.root == ca.root_certificate
