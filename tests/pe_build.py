@@ -34,6 +34,7 @@ def build_pe(
     certificate: bytes = b"",
     checksum: int = 0x12345678,
     machine: int = 0x8664,
+    major_image_version: int = 1,
 ) -> bytes:
     """A PE32+ image: headers, the sections (raw sizes aligned to 0x200), then
     ``trailing`` bytes, then ``certificate`` as the certificate table (if non-empty)."""
@@ -86,7 +87,7 @@ def build_pe(
         FILE_ALIGNMENT,
         0,
         0,
-        0,
+        major_image_version,
         0,
         0,
         0,

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import lief
 import pytest
+from aicert.verifier.authenticode import authenticode_digest
 from aicert.verifier.errors import FormatError
 from aicert.verifier.pcr import SHA256, extend_all
 from aicert.verifier.tcg_log import events_for_pcr, parse_event_log
@@ -39,7 +40,8 @@ REPO = Path(__file__).resolve().parent.parent
 REAL_BOOT = Path("/work/shared/testdata/ovmf-qemu")
 HOST_STUB = Path("/usr/lib/systemd/boot/efi/linuxx64.efi.stub")
 HOST_MEASURE = Path("/usr/lib/systemd/systemd-measure")
-# Any small PE serves as the "kernel": PCR 4 needs only its Authenticode digest.
+# Any small PE serves as the "kernel": PCR 4 needs only its Authenticode digest. It gets
+# MajorImageVersion 1, the mark of a Linux EFI stub the systemd-stub starts with LoadImage.
 KERNEL_PE = Path("/usr/lib/systemd/boot/efi/systemd-bootx64.efi")
 
 ACTION_DIGEST = bytes.fromhex("3d6772b4f84ed47595d72a2c4c5ffd15f5bb72c7507fe26f2aaee2c69d5633ba")
@@ -79,7 +81,7 @@ def test_real_boot_log_is_reproduced_by_the_formulas() -> None:
         load_options=pcr9[0],
         initrd=pcr9[1],
     )
-    events = expected_events(boot)
+    events = expected_events(boot, secure_boot=False)  # the README: Secure Boot off
     # Every event digest we derive ourselves equals the logged one, in order.
     assert [e.digest for e in events[4]] == pcr4
     assert [e.digest for e in events[9]] == pcr9
@@ -278,11 +280,30 @@ def test_command_line_clean_up(version: str, raw: bytes, expected: str) -> None:
         (lambda: small_uki(_initrd=b""), r"no \.initrd"),
         (lambda: small_uki(extra=[SectionSpec(b".dtbauto", b"dt")]), "dtbauto"),
         (lambda: small_uki(_linux=b"not a PE"), "MZ"),
+        (
+            lambda: small_uki(_linux=build_pe([SectionSpec(b".t", b"k")], major_image_version=0)),
+            "too old",
+        ),
+        (
+            lambda: small_uki(_linux=build_pe([SectionSpec(b".t", b"k")], machine=0xAA64)),
+            "not x86-64",
+        ),
     ],
 )
 def test_unpredictable_ukis_are_refused(uki, message: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(FormatError, match=message):
         predict_boot_pcrs(uki())
+
+
+def test_secure_boot_drops_the_kernel_event_from_pcr4() -> None:
+    uki = small_uki()
+    off = predict_boot_pcrs(uki)
+    on = predict_boot_pcrs(uki, secure_boot=True)
+    assert [e.digest for e in on.events[4]] == [e.digest for e in off.events[4][:3]]
+    assert off.events[4][3].digest == authenticode_digest(KERNEL)
+    assert on.pcrs[4] != off.pcrs[4]
+    assert (on.pcrs[9], on.pcrs[11]) == (off.pcrs[9], off.pcrs[11])
+    assert on.to_json()["secure_boot"] is True
 
 
 def test_to_json_has_hex_values() -> None:
@@ -350,7 +371,10 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> UkiInputs:
         pytest.skip(f"{KERNEL_PE} missing: run scripts/install-host-deps.sh")
     d = tmp_path_factory.mktemp("uki-inputs")
     kernel = d / "vmlinuz.efi"
-    shutil.copyfile(KERNEL_PE, kernel)
+    image = bytearray(KERNEL_PE.read_bytes())
+    major_image_version_at = int.from_bytes(image[0x3C:0x40], "little") + 24 + 44
+    image[major_image_version_at : major_image_version_at + 2] = (1).to_bytes(2, "little")
+    kernel.write_bytes(bytes(image))
     (d / "initrd").write_bytes(
         b"".join(sha256(i.to_bytes(2, "little")) for i in range(3000)) + b"odd"
     )

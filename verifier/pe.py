@@ -57,6 +57,9 @@ class PeFile:
     pe_offset: int
     machine: int
     magic: int
+    major_image_version: int
+    """The Linux EFI stub sets 1 once it supports LoadImage with an initrd device path."""
+    size_of_image: int
     size_of_headers: int
     checksum_offset: int
     number_of_rva_and_sizes: int
@@ -98,7 +101,10 @@ def parse_pe(data: bytes) -> PeFile:
     magic = optional.u16("optional header magic")
     if magic not in _DATA_DIRECTORIES_OFFSET:
         raise FormatError(f"{what}: optional header magic 0x{magic:x} is neither PE32 nor PE32+")
-    optional.skip(58, "optional header")
+    optional.skip(42, "optional header")
+    major_image_version = optional.u16("MajorImageVersion")
+    optional.skip(10, "optional header")
+    size_of_image = optional.u32("SizeOfImage")
     size_of_headers = optional.u32("SizeOfHeaders")
     optional.skip(4, "CheckSum")
     dirs_at = _DATA_DIRECTORIES_OFFSET[magic]
@@ -145,6 +151,8 @@ def parse_pe(data: bytes) -> PeFile:
         pe_offset=pe_offset,
         machine=machine,
         magic=magic,
+        major_image_version=major_image_version,
+        size_of_image=size_of_image,
         size_of_headers=size_of_headers,
         checksum_offset=optional_offset + _CHECKSUM_OFFSET_IN_OPTIONAL,
         number_of_rva_and_sizes=number_of_rva_and_sizes,

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import FormatError
-from .pe import PeFile, Section, loaded_section_bytes
+from .pe import PeFile, Section, loaded_section_bytes, parse_pe
 
 X86_64_MACHINE = 0x8664
 _SDMAGIC = re.compile(rb"#### LoaderInfo: systemd-stub ([\x21-\x7e]+) ####")
@@ -290,6 +290,21 @@ _RULES = {
 SUPPORTED_MAJORS = tuple(sorted(_RULES))
 
 
+def _check_kernel(kernel: bytes) -> None:
+    """pe.c pe_kernel_info (252 and 257): only an x86-64 kernel PE with MajorImageVersion
+    >= 1 is started with LoadImage and given its initrd through the LINUX_INITRD_MEDIA
+    device path (which the kernel measures into PCR 9); older kernels get the legacy EFI
+    handover, whose measurements we do not predict."""
+    pe = parse_pe(kernel)
+    if pe.machine != X86_64_MACHINE:
+        raise FormatError(f"UKI .linux kernel machine type 0x{pe.machine:04x} is not x86-64")
+    if pe.major_image_version < 1:
+        raise FormatError(
+            "UKI .linux kernel is too old for the LoadImage boot path (MajorImageVersion 0); "
+            "its boot measurements are not predicted"
+        )
+
+
 def simulate_stub(pe: PeFile, data: bytes, version: str) -> StubBoot:
     """What systemd-stub ``version`` measures and hands to the kernel for this UKI."""
     rules = _RULES.get(stub_major(version))
@@ -303,6 +318,7 @@ def simulate_stub(pe: PeFile, data: bytes, version: str) -> StubBoot:
     sections = rules.locate(pe, data, rules.unified_sections)
     if ".linux" not in sections:
         raise FormatError("UKI has no .linux section: systemd-stub refuses to boot it")
+    _check_kernel(sections[".linux"])
     # unified_section_measure(): every unified section except .pcrsig, in table order.
     measured = tuple(n for n in rules.unified_sections if n in sections and n != ".pcrsig")
     if ".cmdline" not in sections:

@@ -4,8 +4,12 @@ Each PCR comes with its ordered expected events, so a verifier can say which eve
 replayed log differs, not only that the final value does.
 
 - PCR 4 (firmware, edk2 Tcg2Dxe/BDS): EV_EFI_ACTION "Calling EFI Application from Boot
-  Option", EV_SEPARATOR, the Authenticode digest of the UKI, and the Authenticode digest
-  of the ``.linux`` section, which systemd-stub starts with LoadImage.
+  Option", EV_SEPARATOR, the Authenticode digest of the UKI, and -- with Secure Boot off
+  only -- the Authenticode digest of the ``.linux`` section, which systemd-stub starts
+  with LoadImage. With Secure Boot on, the stub (252 and 257, secure-boot.c
+  install_security_override) replaces the firmware's Security2 FileAuthentication hook
+  for that LoadImage and approves the embedded kernel itself, so the firmware's
+  measure-boot handler never sees it (systemd issue #36076).
 - PCR 11 (systemd-stub): for each measured section in the stub's canonical order,
   SHA-256 of the name with its NUL, then of the loaded contents; then systemd-pcrphase's
   "enter-initrd", "leave-initrd", "sysinit", "ready" (userspace, not in the firmware log).
@@ -55,6 +59,7 @@ class BootPcrPrediction:
     """Predicted SHA-256 boot PCRs of one UKI, with their expected events."""
 
     stub_version: str
+    secure_boot: bool
     measured_sections: tuple[str, ...]
     events: Mapping[int, tuple[ExpectedEvent, ...]] = field(hash=False)
 
@@ -66,6 +71,7 @@ class BootPcrPrediction:
         pcrs = self.pcrs
         return {
             "stub_version": self.stub_version,
+            "secure_boot": self.secure_boot,
             "measured_sections": list(self.measured_sections),
             "pcrs": {str(pcr): pcrs[pcr].hex() for pcr in BOOT_PCRS},
             "events": {str(pcr): [e.to_json() for e in self.events[pcr]] for pcr in BOOT_PCRS},
@@ -91,9 +97,11 @@ class BootDigests:
     """SHA-256 of the initrd the kernel receives."""
 
 
-def expected_events(digests: BootDigests) -> dict[int, tuple[ExpectedEvent, ...]]:
+def expected_events(
+    digests: BootDigests, *, secure_boot: bool
+) -> dict[int, tuple[ExpectedEvent, ...]]:
     """The ordered events of PCRs 4, 9, 11, 12 and 13 on a direct UKI boot."""
-    pcr4 = (
+    pcr4: tuple[ExpectedEvent, ...] = (
         ExpectedEvent(4, "EV_EFI_ACTION", BOOT_OPTION_ACTION.decode(), _sha256(BOOT_OPTION_ACTION)),
         ExpectedEvent(4, "EV_SEPARATOR", "separator", _sha256(bytes(4))),
         ExpectedEvent(
@@ -102,13 +110,16 @@ def expected_events(digests: BootDigests) -> dict[int, tuple[ExpectedEvent, ...]
             "Authenticode of the UKI",
             digests.uki_authenticode,
         ),
-        ExpectedEvent(
-            4,
-            "EV_EFI_BOOT_SERVICES_APPLICATION",
-            "Authenticode of the .linux section (kernel)",
-            digests.linux_authenticode,
-        ),
     )
+    if not secure_boot:
+        pcr4 += (
+            ExpectedEvent(
+                4,
+                "EV_EFI_BOOT_SERVICES_APPLICATION",
+                "Authenticode of the .linux section (kernel)",
+                digests.linux_authenticode,
+            ),
+        )
     pcr11: list[ExpectedEvent] = []
     for name, data_digest in digests.sections:
         pcr11.append(
@@ -126,8 +137,13 @@ def expected_events(digests: BootDigests) -> dict[int, tuple[ExpectedEvent, ...]
     return {4: pcr4, 9: pcr9, 11: tuple(pcr11), 12: (), 13: ()}
 
 
-def predict_boot_pcrs(uki: bytes) -> BootPcrPrediction:
-    """Predict PCRs 4, 9, 11, 12 and 13 of booting ``uki`` directly from the firmware."""
+def predict_boot_pcrs(uki: bytes, *, secure_boot: bool = False) -> BootPcrPrediction:
+    """Predict PCRs 4, 9, 11, 12 and 13 of booting ``uki`` directly from the firmware.
+
+    ``secure_boot`` is the platform's UEFI Secure Boot state: it decides whether the
+    kernel's Authenticode digest appears in PCR 4 (see the module docstring). The
+    QEMU/OVMF test platform boots with it off; Azure Trusted Launch usually has it on.
+    """
     pe = parse_pe(uki)
     version = stub_version(pe, uki)
     boot = simulate_stub(pe, uki, version)
@@ -142,6 +158,7 @@ def predict_boot_pcrs(uki: bytes) -> BootPcrPrediction:
     )
     return BootPcrPrediction(
         stub_version=version,
+        secure_boot=secure_boot,
         measured_sections=boot.measured_sections,
-        events=expected_events(digests),
+        events=expected_events(digests, secure_boot=secure_boot),
     )
