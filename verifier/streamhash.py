@@ -106,6 +106,7 @@ class HashingWriter:
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=QUEUE_DEPTH)
         self._error: OSError | None = None
         self._closed = False
+        self._aborted = False
         try:
             self._fd = os.open(
                 self.dest,
@@ -140,7 +141,10 @@ class HashingWriter:
 
     def _raise_write_error(self) -> None:
         if self._error is not None:
-            raise InputError(f"{self.dest}: write failed: {self._error.strerror}")
+            self.abort()
+            raise InputError(
+                f"{self.dest}: write failed: {self._error.strerror}; the file was removed"
+            )
 
     def write(self, data: _Chunk) -> int:
         """Queue ``data`` for writing and hash it meanwhile; returns its length."""
@@ -205,7 +209,10 @@ class HashingWriter:
             os.close(self._fd)
 
     def abort(self) -> None:
-        """Stop and remove the partly written file."""
+        """Stop and remove the partly written file (once)."""
+        if self._aborted:
+            return
+        self._aborted = True
         if not self._closed:
             self._stop_writer()
         self._release_fd()
