@@ -46,6 +46,8 @@ FIRMWARE_EVENT_LOG = Path("/sys/kernel/security/tpm0/binary_bios_measurements")
 # TPM2_PCR_Read returns at most 8 digests per call (TPML_DIGEST), whatever is asked.
 _PCRS_PER_READ = 8
 _QUOTE_ATTEMPTS = 5
+# TPM2B_DATA holds at most sizeof(TPMU_HA), the largest digest (SHA-512).
+_MAX_EXTRA_DATA = 64
 _AK_REQUIRED_ATTRIBUTES = (
     TPMA_OBJECT.FIXEDTPM
     | TPMA_OBJECT.FIXEDPARENT
@@ -100,7 +102,7 @@ class AgentTpm:
 
     def ak_public(self) -> bytes:
         """The marshalled TPM2B_PUBLIC of the AK at 0x81000003."""
-        handle = self._tr_from_tpmpublic(AK_HANDLE, "the attestation key")
+        handle = self._tr_from_tpmpublic(AK_HANDLE, "attestation key")
         try:
             public, _name, _qualified = self._call(
                 "ReadPublic of the attestation key", self._esapi.read_public, handle
@@ -117,7 +119,7 @@ class AgentTpm:
 
     def ak_certificate(self) -> bytes:
         """The AK certificate (DER) from NV index 0x01C101D0, without any padding after it."""
-        index = self._tr_from_tpmpublic(AK_CERT_NV_INDEX, "the AK certificate NV index")
+        index = self._tr_from_tpmpublic(AK_CERT_NV_INDEX, "AK certificate NV index")
         try:
             nv_public, _name = self._call(
                 "NV_ReadPublic of the AK certificate index", self._esapi.nv_read_public, index
@@ -254,9 +256,14 @@ class AgentTpm:
         wanted = sorted(set(pcrs))
         if not wanted:
             raise TpmError("a quote needs at least one PCR")
+        if len(extra_data) > _MAX_EXTRA_DATA:
+            raise TpmError(
+                f"quote extraData is {len(extra_data)} bytes; the TPM takes at most"
+                f" {_MAX_EXTRA_DATA}"
+            )
         for pcr in wanted:
             _check_pcr(pcr)
-        handle = self._tr_from_tpmpublic(AK_HANDLE, "the attestation key")
+        handle = self._tr_from_tpmpublic(AK_HANDLE, "attestation key")
         try:
             for _ in range(_QUOTE_ATTEMPTS):
                 counters, values = self._read_pcrs(SHA256.name, wanted)
