@@ -222,8 +222,9 @@ def check_fixed_for_azure(footer: VhdFooter, file_size: int) -> None:
         raise FormatError("VHD footer: saved state is set")
 
 
-def read_footer(path: Path) -> VhdFooter:
-    """Read, parse and check the footer of the fixed VHD file at ``path``."""
+def read_footer(path: Path, *, check_azure: bool = True) -> VhdFooter:
+    """Read and parse the footer of the VHD file at ``path``; by default also check that
+    Azure accepts it (fixed, whole MiB, size matching the file)."""
     try:
         with path.open("rb") as f:
             size = f.seek(0, os.SEEK_END)
@@ -233,7 +234,8 @@ def read_footer(path: Path) -> VhdFooter:
             footer = parse_footer(f.read(FOOTER_SIZE))
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from exc
-    check_fixed_for_azure(footer, size)
+    if check_azure:
+        check_fixed_for_azure(footer, size)
     return footer
 
 

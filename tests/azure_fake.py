@@ -161,6 +161,7 @@ class FakeAzure:
         self.resource_groups: dict[str, dict[str, Any]] = {}
         self.resources: dict[str, dict[str, Any]] = {}
         self.blobs: dict[str, PageBlob] = {}
+        self.retired_blobs: dict[str, PageBlob] = {}  # blobs of deleted disks, for inspection
         self.sas: dict[str, str] = {}  # signature → lower-case disk id
         self.operations: dict[str, Operation] = {}
         self.failing_operations: dict[str, dict[str, str]] = {}
@@ -233,7 +234,9 @@ class FakeAzure:
         return [r for r in self.resources.values() if r["type"].lower() == arm_type.lower()]
 
     def blob_of(self, disk_id: str) -> PageBlob:
-        return self.blobs[disk_id.lower()]
+        """The page blob of a disk, live or deleted."""
+        key = disk_id.lower()
+        return self.blobs[key] if key in self.blobs else self.retired_blobs[key]
 
     def count(self, method: str, pattern: str) -> int:
         return sum(1 for m, u in self.requests if m == method and re.search(pattern, u))
@@ -428,7 +431,9 @@ class FakeAzure:
 
         def finish() -> None:
             self.resources.pop(rid.lower(), None)
-            self.blobs.pop(rid.lower(), None)
+            blob = self.blobs.pop(rid.lower(), None)
+            if blob is not None:
+                self.retired_blobs[rid.lower()] = blob
 
         op = self._new_operation(finish)
         return 202, self._async_headers(op, location=True), b""

@@ -1,0 +1,180 @@
+"""``aicert-build deploy azure`` and ``aicert-build destroy``.
+
+The Azure SDK is imported only when one of these commands runs: it is an optional
+extra (``aicert[azure]``) and takes about a second to import.
+
+Tests inject the credential and the HTTP transport through the click context object
+(``obj={"azure_credential": ..., "azure_options": ...}``); users get
+DefaultAzureCredential and the SDK's own transport.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+from aicert.verifier.errors import AicertError
+
+from aicert import __version__
+
+if TYPE_CHECKING:
+    from .azure_clients import AzureClients
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _one_line_errors(fn: F) -> F:
+    """Print an AicertError as one line and exit with its code, instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AicertError as exc:
+            click.echo(f"aicert-build: error: {exc.message}", err=True)
+            raise SystemExit(exc.exit_code) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _clients(ctx: click.Context, subscription: str) -> AzureClients:
+    from .azure_clients import ClientOptions, connect  # noqa: PLC0415 - optional, slow import
+
+    obj = ctx.find_root().obj or {}
+    return connect(
+        subscription,
+        credential=obj.get("azure_credential"),
+        options=obj.get("azure_options") or ClientOptions(),
+    )
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+_subscription = click.option(
+    "--subscription",
+    envvar="AZURE_SUBSCRIPTION_ID",
+    required=True,
+    help="Azure subscription id (default: $AZURE_SUBSCRIPTION_ID).",
+)
+_resource_group = click.option(
+    "--resource-group", "resource_group", required=True, help="An existing resource group."
+)
+
+
+@click.group()
+def deploy() -> None:
+    """Publish the built image where it can be booted."""
+
+
+@deploy.command("azure")
+@_subscription
+@_resource_group
+@click.option("--location", required=True, help="Azure region, e.g. westeurope.")
+@click.option(
+    "--gallery",
+    default="aicert_gallery",
+    show_default=True,
+    help="Azure Compute Gallery (created if missing).",
+)
+@click.option(
+    "--image-definition",
+    default="aicert-os",
+    show_default=True,
+    help="Image definition in the gallery (created if missing).",
+)
+@click.option(
+    "--image-version",
+    default=__version__,
+    show_default=True,
+    help="Gallery image version, MAJOR.MINOR.PATCH; one version holds one disk image.",
+)
+@click.option(
+    "--image",
+    "image_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("out"),
+    show_default=True,
+    help="Directory holding the built disk.raw.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=8,
+    show_default=True,
+    help="Parallel page writes during the upload.",
+)
+@click.pass_context
+@_one_line_errors
+def deploy_azure(
+    ctx: click.Context,
+    subscription: str,
+    resource_group: str,
+    location: str,
+    gallery: str,
+    image_definition: str,
+    image_version: str,
+    image_dir: Path,
+    workers: int,
+) -> None:
+    """Upload disk.raw as a Trusted Launch gallery image version (idempotent, resumable)."""
+    from .azure_deploy import DeploymentSpec, deploy_image  # noqa: PLC0415 - optional, slow import
+
+    spec = DeploymentSpec(
+        resource_group=resource_group,
+        location=location,
+        disk=image_dir / "disk.raw",
+        image_version=image_version,
+        gallery=gallery,
+        image_definition=image_definition,
+    )
+    clients = _clients(ctx, subscription)
+    result = deploy_image(clients, spec, say=_say, workers=workers)
+    if result.upload is not None:
+        up = result.upload
+        _say(
+            f"sent {up.bytes_sent} bytes of a {up.raw_size}-byte disk "
+            f"({up.page_writes} page writes, {up.retries} retries)"
+        )
+    click.echo(result.image_version_id)
+
+
+@click.command("destroy")
+@_subscription
+@_resource_group
+@click.option(
+    "--deployment",
+    default=None,
+    help="Only resources of this deployment (GALLERY/DEFINITION/VERSION); default: all.",
+)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+@_one_line_errors
+def destroy_command(
+    ctx: click.Context,
+    subscription: str,
+    resource_group: str,
+    deployment: str | None,
+    yes: bool,
+) -> None:
+    """Delete every Azure resource aicert created in a resource group (found by tag)."""
+    from .azure_deploy import destroy, find_managed  # noqa: PLC0415 - optional, slow import
+
+    clients = _clients(ctx, subscription)
+    found = find_managed(clients, resource_group, deployment=deployment)
+    if not found:
+        _say(f"no aicert resources in {resource_group}")
+        return
+    for res in found:
+        _say(f"  {res.type}  {res.id}")
+    if not yes and not click.confirm(
+        f"delete these {len(found)} resources?", default=False, err=True
+    ):
+        _say("nothing deleted")
+        raise SystemExit(5)
+    deleted = destroy(clients, resource_group, deployment=deployment, say=_say)
+    _say(f"deleted {len(deleted)} resources")
