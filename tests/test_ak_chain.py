@@ -29,6 +29,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tpm_wire_builders import SHARED, tpmt_public
 
 from aicert.process import run
@@ -484,3 +486,16 @@ def test_quote_by_the_provisioned_ak_and_its_chain(
         ak,
     )
     assert result.root == ca.root_certificate
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, 5000), st.integers(0, 255)), min_size=1, max_size=3))
+def test_mutated_leaf_raises_only_project_errors(pki: Pki, edits: list[tuple[int, int]]) -> None:
+    der = bytearray(pki.leaf.der)
+    for position, value in edits:
+        der[position % len(der)] = value
+    try:
+        verify_ak_chain(bytes(der), [pki.intermediate.der], [pki.root.cert], AT, pki.ak)
+    except (FormatError, AkChainError, AkMismatchError):
+        return
+    assert bytes(der) == pki.leaf.der

@@ -55,6 +55,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 from cryptography.x509.verification import (
@@ -171,7 +172,10 @@ def _ca_policy() -> ExtensionPolicy:
 
 
 def _same_key(leaf: x509.Certificate, ak: TpmPublic) -> bool:
-    cert_key = leaf.public_key()
+    try:
+        cert_key = leaf.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        return False
     ak_key = ak.public_key()
     if isinstance(cert_key, rsa.RSAPublicKey) and isinstance(ak_key, rsa.RSAPublicKey):
         return cert_key.public_numbers() == ak_key.public_numbers()
@@ -186,10 +190,19 @@ def _same_key(leaf: x509.Certificate, ak: TpmPublic) -> bool:
 
 
 def _load_der(der: bytes, what: str) -> x509.Certificate:
+    # cryptography parses names and extensions lazily: touch them here so a malformed
+    # certificate is a FormatError now, not a stray exception later.
     try:
-        return x509.load_der_x509_certificate(der)
-    except ValueError as exc:
-        raise FormatError(f"{what} is not a DER X.509 certificate: {exc}") from None
+        cert = x509.load_der_x509_certificate(der)
+        _ = (cert.subject, cert.issuer, cert.extensions)
+    except (
+        ValueError,
+        x509.InvalidVersion,
+        x509.DuplicateExtension,
+        x509.UnsupportedGeneralNameType,
+    ) as exc:
+        raise FormatError(f"{what} is not a valid DER X.509 certificate: {exc}") from None
+    return cert
 
 
 # cryptography appends the repr of the certificate it was processing; the subject is already named.

@@ -12,10 +12,11 @@ caller passes ``allow_sha1=True`` (older TPM set-ups, such as the GCP vector in
 the tests, sign their quotes with SHA-1; SHA-1 collisions are practical, so it is
 not accepted by default).
 
-RSASSA-PSS: the TPM reference implementation uses a salt as long as the digest,
-older revisions of the specification the largest salt that fits. Both are genuine
-TPM output, so the salt length is recovered from the signature (PSS.AUTO); the
-salt adds randomness, not security, so accepting either costs nothing.
+RSASSA-PSS: swtpm (libtpms, the TCG reference code) uses a salt as long as the
+digest (pinned by the swtpm tests with openssl); TPMs built to other revisions
+of the specification may use the largest salt that fits. The salt length is
+therefore recovered from the signature (PSS.AUTO): the salt adds randomness, not
+security, so accepting any length costs nothing.
 """
 
 from __future__ import annotations
