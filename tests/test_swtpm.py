@@ -6,6 +6,9 @@ import array
 import os
 import socket
 import struct
+import subprocess
+import sys
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -32,26 +35,29 @@ TPM_CC_NV_READ = 0x14E
 TPM_RC_RETRY = 0x922
 
 
-def swtpm_pids() -> set[int]:
-    """This user's swtpm processes."""
+def swtpm_children() -> set[int]:
+    """swtpm processes started by this test process (other test runs on the machine
+    may have their own)."""
     pids: set[int] = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if entry.stat().st_uid != os.getuid() or (entry / "comm").read_text() != "swtpm\n":
-                continue
+            # /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may hold spaces.
+            comm_and_rest = (entry / "stat").read_text()
         except OSError:
             continue
-        pids.add(int(entry.name))
+        comm, _, rest = comm_and_rest.partition(" (")[2].rpartition(") ")
+        if comm == "swtpm" and int(rest.split()[1]) == os.getpid():
+            pids.add(int(entry.name))
     return pids
 
 
 @pytest.fixture(autouse=True)
 def no_leaked_swtpm() -> object:
-    before = swtpm_pids()
+    before = swtpm_children()
     yield None
-    leaked = swtpm_pids() - before
+    leaked = swtpm_children() - before
     assert not leaked, f"swtpm processes left running: {sorted(leaked)}"
 
 
@@ -169,6 +175,34 @@ def test_exception_and_ctrl_c_inside_the_block_stop_swtpm(tmp_path: Path) -> Non
         assert not tpm.running
 
 
+def test_swtpm_dies_with_a_killed_parent(tmp_path: Path) -> None:
+    """Even a SIGKILLed Python process (no cleanup at all) leaves no swtpm behind."""
+    script = (
+        "import sys, pathlib\n"
+        "from aicert.builder.swtpm import Swtpm\n"
+        "tpm = Swtpm.tcp(pathlib.Path(sys.argv[1]))\n"
+        "tpm.start()\n"
+        "print(tpm._proc.pid, flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path / "state")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert Path(f"/proc/{child}").exists()
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{child}").exists()
+
+
 def test_tcti_and_qemu_args_belong_to_their_mode(tmp_path: Path) -> None:
     tpm = Swtpm.tcp(tmp_path / "state")
     with pytest.raises(ToolError, match="not running"):
@@ -242,3 +276,30 @@ def test_provisioned_state_survives_restart_in_qemu_mode(tmp_path: Path, local_c
         )
         assert proc.returncode == 0
         assert (tmp_path / "ak.pub").read_bytes() == result.ak_public
+
+
+@pytest.mark.system
+def test_qemu_firmware_runs_against_the_qemu_mode_swtpm(tmp_path: Path, local_ca: LocalCa) -> None:
+    """QEMU + OVMF attach to Swtpm.for_qemu (QEMU refuses to start if the emulator TPM
+    does not answer), run the firmware, and leave the provisioned state intact."""
+    ovmf = Path("/usr/share/OVMF")
+    state = tmp_path / "state"
+    with Swtpm.tcp(state) as tpm:
+        result = provision_like_azure(tpm.tcti, local_ca, "qemu-vm")
+    variables = tmp_path / "OVMF_VARS_4M.fd"
+    variables.write_bytes((ovmf / "OVMF_VARS_4M.fd").read_bytes())
+    with Swtpm.for_qemu(state, tmp_path / "swtpm-sock") as qemu_tpm:
+        argv = [
+            "qemu-system-x86_64", "-machine", "q35", "-accel", "tcg", "-m", "256",
+            "-display", "none", "-serial", "none", "-monitor", "none", "-net", "none",
+            "-drive", f"if=pflash,format=raw,readonly=on,file={ovmf / 'OVMF_CODE_4M.fd'}",
+            "-drive", f"if=pflash,format=raw,file={variables}",
+            *qemu_tpm.qemu_args(),
+        ]  # fmt: skip
+        # Still running after 8 s: the TPM backend came up and the firmware is running.
+        with pytest.raises(ToolError, match="did not finish within 8 s"):
+            run(argv, timeout=8)
+    with Swtpm.tcp(state) as tpm:
+        out = tmp_path / "ak.pub"
+        run(["tpm2_readpublic", "-c", hex(AK_HANDLE), "-o", out], env={"TPM2TOOLS_TCTI": tpm.tcti})
+        assert out.read_bytes() == result.ak_public
