@@ -83,7 +83,11 @@ def test_expected_digests_accepted(tmp_path: Path) -> None:
     path.write_bytes(data)
     sharded = hash_file(path, shard_size=S).digest
     with receive_file(
-        tmp_path / "f", shard_size=S, expected_digest=sharded, expected_sha256=plain.upper()
+        tmp_path / "f",
+        shard_size=S,
+        expected_digest=sharded,
+        expected_sha256=plain.upper(),
+        expected_size=len(data),
     ) as sink:
         sink.write(data)
     assert sink.result is not None
@@ -91,12 +95,21 @@ def test_expected_digests_accepted(tmp_path: Path) -> None:
     assert sink.result.digest == sharded
 
 
-@pytest.mark.parametrize("which", ["expected_digest", "expected_sha256"])
-def test_digest_mismatch_removes_the_file(tmp_path: Path, which: str) -> None:
+@pytest.mark.parametrize(
+    ("which", "value", "message"),
+    [
+        ("expected_digest", "0" * 64, r"digest \w+, expected 0{64}; the file was removed"),
+        ("expected_sha256", "0" * 64, r"SHA-256 \w+, expected 0{64}; the file was removed"),
+        ("expected_size", 2 * S + 1, r"expected 131073; the file was removed"),
+    ],
+)
+def test_mismatch_removes_the_file(
+    tmp_path: Path, which: str, value: str | int, message: str
+) -> None:
     dest = tmp_path / "f"
-    sink = receive_file(dest, shard_size=S, **{which: "0" * 64})
+    sink = receive_file(dest, shard_size=S, **{which: value})  # type: ignore[arg-type]
     sink.write(bytes(2 * S))
-    with pytest.raises(InputError, match=r"expected 0{64}; the file was removed"):
+    with pytest.raises(InputError, match=message):
         sink.close()
     assert not dest.exists()
 

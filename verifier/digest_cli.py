@@ -70,12 +70,12 @@ def digest_command(
         follow_symlinks=follow_symlinks,
         progress=progress_for(sys.stderr),
     )
-    info = summary(manifest, time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    info = summary(manifest, elapsed)
     if as_json:
         click.echo(json.dumps({**info, "manifest": manifest.to_json()}, ensure_ascii=False))
         return
-    seconds = info["elapsed_seconds"]
-    rate = f" ({format_bytes(manifest.total_bytes / seconds)}/s)" if seconds > 0 else ""
+    rate = f" ({format_bytes(manifest.total_bytes / elapsed)}/s)" if elapsed > 0 else ""
     ms_digest = info["model_signing_sha256"]
     ms = (
         f"sha256:{ms_digest}"
@@ -87,5 +87,5 @@ def digest_command(
     click.echo(f"directories:     {info['directory_count']}")
     click.echo(f"total bytes:     {manifest.total_bytes} ({format_bytes(manifest.total_bytes)})")
     click.echo(f"shard size:      {shard_size}")
-    click.echo(f"elapsed:         {seconds:.3f} s{rate}")
+    click.echo(f"elapsed:         {elapsed:.3f} s{rate}")
     click.echo(f"model_signing:   {ms}")

@@ -88,11 +88,13 @@ class HashingWriter:
         shard_size: int = DEFAULT_SHARD_SIZE,
         expected_digest: str | None = None,
         expected_sha256: str | None = None,
+        expected_size: int | None = None,
         fsync: bool = True,
         progress: Progress | None = None,
     ) -> None:
         check_shard_size(shard_size)
         self.dest = os.fspath(dest)
+        self._expected_size = expected_size
         self._expected_digest = expected_digest
         self._expected_sha256 = expected_sha256
         self._fsync = fsync
@@ -120,7 +122,7 @@ class HashingWriter:
         self._fd_open = True
         self._thread = threading.Thread(target=self._write_loop, name="hashing-writer")
         self._thread.start()
-        self._progress.start(None)
+        self._progress.start(expected_size)
 
     def _write_loop(self) -> None:
         while True:
@@ -190,6 +192,11 @@ class HashingWriter:
         hashed = self._hasher.result()
         sha256 = hashed.sha256 if self._plain is None else self._plain.hexdigest()
         result = FileDigest(hashed.size, hashed.shard_size, hashed.digest, sha256)
+        if self._expected_size is not None and result.size != self._expected_size:
+            raise InputError(
+                f"{self.dest}: received {result.size} bytes, expected {self._expected_size}; "
+                "the file was removed"
+            )
         if self._expected_digest is not None and result.digest != self._expected_digest.lower():
             raise InputError(
                 f"{self.dest}: received {result.size} bytes with digest {result.digest}, "
@@ -241,6 +248,7 @@ def receive_file(
     shard_size: int = DEFAULT_SHARD_SIZE,
     expected_digest: str | None = None,
     expected_sha256: str | None = None,
+    expected_size: int | None = None,
     fsync: bool = True,
     progress: Progress | None = None,
 ) -> HashingWriter:
@@ -248,13 +256,15 @@ def receive_file(
 
     After the block, ``sink.result`` is the :class:`FileDigest`, equal to what
     :func:`~.treehash.hash_file` computes from the file on disk. ``expected_digest`` is the
-    manifest digest under ``shard_size``; ``expected_sha256`` the plain SHA-256.
+    manifest digest under ``shard_size``; ``expected_sha256`` the plain SHA-256;
+    ``expected_size`` (e.g. a Content-Length) also gives the progress line its total.
     """
     return HashingWriter(
         dest,
         shard_size=shard_size,
         expected_digest=expected_digest,
         expected_sha256=expected_sha256,
+        expected_size=expected_size,
         fsync=fsync,
         progress=progress,
     )
