@@ -21,6 +21,8 @@ class SectionSpec:
     """Defaults to len(data)."""
     gap_before: int = 0
     """Extra file bytes (0xEE) before this section's raw data, not covered by any section."""
+    virtual_address: int | None = None
+    """Defaults to the next free SECTION_ALIGNMENT boundary."""
 
 
 def _align(n: int, a: int) -> int:
@@ -35,9 +37,11 @@ def build_pe(
     checksum: int = 0x12345678,
     machine: int = 0x8664,
     major_image_version: int = 1,
+    base_relocations: tuple[int, int] | None = None,
 ) -> bytes:
     """A PE32+ image: headers, the sections (raw sizes aligned to 0x200), then
-    ``trailing`` bytes, then ``certificate`` as the certificate table (if non-empty)."""
+    ``trailing`` bytes, then ``certificate`` as the certificate table (if non-empty).
+    ``base_relocations`` is the (RVA, size) of the base relocation directory."""
     header_end = PE_OFFSET + 24 + OPTIONAL_HEADER_SIZE + 40 * len(sections)
     size_of_headers = _align(header_end, FILE_ALIGNMENT)
 
@@ -45,11 +49,14 @@ def build_pe(
     table = bytearray()
     offset = size_of_headers
     rva = SECTION_ALIGNMENT
+    image_end = rva
     for spec in sections:
         body += b"\xee" * spec.gap_before
         offset += spec.gap_before
         raw_size = _align(len(spec.data), FILE_ALIGNMENT)
         virtual_size = len(spec.data) if spec.virtual_size is None else spec.virtual_size
+        if spec.virtual_address is not None:
+            rva = spec.virtual_address
         table += struct.pack(
             "<8sIIIIIIHHI",
             spec.name.ljust(8, b"\0"),
@@ -66,12 +73,15 @@ def build_pe(
         body += spec.data.ljust(raw_size, b"\0")
         offset += raw_size
         rva += _align(max(virtual_size, raw_size, 1), SECTION_ALIGNMENT)
+        image_end = max(image_end, rva)
 
     body += trailing
     cert_offset = size_of_headers + len(body)
     directories = [(0, 0)] * 16
     if certificate:
         directories[4] = (cert_offset, len(certificate))
+    if base_relocations:
+        directories[5] = base_relocations
     optional = struct.pack(
         "<HBBIIIIIQIIHHHHHHIIIIHHQQQQII",
         0x20B,
@@ -92,7 +102,7 @@ def build_pe(
         0,
         0,
         0,
-        rva,
+        image_end,
         size_of_headers,
         checksum,
         10,

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 from aicert.verifier.errors import FormatError
-from aicert.verifier.pe import PE32_PLUS_MAGIC, find_section, parse_pe, section_data
+from aicert.verifier.pe import PE32_PLUS_MAGIC, find_section, parse_pe
+from aicert.verifier.pe_loader import section_data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pe_build import CERT_ENTRY_OFFSET, CHECKSUM_OFFSET, SectionSpec, build_pe
@@ -46,20 +47,6 @@ def test_built_layout_offsets() -> None:
     assert (pe.cert_table.address, pe.cert_table.size) == (len(data) - 24, 24)
     (text,) = pe.sections
     assert (text.raw_size, text.virtual_size, text.raw_offset) == (1024, 700, pe.size_of_headers)
-
-
-def test_section_data_is_cut_to_virtual_size() -> None:
-    # Raw data is padded to the file alignment; the loader keeps only VirtualSize bytes.
-    data = build_pe([SectionSpec(b".cmdline", b"quiet\n")])
-    assert section_data(parse_pe(data), data, ".cmdline") == b"quiet\n"
-
-
-def test_section_data_is_zero_filled_to_virtual_size() -> None:
-    data = build_pe([SectionSpec(b".bss", b"abc", virtual_size=5000)])
-    loaded = section_data(parse_pe(data), data, ".bss")
-    assert len(loaded) == 5000
-    assert loaded[:3] == b"abc"
-    assert loaded[3:] == bytes(4997)
 
 
 def test_first_section_of_a_name_wins_and_missing_name_fails() -> None:

@@ -16,6 +16,7 @@ PE32_MAGIC = 0x10B
 PE32_PLUS_MAGIC = 0x20B
 # Index of the certificate table ("security directory") among the data directories.
 CERT_TABLE_INDEX = 4
+BASE_RELOCATION_INDEX = 5
 _DATA_DIRECTORY_SIZE = 8
 _SECTION_HEADER_SIZE = 40
 _COFF_HEADER_SIZE = 20
@@ -43,6 +44,12 @@ class Section:
     virtual_address: int
     raw_size: int
     raw_offset: int
+
+    @property
+    def memory_size(self) -> int:
+        """Bytes the loader writes at VirtualAddress: VirtualSize, or SizeOfRawData when
+        VirtualSize is 0 (edk2 BasePeCoffLib PeCoffLoaderLoadImage)."""
+        return self.virtual_size or self.raw_size
 
     @property
     def display_name(self) -> str:
@@ -142,6 +149,12 @@ def parse_pe(data: bytes) -> PeFile:
                 f"{what}: section {section.display_name!r} data "
                 f"[{section.raw_offset}, +{section.raw_size}) lies outside the file"
             )
+    for section in sections:
+        # edk2 refuses to load a section that does not fit in SizeOfImage.
+        if section.virtual_address + section.memory_size > size_of_image:
+            raise FormatError(
+                f"{what}: section {section.display_name!r} ends beyond SizeOfImage {size_of_image}"
+            )
     cert = directories[CERT_TABLE_INDEX] if has_cert_entry else None
     if cert is not None and cert.size and cert.address + cert.size > len(data):
         raise FormatError(f"{what}: certificate table lies outside the file")
@@ -179,38 +192,9 @@ def _parse_section(table: Reader, index: int) -> Section:
     )
 
 
-def loaded_section_bytes(data: bytes, section: Section) -> bytes:
-    """The section's contents as the firmware loader places them in memory.
-
-    edk2's PE loader copies min(VirtualSize, SizeOfRawData) bytes from the file and
-    zero-fills up to VirtualSize; systemd-stub then reads and measures exactly
-    VirtualSize bytes at the section's address (PeSectionVector.memory_size =
-    VirtualSize in src/boot/pe.c, v252 and v257 alike). So: raw data cut or
-    zero-padded to VirtualSize.
-    """
-    copied = min(section.virtual_size, section.raw_size)
-    start = section.raw_offset
-    if start + copied > len(data):
-        raise FormatError(f"PE image: section {section.display_name!r} lies outside the file")
-    return data[start : start + copied] + bytes(section.virtual_size - copied)
-
-
 def find_section(pe: PeFile, name: bytes) -> Section | None:
     """The first section named exactly ``name``, or None."""
     for section in pe.sections:
         if section.name == name:
             return section
     return None
-
-
-def section_data(pe: PeFile, data: bytes, name: str) -> bytes:
-    """The loaded contents of the first section named ``name`` (see
-    :func:`loaded_section_bytes`); FormatError if there is none."""
-    try:
-        wanted = name.encode("ascii")
-    except UnicodeEncodeError:
-        raise FormatError(f"PE section name {name!r} is not ASCII") from None
-    section = find_section(pe, wanted)
-    if section is None:
-        raise FormatError(f"PE image has no {name} section")
-    return loaded_section_bytes(data, section)

@@ -8,9 +8,10 @@ silently.
 
 Assumptions of every prediction (true for a UKI booted directly as the removable-media
 boot file of an ESP the image builder wrote): the firmware passes no load options (so
-the stub uses ``.cmdline``), Secure Boot state does not matter for that choice, there are
-no credentials, sysext/confext images or add-ons on the ESP, and the default profile (0)
-is booted.
+the stub uses ``.cmdline``, whatever the Secure Boot state), there are no credentials,
+sysext/confext images or add-ons on the ESP, no SMBIOS command-line extension, and the
+default profile (0) is booted. Section contents are read from the image as the firmware
+loader lays it out in memory (:mod:`.pe_loader`), as the stub reads them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import FormatError
-from .pe import PeFile, Section, loaded_section_bytes, parse_pe
+from .pe import PeFile, Section, parse_pe
+from .pe_loader import LoadedImage
 
 X86_64_MACHINE = 0x8664
 _SDMAGIC = re.compile(rb"#### LoaderInfo: systemd-stub ([\x21-\x7e]+) ####")
@@ -33,7 +35,7 @@ def stub_version(pe: PeFile, data: bytes) -> str:
         raise FormatError(
             f"UKI has {len(magic)} .sdmagic sections; expected one naming the systemd-stub version"
         )
-    found = _SDMAGIC.search(loaded_section_bytes(data, magic[0]))
+    found = _SDMAGIC.search(LoadedImage(pe, data).section(magic[0]))
     if found is None:
         raise FormatError("UKI .sdmagic section does not name a systemd-stub version")
     return found.group(1).decode("ascii")
@@ -163,27 +165,28 @@ class StubBoot:
 class _StubRules:
     major: int
     unified_sections: tuple[str, ...]
-    locate: Callable[[PeFile, bytes, tuple[str, ...]], dict[str, bytes]]
+    locate: Callable[[LoadedImage, tuple[str, ...]], dict[str, bytes]]
     mangle_cmdline: Callable[[str], str]
     assemble_initrd: Callable[[dict[str, bytes]], bytes]
 
 
-def _locate_252(pe: PeFile, data: bytes, names: tuple[str, ...]) -> dict[str, bytes]:
+def _locate_252(image: LoadedImage, names: tuple[str, ...]) -> dict[str, bytes]:
     """252 pe.c locate_sections: a section header matches a name when its first
     strlen(name) bytes equal the name (a prefix match), and the LAST match wins."""
     found: dict[str, Section] = {}
-    for section in pe.sections:
+    for section in image.pe.sections:
         for name in names:
             if section.name.startswith(name.encode("ascii")):
                 found[name] = section
-    return {name: loaded_section_bytes(data, s) for name, s in found.items() if s.virtual_size != 0}
+    return {name: image.section(s) for name, s in found.items() if s.virtual_size != 0}
 
 
-def _locate_257(pe: PeFile, data: bytes, names: tuple[str, ...]) -> dict[str, bytes]:
+def _locate_257(image: LoadedImage, names: tuple[str, ...]) -> dict[str, bytes]:
     """257 pe.c pe_locate_profile_sections for the default boot: exact names (up to 8
     bytes), first match wins, among the sections before the first ``.profile``; then the
     sections of profile 0 (from the first ``.profile`` to the next one) override them.
     A section with VirtualSize 0 counts as absent, also when it overrides."""
+    pe = image.pe
     if any(s.name == b".dtbauto" for s in pe.sections):
         raise FormatError(
             "UKI has .dtbauto sections: the stub picks one by the machine's hardware IDs, "
@@ -201,9 +204,7 @@ def _locate_257(pe: PeFile, data: bytes, names: tuple[str, ...]) -> dict[str, by
             match = next((s for s in table if s.name == name.encode("ascii")), None)
             if match is not None:
                 chosen[name] = match
-    return {
-        name: loaded_section_bytes(data, s) for name, s in chosen.items() if s.virtual_size != 0
-    }
+    return {name: image.section(s) for name, s in chosen.items() if s.virtual_size != 0}
 
 
 def _initrd_252(sections: dict[str, bytes]) -> bytes:
@@ -315,7 +316,7 @@ def simulate_stub(pe: PeFile, data: bytes, version: str) -> StubBoot:
         )
     if pe.machine != X86_64_MACHINE:
         raise FormatError(f"UKI machine type 0x{pe.machine:04x} is not x86-64")
-    sections = rules.locate(pe, data, rules.unified_sections)
+    sections = rules.locate(LoadedImage(pe, data), rules.unified_sections)
     if ".linux" not in sections:
         raise FormatError("UKI has no .linux section: systemd-stub refuses to boot it")
     _check_kernel(sections[".linux"])
