@@ -331,8 +331,11 @@ def decode_no_action(data: bytes) -> SpecIdEvent | StartupLocality | NoActionInf
         if locality not in (0, 3, 4):
             raise FormatError(f"StartupLocality event: locality {locality}, expected 0, 3 or 4")
         return StartupLocality(locality)
-    shown = signature.split(b"\x00", 1)[0].decode("ascii", "backslashreplace")
-    return NoActionInfo(shown, data[16:])
+    name, nul, _ = signature.partition(b"\x00")
+    if nul and name and all(0x20 <= b < 0x7F for b in name):
+        return NoActionInfo(name.decode("ascii"), data[16:])
+    # Not a signed structure (e.g. Windows' informational PCR -1 events): keep it whole.
+    return NoActionInfo("", data)
 
 
 def decode_firmware_blob(data: bytes, *, with_description: bool) -> FirmwareBlob:
@@ -509,7 +512,8 @@ def describe_content(content: EventContent, event_type: int) -> str:
         case StartupLocality():
             return f"StartupLocality {content.locality}"
         case NoActionInfo():
-            return f"{content.signature!r} {_short_hex(content.data)}"
+            label = f"{content.signature!r} " if content.signature else ""
+            return f"{label}{_short_hex(content.data)}"
         case SpecIdEvent():
             banks = ", ".join(f"{alg:#06x}/{size}" for alg, size in content.algorithms)
             return f"{content.signature}: banks {banks}"

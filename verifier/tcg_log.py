@@ -18,9 +18,14 @@ Decisions, so that callers can rely on them:
   ``StartupLocality`` event) has lost its header: it is truncated or not a firmware log.
 * Trailing padding is accepted only when every byte after the last record is 0x00 or
   every byte is 0xFF (logs copied out of the ACPI log area or NV storage are padded to its
-  size; sysfs gives the exact log). Neither can start a valid record: a record needs at
-  least one digest and PCR 0xFFFFFFFF does not exist. Anything else after the last
-  record is a FormatError.
+  size; sysfs gives the exact log). In a crypto-agile log neither can start a valid
+  record (a record needs at least one digest; an all-ones record names PCR 0xFFFFFFFF with
+  a type other than EV_NO_ACTION). In a SHA-1 log an all-zero record at the very end (an
+  empty EV_PREBOOT_CERT with a zero digest) reads as padding. A log cut a few bytes after
+  a record boundary can look padded too; the replay against the quoted PCRs still catches
+  the missing events. Anything else after the last record is a FormatError.
+* PCR indexes above 23 are refused, except 0xFFFFFFFF (-1) on EV_NO_ACTION events, which
+  Windows appends to its logs and which are never extended.
 """
 
 from __future__ import annotations
@@ -90,20 +95,22 @@ class Event:
     """One measured event (TCG_PCR_EVENT2, or TCG_PCClientPCREvent in a SHA-1 log)."""
 
     index: int
-    offset: int
+    """Record number in the file; the header is record 0."""
     pcr: int
     event_type: int
     digests: Mapping[int, bytes]
     """TPM_ALG_ID → digest as logged (the firmware's claim, to be checked)."""
     data: bytes
+    offset: int
+    """Byte offset of the record in the log, for messages."""
 
 
 @dataclass(frozen=True)
 class EventLog:
-    format: LogFormat
     spec: SpecIdEvent | None
     """The header event; None for a SHA-1 log written without one."""
     events: tuple[Event, ...]
+    format: LogFormat
 
     @property
     def algorithms(self) -> tuple[int, ...]:
@@ -134,14 +141,14 @@ def parse_event_log(data: bytes) -> EventLog:
     first = _read_sha1_record(reader, index=0)
     if first.event_type != EV_NO_ACTION:
         events = [first, *_parse_sha1_records(reader, 1, pad)]
-        return EventLog(LogFormat.SHA1, None, tuple(events))
+        return EventLog(None, tuple(events), LogFormat.SHA1)
     signature = first.data[:16]
     if signature in (SPEC_ID_EVENT03, SPEC_ID_EVENT00):
         _header_checks(first)
         spec = parse_spec_id_data(first.data)
         if signature == SPEC_ID_EVENT03:
-            return EventLog(LogFormat.CRYPTO_AGILE, spec, _parse_agile_events(reader, spec, pad))
-        return EventLog(LogFormat.SHA1, spec, tuple(_parse_sha1_records(reader, 1, pad)))
+            return EventLog(spec, _parse_agile_events(reader, spec, pad), LogFormat.CRYPTO_AGILE)
+        return EventLog(spec, tuple(_parse_sha1_records(reader, 1, pad)), LogFormat.SHA1)
     shown = signature.split(b"\x00", 1)[0].decode("ascii", "replace")
     raise FormatError(
         f"firmware event log: first event is EV_NO_ACTION {shown!r}, not the Spec ID header: "
@@ -254,7 +261,7 @@ def _read_sha1_record(reader: Reader, index: int) -> Event:
     _check_pcr(reader, pcr, event_type, index, offset)
     digest = reader.take(SHA1_SIZE, f"event {index} digest")
     data = reader.sized(4, f"event {index} event data", limit=MAX_EVENT_SIZE)
-    return Event(index, offset, pcr, event_type, MappingProxyType({TPM_ALG_SHA1: digest}), data)
+    return Event(index, pcr, event_type, MappingProxyType({TPM_ALG_SHA1: digest}), data, offset)
 
 
 def _parse_sha1_records(reader: Reader, first_index: int, pad: int) -> list[Event]:
@@ -294,6 +301,6 @@ def _parse_agile_events(reader: Reader, spec: SpecIdEvent, pad: int) -> tuple[Ev
                 )
             digests[alg] = reader.take(sizes[alg], f"event {index} digest 0x{alg:04x}")
         data = reader.sized(4, f"event {index} event data", limit=MAX_EVENT_SIZE)
-        events.append(Event(index, offset, pcr, event_type, MappingProxyType(digests), data))
+        events.append(Event(index, pcr, event_type, MappingProxyType(digests), data, offset))
         index += 1
     return tuple(events)
