@@ -45,6 +45,7 @@ FIRMWARE_EVENT_LOG = Path("/sys/kernel/security/tpm0/binary_bios_measurements")
 
 # TPM2_PCR_Read returns at most 8 digests per call (TPML_DIGEST), whatever is asked.
 _PCRS_PER_READ = 8
+# Retries of a multi-call PCR read or a quote when an extend changed PCRs in between.
 _QUOTE_ATTEMPTS = 5
 # TPM2B_DATA holds at most sizeof(TPMU_HA), the largest digest (SHA-512).
 _MAX_EXTRA_DATA = 64
@@ -218,8 +219,19 @@ class AgentTpm:
     def read_pcrs(
         self, alg: str = "sha256", pcrs: Iterable[int] = range(PCR_COUNT)
     ) -> dict[int, bytes]:
-        """The values of ``pcrs`` in the ``alg`` bank."""
-        return self._read_pcrs(alg, pcrs)[1]
+        """The values of ``pcrs`` in the ``alg`` bank, as one consistent snapshot.
+
+        Several PCR_Read calls may be needed; they are repeated until the TPM's PCR
+        update counter is the same for all, so no extend fell between them.
+        """
+        wanted = list(pcrs)
+        for _ in range(_QUOTE_ATTEMPTS):
+            counters, values = self._read_pcrs(alg, wanted)
+            if len(set(counters)) == 1:
+                return values
+        raise TpmError(
+            f"PCRs kept changing while being read; gave up after {_QUOTE_ATTEMPTS} attempts"
+        )
 
     def _read_pcrs(self, alg: str, pcrs: Iterable[int]) -> tuple[list[int], dict[int, bytes]]:
         """PCR values and the TPM's PCR update counter seen by each PCR_Read."""

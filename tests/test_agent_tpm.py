@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from aicert.agent.tpm import AgentTpm, QuoteResult
@@ -30,6 +31,7 @@ from aicert.process import run
 
 pytestmark = pytest.mark.swtpm
 
+T = TypeVar("T")
 QUOTED_PCRS = [0, 1, 2, 3, 4, 5, 6, 7, 9, 11, 12, 13, 14, 15]
 NONCE = hashlib.sha256(b"statement PAE").digest()
 
@@ -164,6 +166,32 @@ def test_read_pcrs_reads_all_24_and_agrees_with_tpm2_pcrread(
         if sep and index.strip().isdigit():
             from_tools[int(index)] = bytes.fromhex(value.strip().removeprefix("0x"))
     assert from_tools == values
+
+
+class RacingReadTpm(AgentTpm):
+    """Extends PCR 0 right after the first PCR_Read (which covered PCRs 0-7), so the
+    later batches of the same read see a different TPM state."""
+
+    raced = False
+    reads = 0
+
+    def _call(self, what: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        result = super()._call(what, function, *args, **kwargs)
+        if what == "PCR_Read":
+            self.reads += 1
+            if not self.raced:
+                self.raced = True
+                self.extend(0, b"racing event")
+        return result
+
+
+def test_read_pcrs_gives_one_snapshot_when_an_extend_races_it(swtpm_tcti: str) -> None:
+    with RacingReadTpm(swtpm_tcti) as tpm:
+        values = tpm.read_pcrs()
+        assert tpm.reads > 3  # 24 PCRs take 3 reads; the race forced another round
+        expected = expected_after_one_extend(["sha256"], b"racing event")["sha256"]
+        assert values[0] == expected
+        assert values == tpm.read_pcrs()
 
 
 @pytest.mark.parametrize("pcr", [16, 23])
