@@ -21,9 +21,10 @@ HOST_EFI_BINARIES = [
     Path("/usr/lib/systemd/boot/efi/linuxx64.efi.stub"),
     Path("/usr/lib/systemd/boot/efi/systemd-bootx64.efi"),
     # Present once scripts/fetch-ukify.sh has run (the UKI tests run it).
-    REPO / ".cache/trixie-ukify/root/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
-    REPO / ".cache/trixie-ukify/root/usr/lib/systemd/boot/efi/addonx64.efi.stub",
-    REPO / ".cache/trixie-ukify/root/usr/lib/systemd/boot/efi/systemd-bootx64.efi",
+    REPO / ".cache/uki-oracles/root/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
+    REPO / ".cache/uki-oracles/root/usr/lib/systemd/boot/efi/addonx64.efi.stub",
+    REPO / ".cache/uki-oracles/root/usr/lib/systemd/boot/efi/systemd-bootx64.efi",
+    REPO / ".cache/uki-oracles/bpo/root/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
 ]
 
 

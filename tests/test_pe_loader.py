@@ -17,7 +17,8 @@ from pe_build import SECTION_ALIGNMENT, SectionSpec, build_pe
 REPO = Path(__file__).resolve().parent.parent
 STUBS = [
     Path("/usr/lib/systemd/boot/efi/linuxx64.efi.stub"),
-    REPO / ".cache/trixie-ukify/root/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
+    REPO / ".cache/uki-oracles/root/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
+    REPO / ".cache/uki-oracles/bpo/root/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
 ]
 
 
@@ -99,7 +100,9 @@ def test_section_beyond_size_of_image_is_refused() -> None:
         parse_pe(bytes(data))
 
 
-@pytest.mark.parametrize("path", STUBS, ids=["bookworm-252", "trixie-257"])
+@pytest.mark.parametrize(
+    "path", STUBS, ids=["bookworm-252", "trixie-257", "bookworm-backports-254"]
+)
 def test_real_stub_relocations_spare_its_payload_sections(path: Path) -> None:
     if not path.exists():
         pytest.skip(f"{path} not present")

@@ -206,12 +206,13 @@ def test_stub_252_passes_the_initrd_unchanged() -> None:
     assert prediction.events[9][1].digest == sha256(b"initrd-bytes-13")
 
 
-def test_stub_252_ignores_uname_and_sbat_257_measures_them() -> None:
+def test_stub_252_ignores_uname_and_sbat_254_and_257_measure_them() -> None:
     extra = [SectionSpec(b".uname", b"6.1.0-test"), SectionSpec(b".sbat", b"sbat,1\n")]
     old = predict_boot_pcrs(small_uki("252.39-1~deb12u2", extra))
-    new = predict_boot_pcrs(small_uki("257.13-1~deb13u1", extra))
     assert old.measured_sections == (".linux", ".osrel", ".cmdline", ".initrd")
-    assert new.measured_sections[-2:] == (".uname", ".sbat")
+    for version in ("254.26-1~bpo12+1", "257.13-1~deb13u1"):
+        new = predict_boot_pcrs(small_uki(version, extra))
+        assert new.measured_sections[-2:] == (".uname", ".sbat")
 
 
 def test_pcrsig_is_never_measured() -> None:
@@ -397,8 +398,11 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> UkiInputs:
     )
 
 
-def ukify(tools: Path, stub: Path, out: Path, inp: UkiInputs, *extra: str) -> str:
-    """Build ``out`` with ukify; returns its stdout (systemd-measure output with --measure)."""
+def ukify(
+    tools: Path, stub: Path, out: Path, inp: UkiInputs, *extra: str, measure_bin: str = "bin"
+) -> str:
+    """Build ``out`` with ukify; returns its stdout (systemd-measure output with --measure,
+    by the systemd-measure in ``tools/measure_bin``)."""
     proc = run(
         [
             sys.executable,
@@ -410,7 +414,7 @@ def ukify(tools: Path, stub: Path, out: Path, inp: UkiInputs, *extra: str) -> st
             f"--os-release=@{inp.osrel}",
             f"--stub={stub}",
             f"--output={out}",
-            f"--tools={tools / 'bin'}",
+            f"--tools={tools / measure_bin}",
             *extra,
         ]
     )
@@ -510,6 +514,44 @@ def test_stub_257_uki_matches_ukify_measure_257(
             ".sbat",
             ".pcrpkey",
         )
+
+
+def test_stub_254_uki_matches_ukify_measure_254(
+    trixie_tools: Path, inputs: UkiInputs, tmp_path: Path
+) -> None:
+    stub = trixie_tools / "bpo/root/usr/lib/systemd/boot/efi/linuxx64.efi.stub"
+    uki = tmp_path / "uki.efi"
+    measured = ukify(
+        trixie_tools,
+        stub,
+        uki,
+        inputs,
+        "--measure",
+        "--uname=6.1.0-test",
+        f"--pcrpkey={inputs.pcrpkey}",
+        measure_bin="bpo/bin",
+    )
+    prediction = predict_boot_pcrs(uki.read_bytes())
+    assert prediction.stub_version.startswith("254.")
+    assert prediction.measured_sections == (
+        ".linux",
+        ".osrel",
+        ".cmdline",
+        ".initrd",
+        ".uname",
+        ".sbat",
+        ".pcrpkey",
+    )
+    assert prediction.pcrs[11] == measured_pcr11(measured)
+    # 254 cleans the command line as 252 does; it appends the .pcrpkey cpio to the initrd.
+    assert prediction.events[9][0].digest == sha256(
+        "  root=/dev/vda ro quiet\0".encode("utf-16-le")
+    )
+    initrd = inputs.initrd.read_bytes()
+    pkey = inputs.pcrpkey.read_bytes()
+    assert prediction.events[9][1].digest == sha256(
+        initrd + bytes(-len(initrd) % 4) + _cpio(b"tpm2-pcr-public-key.pem", pkey)
+    )
 
 
 def test_stub_257_os_release_cpio_unpacks_with_gnu_cpio(tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
 """What systemd-stub does with the sections of a UKI, version by version.
 
 Each rule below was read in the systemd source of the supported versions (Debian's
-systemd 252.39 for bookworm and 257.13 for trixie): src/boot/efi/stub.c, pe.c, util.c,
-efi-string.c, cpio.c and src/fundamental/{tpm-pcr,uki}.c. A stub version whose source
+systemd 252.39 for bookworm, 254.26 for bookworm-backports and 257.13 for trixie):
+src/boot/{efi/,}stub.c, pe.c, util.c, efi-string.c, cpio.c, linux.c, secure-boot.c and
+src/fundamental/{tpm-pcr,uki}.c. A stub version whose source
 was not checked is refused rather than guessed: the predicted PCRs would be wrong
 silently.
 
@@ -91,7 +92,7 @@ def _utf8_to_ucs2(raw: bytes) -> str:
 
 
 def _mangle_cmdline_252(cmdline: str) -> str:
-    """252 util.c mangle_stub_cmdline: control characters (<= 0x1F) become spaces, then
+    """252 and 254 util.c mangle_stub_cmdline: control characters (<= 0x1F) become spaces, then
     trailing spaces are chopped."""
     return "".join(" " if ord(c) <= 0x1F else c for c in cmdline).rstrip(" ")
 
@@ -171,7 +172,7 @@ class _StubRules:
 
 
 def _locate_252(image: LoadedImage, names: tuple[str, ...]) -> dict[str, bytes]:
-    """252 pe.c locate_sections: a section header matches a name when its first
+    """252 and 254 pe.c locate_sections: a section header matches a name when its first
     strlen(name) bytes equal the name (a prefix match), and the LAST match wins."""
     found: dict[str, Section] = {}
     for section in image.pe.sections:
@@ -208,7 +209,7 @@ def _locate_257(image: LoadedImage, names: tuple[str, ...]) -> dict[str, bytes]:
 
 
 def _initrd_252(sections: dict[str, bytes]) -> bytes:
-    """252 stub.c: the .initrd section, then (only if any exist) generated cpios appended
+    """252 and 254 stub.c: the .initrd section, then (only if any exist) generated cpios appended
     after padding it to 4 bytes: credentials, global credentials, sysexts (none on our ESP),
     .pcrsig and .pcrpkey as /.extra/ files."""
     extras = [
@@ -256,6 +257,26 @@ _RULES = {
             ".initrd",
             ".splash",
             ".dtb",
+            ".pcrsig",
+            ".pcrpkey",
+        ),
+        locate=_locate_252,
+        mangle_cmdline=_mangle_cmdline_252,
+        assemble_initrd=_initrd_252,
+    ),
+    # 254 behaves as 252 (same pe.c lookup, util.c clean-up, combine_initrd), but its
+    # unified_sections (src/fundamental/tpm-pcr.c) adds .uname and .sbat.
+    254: _StubRules(
+        major=254,
+        unified_sections=(
+            ".linux",
+            ".osrel",
+            ".cmdline",
+            ".initrd",
+            ".splash",
+            ".dtb",
+            ".uname",
+            ".sbat",
             ".pcrsig",
             ".pcrpkey",
         ),
