@@ -7,7 +7,10 @@ into a (software) TPM, with the local CA in place of Azure's:
   the template Microsoft's vTPM code uses (openvmm ``ak_pub_template``): RSA 2048,
   nameAlg SHA-256, empty authPolicy, symmetric NULL, scheme RSASSA-SHA256, exponent
   default, attributes fixedTPM | fixedParent | sensitiveDataOrigin | userWithAuth |
-  noDA | restricted | sign — persisted at handle 0x81000003;
+  noDA | restricted | sign — persisted at handle 0x81000003. (The AK Azure's
+  provisioning service makes for Trusted Launch VMs also carries an authPolicy whose
+  contents are not public; userWithAuth is set there too, so an empty password
+  authorizes quotes on both);
 - its certificate (DER, see :mod:`aicert.builder.local_ca`) in NV index 0x01C101D0,
   defined by the owner the way Azure's provisioning service defines it: ordinary
   index, nameAlg SHA-256, empty authorization value and policy, attributes
