@@ -10,13 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import requests
 from azure.core.credentials import TokenCredential
-from azure.core.pipeline.transport import HttpTransport
+from azure.core.pipeline.transport import HttpTransport, RequestsTransport
 from azure.identity import DefaultAzureCredential
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.network import NetworkManagementClient
 from azure.mgmt.resource.resources import ResourceManagementClient
 from azure.storage.blob import BlobClient
+from requests.adapters import HTTPAdapter
 
 from .azure_errors import azure_call
 
@@ -27,20 +29,19 @@ MANAGEMENT_SCOPE = "https://management.azure.com/.default"
 class ClientOptions:
     """How the clients talk to Azure.
 
-    ``transport`` replaces the HTTP transport of every client (tests); ``polling_interval``
-    overrides the seconds between polls of long-running operations (None: what Azure
-    asks for, at least the SDK default).
+    ``transport`` replaces the HTTP transport of every client (tests).
+    ``polling_interval`` is the wait between polls of a long-running operation when
+    Azure sends no Retry-After; the SDK default of 30 s would add minutes to a deploy
+    made of a dozen short operations.
     """
 
     transport: HttpTransport[Any, Any] | None = None
-    polling_interval: float | None = None
+    polling_interval: float = 5.0
 
     def sdk_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"polling_interval": self.polling_interval}
         if self.transport is not None:
             kwargs["transport"] = self.transport
-        if self.polling_interval is not None:
-            kwargs["polling_interval"] = self.polling_interval
         return kwargs
 
 
@@ -75,16 +76,20 @@ class AzureClients:
         self.network = NetworkManagementClient(self.credential, self.subscription_id, **kwargs)
         self.resources = ResourceManagementClient(self.credential, self.subscription_id, **kwargs)
 
-    def page_blob(self, sas_url: str) -> BlobClient:
-        """A client for the upload SAS of a managed disk.
+    def page_blob(self, sas_url: str, *, connections: int = 8) -> BlobClient:
+        """A client for the upload SAS of a managed disk, pooling ``connections`` connections
+        (one per parallel writer; requests' default pool of 10 would churn above that).
 
         The SDK's own retries are off: :mod:`aicert.builder.azure_upload` retries each
         page write itself, with backoff, and counts the attempts.
         """
-        kwargs: dict[str, Any] = {"retry_total": 0}
-        if self.options.transport is not None:
-            kwargs["transport"] = self.options.transport
-        return BlobClient.from_blob_url(sas_url, **kwargs)
+        transport = self.options.transport
+        if transport is None:
+            session = requests.Session()
+            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(connections, 10))
+            session.mount("https://", adapter)
+            transport = RequestsTransport(session=session, session_owner=True)
+        return BlobClient.from_blob_url(sas_url, transport=transport, retry_total=0)
 
 
 def connect(

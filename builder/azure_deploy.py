@@ -328,7 +328,7 @@ class _Deployer:
             progress = TransferProgress(vhd.size, label="upload", stream=self.progress_stream)
             report = upload_vhd(
                 vhd,
-                blob_page_writer(self.clients.page_blob(sas)),
+                blob_page_writer(self.clients.page_blob(sas, connections=self.workers)),
                 workers=self.workers,
                 policy=self.retry,
                 progress=progress,

@@ -6,6 +6,7 @@ exceptions into :class:`~aicert.verifier.errors.CloudError` subclasses.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -79,8 +80,12 @@ def error_code(exc: HttpResponseError) -> str:
     return ""
 
 
+# The signature of an upload SAS grants write access to the disk: never print it.
+_SAS_SIGNATURE = re.compile(r"(?i)\b(sig=)[^&\s'\"]+")
+
+
 def _brief(text: str, limit: int = 300) -> str:
-    line = " ".join(text.split())
+    line = _SAS_SIGNATURE.sub(r"\1REDACTED", " ".join(text.split()))
     for marker in (" Code:", " Content:", " RequestId:"):
         line = line.split(marker, 1)[0]
     return line if len(line) <= limit else line[: limit - 1] + "…"

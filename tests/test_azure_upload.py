@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from aicert.builder import vhd
-from aicert.builder.azure_errors import CloudPermissionError, CloudTransientError
+from aicert.builder.azure_errors import CloudPermissionError, CloudTransientError, translate
 from aicert.builder.azure_upload import (
     MAX_PAGE_WRITE,
     RetryPolicy,
@@ -201,3 +201,11 @@ def test_progress_is_quiet_off_a_terminal_and_draws_on_one() -> None:
     assert "1.0 MiB sent" in last
     assert "/s" in last
     assert "ETA" in last
+
+
+def test_errors_never_show_the_sas_signature() -> None:
+    url = "https://md-x.z1.blob.storage.azure.net/c/abcd?sv=2018-03-28&sr=b&sig=s3cr3t%2Bkey&x=1"
+    exc = ServiceRequestError(f"HTTPSConnectionPool: Max retries exceeded with url: {url}")
+    message = translate(exc, "uploading").message
+    assert "s3cr3t" not in message
+    assert "sig=REDACTED" in message
