@@ -49,6 +49,7 @@ from .tcg_events import (
     EV_EFI_VARIABLE_BOOT2,
     EV_EFI_VARIABLE_DRIVER_CONFIG,
     EV_IPL,
+    EV_NO_ACTION,
     EV_OMIT_BOOT_DEVICE_EVENTS,
     EV_S_CRTM_VERSION,
     EV_SEPARATOR,
@@ -58,7 +59,7 @@ from .tcg_events import (
     decode_variable,
     event_type_name,
 )
-from .tcg_log import EV_NO_ACTION, MAX_PCR_INDEX, Event, EventLog
+from .tcg_log import MAX_PCR_INDEX, Event, EventLog
 
 WHOLE_DATA_TYPES = frozenset(
     {

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from .errors import FormatError
 from .tcg_log import (
-    EV_NO_ACTION,
+    HEADER_EVENT_TYPE,
     SPEC_ID_EVENT00,
     SPEC_ID_EVENT03,
     Event,
@@ -29,7 +29,7 @@ from .wire import Reader
 EV_PREBOOT_CERT = 0x00000000
 EV_POST_CODE = 0x00000001
 EV_UNUSED = 0x00000002
-# EV_NO_ACTION (0x00000003) is imported from tcg_log, which needs it to find the header.
+EV_NO_ACTION = HEADER_EVENT_TYPE
 EV_SEPARATOR = 0x00000004
 EV_ACTION = 0x00000005
 EV_EVENT_TAG = 0x00000006

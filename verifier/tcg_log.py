@@ -38,8 +38,8 @@ from types import MappingProxyType
 from .errors import FormatError
 from .wire import Reader
 
-EV_NO_ACTION = 0x00000003
-"""Repeated from :mod:`tcg_events` (which imports this module) for header detection."""
+HEADER_EVENT_TYPE = 0x00000003
+"""EV_NO_ACTION, the header's type (named in tcg_events, which imports this module)."""
 
 SPEC_ID_EVENT03 = b"Spec ID Event03\x00"
 SPEC_ID_EVENT00 = b"Spec ID Event00\x00"
@@ -139,7 +139,7 @@ def parse_event_log(data: bytes) -> EventLog:
     if pad == 0:
         raise FormatError("firmware event log is empty (no bytes, or only padding)")
     first = _read_sha1_record(reader, index=0)
-    if first.event_type != EV_NO_ACTION:
+    if first.event_type != HEADER_EVENT_TYPE:
         events = [first, *_parse_sha1_records(reader, 1, pad)]
         return EventLog(None, tuple(events), LogFormat.SHA1)
     signature = first.data[:16]
@@ -247,7 +247,7 @@ def _padding_start(data: bytes) -> int:
 def _check_pcr(reader: Reader, pcr: int, event_type: int, index: int, offset: int) -> None:
     # Windows appends informational EV_NO_ACTION events with PCR index -1 (0xFFFFFFFF,
     # e.g. the "Windows AIK" event of the option_rom test log); they are never extended.
-    if pcr > MAX_PCR_INDEX and not (event_type == EV_NO_ACTION and pcr == NO_PCR):
+    if pcr > MAX_PCR_INDEX and not (event_type == HEADER_EVENT_TYPE and pcr == NO_PCR):
         raise FormatError(
             f"{reader.what}: event {index} at offset {offset} names PCR {pcr}, "
             f"beyond the last PCR {MAX_PCR_INDEX}"
