@@ -12,11 +12,13 @@ project's test data: OVMF 2025.02, GCE edk2 firmware, Hyper-V-like and Windows l
 * EV_SEPARATOR, EV_EFI_ACTION, EV_ACTION, EV_S_CRTM_VERSION,
   EV_EFI_VARIABLE_DRIVER_CONFIG, EV_EFI_VARIABLE_BOOT2, EV_EFI_GPT_EVENT(2),
   EV_OMIT_BOOT_DEVICE_EVENTS: digest = H(event data) (PFP 1.05 section 10.4.1; edk2
-  Tcg2Dxe MeasureVariable hashes the whole UEFI_VARIABLE_DATA for DRIVER_CONFIG).
-* EV_EFI_VARIABLE_BOOT: H(VariableData) or H(whole UEFI_VARIABLE_DATA). edk2 (OVMF and
-  GCE logs) hashes only the variable's value for boot variables, other firmware (the
-  crypto_agile test log) the whole structure; BOOT2 was introduced to end that ambiguity.
-  With the first form the variable's name and GUID are not covered by the digest.
+  SecurityPkg Tcg2Dxe MeasureVariable hashes the whole UEFI_VARIABLE_DATA for
+  DRIVER_CONFIG).
+* EV_EFI_VARIABLE_BOOT: H(VariableData) or H(whole UEFI_VARIABLE_DATA). edk2's
+  MeasureVariable hashes only VarData for every type but DRIVER_CONFIG, and so do the OVMF,
+  GCE and ebs/option_rom logs (59 boot events); the crypto_agile test log's firmware
+  hashes the whole structure (7 events). BOOT2 was introduced to end that ambiguity. With
+  the first form the variable's name and GUID are not covered by the digest.
 * EV_EFI_VARIABLE_AUTHORITY: H(whole UEFI_VARIABLE_DATA); shim versions before rhboot/shim
   commit 8a27a48 log one byte more than they hash, so when the event data runs past the
   declared structure, H(data without its last byte) is accepted too.
