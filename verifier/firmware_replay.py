@@ -16,7 +16,7 @@ project's test data: OVMF 2025.02, GCE edk2 firmware, Hyper-V-like and Windows l
   DRIVER_CONFIG).
 * EV_EFI_VARIABLE_BOOT: H(VariableData) or H(whole UEFI_VARIABLE_DATA). edk2's
   MeasureVariable hashes only VarData for every type but DRIVER_CONFIG, and so do the OVMF,
-  GCE and ebs/option_rom logs (59 boot events); the crypto_agile test log's firmware
+  GCE, ebs_event_missing and option_rom logs (52 boot events); the crypto_agile log's firmware
   hashes the whole structure (7 events). BOOT2 was introduced to end that ambiguity. With
   the first form the variable's name and GUID are not covered by the digest.
 * EV_EFI_VARIABLE_AUTHORITY: H(whole UEFI_VARIABLE_DATA); shim versions before rhboot/shim
@@ -24,7 +24,7 @@ project's test data: OVMF 2025.02, GCE edk2 firmware, Hyper-V-like and Windows l
   declared structure, H(data without its last byte) is accepted too.
 * EV_IPL in PCR 8 written by GRUB ("grub_cmd: …", "kernel_cmdline: …",
   "module_cmdline: …", NUL-terminated): digest = H(text after the prefix, without NUL)
-  (grub-core/commands/efi/tpm.c measures the command and logs it with a prefix).
+  (GRUB 2.06 grub-core/commands/tpm.c measures the string and logs it with a prefix).
 * Not data-determined, left to PCR prediction or profiles: images (Authenticode),
   firmware blobs and handoff tables (hash of memory), EV_POST_CODE, EV_EVENT_TAG (the Linux
   EFI stub logs a label and hashes the command line or initrd), other EV_IPL (systemd-stub
