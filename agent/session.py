@@ -1,8 +1,9 @@
 """One measured session: every step extended into PCR 15, then a quoted certificate.
 
 The agent drives a :class:`MeasuredSession` through its fixed order
-(agent start → claim → inputs → command → exit → outputs → lock); any step out
-of order is refused. :meth:`MeasuredSession.finish` locks the log, signs the
+(agent start → claim → inputs → command → exit → outputs → evaluations → lock;
+an evaluation-only job skips command, exit and outputs and evaluates a weights
+input); any step out of order is refused. :meth:`MeasuredSession.finish` locks the log, signs the
 statement with the attested agent key and asks the TPM for a quote whose
 extraData binds the statement. Tests use the same class on a real swtpm.
 """
@@ -10,7 +11,7 @@ extraData binds the statement. Tests use the same class on a real swtpm.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -19,12 +20,13 @@ from aicert.verifier.cel import CelRecord, make_record
 from aicert.verifier.certificate import Certificate, TpmEvidence, agent_key_id
 from aicert.verifier.dsse import IN_TOTO_PAYLOAD_TYPE, sign_envelope
 from aicert.verifier.errors import AicertError
-from aicert.verifier.provenance import Artifact, TrainingProvenance
+from aicert.verifier.provenance import Artifact, Evaluation, TrainingProvenance
 from aicert.verifier.session_events import (
     INPUT_ROLES,
     AgentStart,
     CommandExited,
     CommandStarted,
+    EvaluationMeasured,
     InputMeasured,
     OutputMeasured,
     SessionClaim,
@@ -76,7 +78,8 @@ class _Phase(enum.IntEnum):
     CLAIMED = 1
     RUNNING = 2
     EXITED = 3
-    LOCKED = 4
+    EVALUATING = 4
+    LOCKED = 5
 
 
 def _now() -> str:
@@ -111,7 +114,10 @@ class MeasuredSession:
         self._command: CommandStarted | None = None
         self._exit: CommandExited | None = None
         self._outputs: list[OutputMeasured] = []
+        self._evaluations: list[Evaluation] = []
+        self._eval_inputs: list[Artifact] = []
         self._started_on = ""
+        self._claimed_on = ""
         self._phase = _Phase.STARTED
         self._measure(self._start)
 
@@ -137,6 +143,7 @@ class MeasuredSession:
         self._require(_Phase.STARTED, "claim the session")
         self._claim = SessionClaim(owner, nonce)
         self._measure(self._claim)
+        self._claimed_on = _now()
         self._phase = _Phase.CLAIMED
 
     def add_input(self, role: str, name: str, sha256: str, source: str = "") -> None:
@@ -170,6 +177,53 @@ class MeasuredSession:
         self._measure(event)
         self._outputs.append(event)
 
+    def evaluated_weights(self) -> tuple[str, ...]:
+        """Digests evaluations may run on: the outputs, or the weights inputs (evaluation only)."""
+        if self._outputs:
+            return tuple(o.sha256 for o in self._outputs)
+        return tuple(i.sha256 for i in self._inputs if i.role == "weights")
+
+    def _enter_evaluation(self, step: str) -> None:
+        if self._phase == _Phase.CLAIMED and not self._command and self.evaluated_weights():
+            self._phase = _Phase.EVALUATING  # an evaluation-only job: weights are an input
+        elif self._phase == _Phase.EXITED and self._outputs:
+            self._phase = _Phase.EVALUATING
+        self._require(_Phase.EVALUATING, step)
+
+    def add_evaluation_input(
+        self, evaluation: str, role: str, name: str, sha256: str, source: str = ""
+    ) -> None:
+        """Measure an input of an evaluation (its code or data set) before it runs."""
+        self._enter_evaluation("add an evaluation input")
+        if role not in ("eval-code", "eval-data"):
+            raise SessionError(f"evaluation inputs have role eval-code or eval-data, not {role!r}")
+        full_name = f"{evaluation}/{name}"
+        self._measure(InputMeasured(role, full_name, sha256, source))
+        self._eval_inputs.append(Artifact(full_name, sha256, role, source))
+
+    def add_evaluation(
+        self,
+        name: str,
+        argv: Sequence[str],
+        weights_sha256: str,
+        results_sha256: str,
+        metrics: Mapping[str, int | float],
+    ) -> None:
+        """Bind a successful evaluation's results file and metrics to the weights it ran on."""
+        self._enter_evaluation("record an evaluation")
+        if weights_sha256 not in self.evaluated_weights():
+            raise SessionError("the evaluation ran on weights this session does not certify")
+        prefix = f"{name}/"
+        inputs = tuple(i for i in self._eval_inputs if i.name.startswith(prefix))
+        self._eval_inputs = [i for i in self._eval_inputs if not i.name.startswith(prefix)]
+        event = EvaluationMeasured(
+            name, tuple(argv), weights_sha256, results_sha256, dict(metrics), 0
+        )
+        self._measure(event)
+        self._evaluations.append(
+            Evaluation(name, tuple(argv), inputs, weights_sha256, results_sha256, dict(metrics), 0)
+        )
+
     def lock(self) -> None:
         """End the session: nothing more is measured into PCR 15."""
         if self._phase == _Phase.LOCKED:
@@ -179,25 +233,36 @@ class MeasuredSession:
 
     def finish(self) -> Certificate:
         """Lock, sign the statement, quote PCRs 0-15 bound to it, and assemble the certificate."""
-        self._require(_Phase.EXITED, "issue a certificate")
-        if not self._outputs:
+        if self._phase not in (_Phase.EXITED, _Phase.EVALUATING):
+            raise SessionError(
+                f"cannot issue a certificate: the session is {self._phase.name.lower()}"
+            )
+        if self._eval_inputs:
+            raise SessionError("an evaluation's inputs were measured but it did not complete")
+        if self._outputs:
+            subjects = tuple(Artifact(o.name, o.sha256) for o in self._outputs)
+        elif self._evaluations:
+            subjects = tuple(
+                Artifact(i.name, i.sha256) for i in self._inputs if i.role == "weights"
+            )
+        else:
             raise SessionError("no output was measured: there is nothing to certify")
         assert self._claim is not None  # noqa: S101 - set in the CLAIMED phase
-        assert self._command is not None  # noqa: S101 - set in the RUNNING phase
         self.lock()
         provenance = TrainingProvenance(
-            subjects=tuple(Artifact(o.name, o.sha256) for o in self._outputs),
+            subjects=subjects,
             dependencies=tuple(Artifact(i.name, i.sha256, i.role, i.source) for i in self._inputs),
-            command=self._command.argv,
-            output_path=self._command.output_path,
+            command=self._command.argv if self._command else (),
+            output_path=self._command.output_path if self._command else "",
             nonce=self._claim.nonce,
             agent_version=self._start.agent_version,
             boot_id=self._start.boot_id,
             agent_key_sha256=self._start.agent_key_sha256,
             owner=self._claim.owner,
             exit_status=0,
-            started_on=self._started_on,
+            started_on=self._started_on or self._claimed_on,
             finished_on=_now(),
+            evaluations=tuple(self._evaluations),
         )
         envelope = sign_envelope(
             IN_TOTO_PAYLOAD_TYPE,

@@ -26,6 +26,8 @@ class IssuedCertificate:
     path: Path
     nonce: str
     weights: Path
+    code: Path
+    results: Path | None = None
 
 
 def write_weights(directory: Path) -> Path:
@@ -36,30 +38,83 @@ def write_weights(directory: Path) -> Path:
     return weights
 
 
+def _evaluate(session: MeasuredSession, weights_sha256: str, workdir: Path) -> Path:
+    """Measure an 'accuracy' evaluation's inputs, then bind its results file and metrics."""
+    eval_code, test_set = workdir / "eval-code", workdir / "test-set.csv"
+    eval_code.mkdir()
+    (eval_code / "eval.py").write_text("print('evaluating')\n")
+    test_set.write_text("x,y\n1,2\n")
+    results = workdir / "results.json"
+    results.write_text('{"accuracy": 0.93, "samples": 360}\n')
+    session.add_evaluation_input("accuracy", "eval-code", "code", hash_tree(eval_code).digest)
+    session.add_evaluation_input("accuracy", "eval-data", "test-set", hash_tree(test_set).digest)
+    session.add_evaluation(
+        "accuracy",
+        ["python3", "eval.py"],
+        weights_sha256,
+        hash_tree(results).digest,
+        {"accuracy": 0.93, "samples": 360},
+    )
+    return results
+
+
+def issue_evaluation_only(
+    tcti: str,
+    intermediates: tuple[bytes, ...],
+    workdir: Path,
+    weights: Path,
+    linked: Path | None,
+) -> IssuedCertificate:
+    """An evaluation-only session on existing ``weights``, optionally linking their certificate."""
+    replay_log_into_tpm(tcti, OVMF_LOG.read_bytes())
+    workdir.mkdir(parents=True, exist_ok=True)
+    nonce = secrets.token_hex(16)
+    with AgentTpm(tcti, event_log_path=OVMF_LOG) as tpm:
+        session = _new_session(tpm, intermediates, nonce)
+        digest = hash_tree(weights).digest
+        session.add_input("weights", "weights", digest, "upload")
+        if linked is not None:
+            session.add_input("certificate", "training-certificate", hash_tree(linked).digest)
+        results = _evaluate(session, digest, workdir)
+        certificate = session.finish()
+    path = workdir / "eval.aicert.json"
+    path.write_text(json.dumps(certificate.to_json(), indent=2))
+    return IssuedCertificate(certificate, path, nonce, weights, weights, results)
+
+
+def _new_session(tpm: AgentTpm, intermediates: tuple[bytes, ...], nonce: str) -> MeasuredSession:
+    session = MeasuredSession(
+        tpm,
+        agent_version="0.1.0",
+        boot_id=secrets.token_hex(16),
+        key=ec.generate_private_key(ec.SECP256R1()),
+        intermediates=intermediates,
+    )
+    session.claim(owner=secrets.token_hex(32), nonce=nonce)
+    return session
+
+
 def issue_certificate(
-    tcti: str, intermediates: tuple[bytes, ...], workdir: Path
+    tcti: str, intermediates: tuple[bytes, ...], workdir: Path, *, evaluate: bool = False
 ) -> IssuedCertificate:
     """Run a measured session for a fake job on the swtpm at ``tcti``; save the certificate."""
     replay_log_into_tpm(tcti, OVMF_LOG.read_bytes())
     code = workdir / "code"
-    code.mkdir()
+    code.mkdir(parents=True)
     (code / "train.py").write_text("print('training')\n")
     weights = write_weights(workdir)
     nonce = secrets.token_hex(16)
+    results = None
     with AgentTpm(tcti, event_log_path=OVMF_LOG) as tpm:
-        session = MeasuredSession(
-            tpm,
-            agent_version="0.1.0",
-            boot_id=secrets.token_hex(16),
-            key=ec.generate_private_key(ec.SECP256R1()),
-            intermediates=intermediates,
-        )
-        session.claim(owner=secrets.token_hex(32), nonce=nonce)
+        session = _new_session(tpm, intermediates, nonce)
         session.add_input("code", "code", hash_tree(code).digest, "upload")
         session.start_command(["python3", "train.py"], "weights")
         session.command_exited(0)
-        session.add_output("weights", hash_tree(weights).digest)
+        weights_digest = hash_tree(weights).digest
+        session.add_output("weights", weights_digest)
+        if evaluate:
+            results = _evaluate(session, weights_digest, workdir)
         certificate = session.finish()
     path = workdir / "job.aicert.json"
     path.write_text(json.dumps(certificate.to_json(), indent=2))
-    return IssuedCertificate(certificate, path, nonce, weights)
+    return IssuedCertificate(certificate, path, nonce, weights, code, results)

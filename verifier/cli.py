@@ -19,6 +19,7 @@ from cryptography import x509
 from aicert import __version__
 
 from .ak_chain import bundled_roots
+from .bom import export_cyclonedx
 from .boot_reference import reference_from_recipe, reference_from_uki
 from .certificate import load_certificate
 from .digest_cli import digest_command
@@ -26,7 +27,7 @@ from .errors import EXIT_CODES, AicertError, InputError
 from .platform_profile import bundled_profile_names, load_profile
 from .report import render_json, render_text
 from .verify import Policy, verify_certificate
-from .weights import weights_tree_digest
+from .weights import tree_digest_of
 
 
 class _VerifyByDefault(click.Group):
@@ -95,6 +96,30 @@ def cli(verbose: bool) -> None:
     help="PEM file of a root CA for the AK chain (repeatable); the Azure vTPM root is bundled.",
 )
 @click.option("--nonce", metavar="HEX", help="The nonce sent with the job: proves freshness.")
+@click.option(
+    "--input",
+    "inputs",
+    multiple=True,
+    metavar="NAME=PATH",
+    help="An input you hold (code, data set): must be the one measured as NAME (repeatable).",
+)
+@click.option(
+    "--results",
+    multiple=True,
+    metavar="NAME=PATH",
+    help="The results file of evaluation NAME: must be the one measured (repeatable).",
+)
+@click.option(
+    "--linked-certificate",
+    type=click.Path(path_type=Path),
+    help="For an evaluation-only certificate: the certificate of the training it links.",
+)
+@click.option(
+    "--export-bom",
+    type=(click.Choice(["cyclonedx"]), click.Path(path_type=Path)),
+    metavar="cyclonedx FILE",
+    help="After successful verification, write a CycloneDX 1.6 ML-BOM to FILE.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON report.")
 def verify(
     certificate: Path,
@@ -105,6 +130,10 @@ def verify(
     platform_profile: str | None,
     trust_roots: Sequence[Path],
     nonce: str | None,
+    inputs: Sequence[str],
+    results: Sequence[str],
+    linked_certificate: Path | None,
+    export_bom: tuple[str, Path] | None,
     as_json: bool,
 ) -> None:
     """Verify CERTIFICATE: AK chain, quote, binding, logs, boot PCRs and (optionally) weights.
@@ -127,7 +156,10 @@ def verify(
         accept_any_image=any_image,
         platform_profile=load_profile(platform_profile) if platform_profile else None,
         weights_path=weights,
-        weights_digest=weights_tree_digest,
+        tree_digest=tree_digest_of,
+        linked_certificate=linked_certificate,
+        input_paths=_named_paths(inputs, "--input"),
+        results_paths=_named_paths(results, "--results"),
     )
     report = verify_certificate(cert, policy)
     if as_json:
@@ -136,6 +168,19 @@ def verify(
         click.echo(render_text(report, certificate, color=sys.stdout.isatty()))
     if report.error is not None:
         sys.exit(report.error.exit_code)
+    if export_bom is not None and report.provenance is not None:
+        export_cyclonedx(report.provenance, certificate, export_bom[1])
+        click.echo(f"wrote CycloneDX ML-BOM to {export_bom[1]}", err=True)
+
+
+def _named_paths(values: Sequence[str], option: str) -> dict[str, Path]:
+    named: dict[str, Path] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise click.BadParameter(f"expected NAME=PATH, got {value!r}", param_hint=option)
+        named[name] = Path(path)
+    return named
 
 
 cli.add_command(digest_command)

@@ -89,6 +89,12 @@ class BindingError(VerificationError):
     check = "binding"
 
 
+class EnvelopeSignatureError(VerificationError):
+    """No signature of the DSSE envelope verifies under the attested agent key."""
+
+    check = "envelope-signature"
+
+
 class NonceError(VerificationError):
     """The statement's nonce differs from the one the verifier expects."""
 
@@ -119,6 +125,12 @@ class StatementMismatchError(VerificationError):
     check = "cel-log"
 
 
+class EvaluationError(VerificationError):
+    """An evaluation did not run on the certified weights, or failed."""
+
+    check = "evaluations"
+
+
 class BootPcrError(VerificationError):
     """A boot PCR differs from the value predicted for the published image."""
 
@@ -129,6 +141,12 @@ class PlatformProfileError(VerificationError):
     """A firmware PCR differs from the platform reference profile."""
 
     check = "platform-profile"
+
+
+class InputDigestError(VerificationError):
+    """An input file the auditor holds is not the one the certificate measured."""
+
+    check = "files"
 
 
 class WeightsError(VerificationError):

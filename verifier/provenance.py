@@ -18,6 +18,8 @@ from .errors import FormatError
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 SLSA_PROVENANCE_V1 = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "urn:aicert:build-type:training-job:v1"
+# A job that only evaluates existing weights (supplied as an input) runs no command.
+EVALUATION_BUILD_TYPE = "urn:aicert:build-type:evaluation-job:v1"
 BUILDER_ID = "urn:aicert:agent"
 
 
@@ -29,6 +31,30 @@ class Artifact:
     sha256: str
     role: str = ""
     source: str = ""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One benchmark run on the certified weights, with its inputs and reported metrics."""
+
+    name: str
+    command: tuple[str, ...]
+    inputs: tuple[Artifact, ...]
+    weights_sha256: str
+    results_sha256: str
+    metrics: Mapping[str, int | float]
+    exit_status: int
+
+    def to_json(self) -> dict[str, JsonValue]:
+        return {
+            "name": self.name,
+            "command": list(self.command),
+            "inputs": [_dependency(i) for i in self.inputs],
+            "weights": {"sha256": self.weights_sha256},
+            "results": {"sha256": self.results_sha256},
+            "metrics": dict(self.metrics),
+            "exitStatus": self.exit_status,
+        }
 
 
 @dataclass(frozen=True)
@@ -47,37 +73,45 @@ class TrainingProvenance:
     exit_status: int
     started_on: str
     finished_on: str
+    evaluations: tuple[Evaluation, ...] = ()
+
+    @property
+    def evaluation_only(self) -> bool:
+        """True for a job that ran no training command, only evaluations."""
+        return not self.command
 
     def to_statement(self) -> dict[str, JsonValue]:
+        params: dict[str, JsonValue] = {"nonce": self.nonce}
+        if not self.evaluation_only:
+            params |= {"command": list(self.command), "outputPath": self.output_path}
+        predicate: dict[str, JsonValue] = {
+            "buildDefinition": {
+                "buildType": EVALUATION_BUILD_TYPE if self.evaluation_only else BUILD_TYPE,
+                "externalParameters": params,
+                "resolvedDependencies": [_dependency(d) for d in self.dependencies],
+            },
+            "runDetails": {
+                "builder": {"id": BUILDER_ID, "version": {"aicert-agent": self.agent_version}},
+                "metadata": {
+                    "invocationId": self.boot_id,
+                    "startedOn": self.started_on,
+                    "finishedOn": self.finished_on,
+                },
+            },
+            "aicert_session": {
+                "bootId": self.boot_id,
+                "agentKeySha256": self.agent_key_sha256,
+                "owner": self.owner,
+            },
+            "aicert_exitStatus": self.exit_status,
+        }
+        if self.evaluations:
+            predicate["aicert_evaluations"] = [e.to_json() for e in self.evaluations]
         return {
             "_type": STATEMENT_TYPE,
             "subject": [{"name": s.name, "digest": {"sha256": s.sha256}} for s in self.subjects],
             "predicateType": SLSA_PROVENANCE_V1,
-            "predicate": {
-                "buildDefinition": {
-                    "buildType": BUILD_TYPE,
-                    "externalParameters": {
-                        "command": list(self.command),
-                        "outputPath": self.output_path,
-                        "nonce": self.nonce,
-                    },
-                    "resolvedDependencies": [_dependency(d) for d in self.dependencies],
-                },
-                "runDetails": {
-                    "builder": {"id": BUILDER_ID, "version": {"aicert-agent": self.agent_version}},
-                    "metadata": {
-                        "invocationId": self.boot_id,
-                        "startedOn": self.started_on,
-                        "finishedOn": self.finished_on,
-                    },
-                },
-                "aicert_session": {
-                    "bootId": self.boot_id,
-                    "agentKeySha256": self.agent_key_sha256,
-                    "owner": self.owner,
-                },
-                "aicert_exitStatus": self.exit_status,
-            },
+            "predicate": predicate,
         }
 
     def statement_bytes(self) -> bytes:
@@ -105,16 +139,21 @@ def parse_statement(payload: bytes) -> TrainingProvenance:
         raise FormatError(f"statement predicateType is not {SLSA_PROVENANCE_V1}")
     predicate = _obj(doc.get("predicate"), "predicate")
     build = _obj(predicate.get("buildDefinition"), "buildDefinition")
-    if build.get("buildType") != BUILD_TYPE:
-        raise FormatError(f"buildType is not {BUILD_TYPE}")
+    build_type = build.get("buildType")
+    if build_type not in (BUILD_TYPE, EVALUATION_BUILD_TYPE):
+        raise FormatError(f"buildType {build_type!r} is not an aicert job type")
     params = _obj(build.get("externalParameters"), "externalParameters")
+    if build_type == EVALUATION_BUILD_TYPE:
+        if "command" in params or "outputPath" in params:
+            raise FormatError("an evaluation-only statement cannot name a training command")
+        params = {**params, "command": [], "outputPath": ""}
     run = _obj(predicate.get("runDetails"), "runDetails")
     builder = _obj(run.get("builder"), "runDetails.builder")
     if builder.get("id") != BUILDER_ID:
         raise FormatError(f"builder id is not {BUILDER_ID}")
     metadata = _obj(run.get("metadata"), "runDetails.metadata")
     session = _obj(predicate.get("aicert_session"), "aicert_session")
-    return TrainingProvenance(
+    prov = TrainingProvenance(
         subjects=tuple(_subject(s, i) for i, s in enumerate(_list(doc.get("subject"), "subject"))),
         dependencies=tuple(
             _dep(d, i)
@@ -132,6 +171,33 @@ def parse_statement(payload: bytes) -> TrainingProvenance:
         exit_status=_int(predicate.get("aicert_exitStatus"), "aicert_exitStatus"),
         started_on=_str(metadata.get("startedOn"), "startedOn"),
         finished_on=_str(metadata.get("finishedOn"), "finishedOn"),
+        evaluations=tuple(
+            _evaluation(e, i)
+            for i, e in enumerate(_list(predicate.get("aicert_evaluations", []), "evaluations"))
+        ),
+    )
+    if (build_type == EVALUATION_BUILD_TYPE) != prov.evaluation_only or (
+        prov.evaluation_only and not prov.evaluations
+    ):
+        raise FormatError("statement: buildType does not fit the job it describes")
+    return prov
+
+
+def _evaluation(raw: object, i: int) -> Evaluation:
+    where = f"evaluation {i}"
+    obj = _obj(raw, where)
+    metrics = _obj(obj.get("metrics"), f"{where} metrics")
+    for key, value in metrics.items():
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise FormatError(f"statement: {where} metric {key!r} must be a number")
+    return Evaluation(
+        name=_str(obj.get("name"), f"{where} name"),
+        command=tuple(_str(c, f"{where} command") for c in _list(obj.get("command"), where)),
+        inputs=tuple(_dep(d, j) for j, d in enumerate(_list(obj.get("inputs"), f"{where} inputs"))),
+        weights_sha256=_sha256(_obj(obj.get("weights"), f"{where} weights"), f"{where} weights"),
+        results_sha256=_sha256(_obj(obj.get("results"), f"{where} results"), f"{where} results"),
+        metrics=dict(metrics),
+        exit_status=_int(obj.get("exitStatus"), f"{where} exitStatus"),
     )
 
 

@@ -27,6 +27,8 @@ def render_text(report: Report, certificate: Path, *, color: bool) -> str:
         lines.append(
             f"  {click.style(mark, fg=fg) if color else mark}  {result.check:<{width}}  {detail}"
         )
+    if report.pcr_sources:
+        lines += ["", *_pcr_lines(report)]
     if report.provenance is not None:
         lines += ["", *_provenance_lines(report.provenance)]
     lines.append("")
@@ -54,9 +56,22 @@ def _provenance_lines(prov: TrainingProvenance) -> list[str]:
     for dep in prov.dependencies:
         source = f"  from {dep.source}" if dep.source else ""
         lines.append(f"    {dep.role:<10} {dep.name:<24} sha256:{dep.sha256}{source}")
-    lines.append("  outputs")
+    lines.append("  outputs" if not prov.evaluation_only else "  evaluated weights")
     for subject in prov.subjects:
         lines.append(f"    {'':<10} {subject.name:<24} sha256:{subject.sha256}")
+    for ev in prov.evaluations:
+        lines.append(f"  evaluation {ev.name!r}: {' '.join(ev.command)}")
+        for item in ev.inputs:
+            lines.append(f"    {item.role:<10} {item.name:<24} sha256:{item.sha256}")
+        lines.append(f"    {'results':<10} {'':<24} sha256:{ev.results_sha256}")
+        for metric, value in sorted(ev.metrics.items()):
+            lines.append(f"    {'metric':<10} {metric:<24} {value}")
+    return lines
+
+
+def _pcr_lines(report: Report) -> list[str]:
+    lines = ["PCRs (what each quoted value was checked against)"]
+    lines += [f"  {pcr:>2}  {how}" for pcr, how in sorted(report.pcr_sources.items())]
     return lines
 
 
@@ -67,6 +82,7 @@ def render_json(report: Report, certificate: Path) -> dict[str, Any]:
         "checks": [
             {"check": r.check, "status": r.status.value, "detail": r.detail} for r in report.results
         ],
+        "pcrs": {str(pcr): how for pcr, how in sorted(report.pcr_sources.items())},
         "provenance": report.provenance.to_statement() if report.provenance else None,
         "error": None,
     }

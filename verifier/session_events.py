@@ -2,7 +2,9 @@
 
 A session's CEL log reads: ``agent-start`` → ``session-claim`` → one ``input``
 per input (code, data, base model, job configuration) → ``command`` →
-``command-exit`` → one ``output`` per output → ``lock``. The agent builds these
+``command-exit`` → one ``output`` per output → for each evaluation, its
+``input`` events then ``evaluation`` → ``lock``. An evaluation-only session
+has no command, exit or output: its weights are an input. The agent builds these
 records; the verifier parses them back, refusing anything it does not know.
 """
 
@@ -15,7 +17,18 @@ from typing import Any, ClassVar, Self
 from .canonical_json import JsonValue
 from .errors import FormatError
 
-INPUT_ROLES = ("code", "data", "base-model", "config", "weights")
+INPUT_ROLES = (
+    "code",
+    "data",
+    "base-model",
+    "config",
+    "weights",
+    "certificate",
+    "eval-code",
+    "eval-data",
+)
+
+Metrics = Mapping[str, int | float]
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,11 @@ def _coerce(value: object, type_name: str, where: str) -> object:
     elif type_name == "tuple[str, ...]":
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return tuple(value)
+    elif type_name == "Metrics":
+        if isinstance(value, Mapping) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()
+        ):
+            return dict(value)
     else:  # pragma: no cover - only the annotations below exist
         raise FormatError(f"{where}: unsupported field type {type_name}")
     raise FormatError(f"{where} must be of type {type_name}")
@@ -114,6 +132,19 @@ class OutputMeasured(SessionEvent):
 
 
 @dataclass(frozen=True)
+class EvaluationMeasured(SessionEvent):
+    """An evaluation ran on the weights; its results file and metrics are bound here."""
+
+    kind: ClassVar[str] = "evaluation"
+    name: str
+    argv: tuple[str, ...]
+    weights_sha256: str
+    results_sha256: str
+    metrics: Metrics
+    exit_status: int
+
+
+@dataclass(frozen=True)
 class SessionLocked(SessionEvent):
     """The last event: nothing may be measured into PCR 15 after it."""
 
@@ -130,6 +161,7 @@ EVENT_TYPES: dict[str, type[SessionEvent]] = {
         CommandStarted,
         CommandExited,
         OutputMeasured,
+        EvaluationMeasured,
         SessionLocked,
     )
 }

@@ -16,6 +16,7 @@ from .session_events import (
     AgentStart,
     CommandExited,
     CommandStarted,
+    EvaluationMeasured,
     InputMeasured,
     OutputMeasured,
     SessionClaim,
@@ -31,10 +32,25 @@ def expected_events(prov: TrainingProvenance) -> tuple[SessionEvent, ...]:
         AgentStart(prov.agent_version, prov.boot_id, prov.agent_key_sha256),
         SessionClaim(prov.owner, prov.nonce),
         *(InputMeasured(d.role, d.name, d.sha256, d.source) for d in prov.dependencies),
-        CommandStarted(prov.command, prov.output_path),
-        CommandExited(prov.exit_status),
-        *(OutputMeasured(s.name, s.sha256) for s in prov.subjects),
     ]
+    if not prov.evaluation_only:
+        body += [
+            CommandStarted(prov.command, prov.output_path),
+            CommandExited(prov.exit_status),
+            *(OutputMeasured(s.name, s.sha256) for s in prov.subjects),
+        ]
+    for ev in prov.evaluations:
+        body += [InputMeasured(i.role, i.name, i.sha256, i.source) for i in ev.inputs]
+        body.append(
+            EvaluationMeasured(
+                ev.name,
+                ev.command,
+                ev.weights_sha256,
+                ev.results_sha256,
+                ev.metrics,
+                ev.exit_status,
+            )
+        )
     # The lock event counts the records before it.
     return (*body, SessionLocked(len(body)))
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -22,14 +23,16 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from .ak_chain import verify_ak_chain
 from .cel import verify_cel
-from .certificate import Certificate, agent_key_id
+from .certificate import Certificate, agent_key_id, load_certificate
 from .dsse import IN_TOTO_PAYLOAD_TYPE, verify_envelope
 from .errors import (
     AicertError,
     BindingError,
     BootPcrError,
     EnvelopeSignatureError,
+    EvaluationError,
     FormatError,
+    InputDigestError,
     NonceError,
     PcrDigestError,
     WeightsError,
@@ -44,6 +47,8 @@ from .tcg_log import parse_event_log
 from .tpm2_structures import Attest, TpmPublic, parse_tpm2b_public
 
 # The quote must cover every PCR whose value the verifier relies on.
+_T = TypeVar("_T")
+
 REQUIRED_PCRS = tuple(range(16))
 FIRMWARE_LOG_PCRS = tuple(range(8))
 ZERO_PCRS = (12, 13)
@@ -82,7 +87,10 @@ class Policy:
     accept_any_image: bool = False
     platform_profile: PlatformProfile | None = None
     weights_path: Path | None = None
-    weights_digest: Callable[[Path], str] | None = None
+    tree_digest: Callable[[Path], str] | None = None
+    linked_certificate: Path | None = None
+    input_paths: Mapping[str, Path] = field(default_factory=dict)
+    results_paths: Mapping[str, Path] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,8 @@ class Report:
     results: tuple[CheckResult, ...]
     provenance: TrainingProvenance | None
     error: AicertError | None = None
+    pcr_sources: Mapping[int, str] = field(default_factory=dict)
+    """For each quoted PCR, what its value was checked against."""
 
     @property
     def ok(self) -> bool:
@@ -102,10 +112,33 @@ class _State:
 
     cert: Certificate
     policy: Policy
-    ak: TpmPublic | None = None
-    attest: Attest | None = None
     provenance: TrainingProvenance | None = None
-    enforced: dict[int, str] = field(default_factory=dict)
+    pcr_sources: dict[int, str] = field(default_factory=dict)
+    _ak: TpmPublic | None = None
+    _attest: Attest | None = None
+
+    @property
+    def prov(self) -> TrainingProvenance:
+        return _established(self.provenance, "statement")
+
+    @property
+    def ak(self) -> TpmPublic:
+        return _established(self._ak, "ak-chain")
+
+    @property
+    def attest(self) -> Attest:
+        return _established(self._attest, "quote-signature")
+
+    def enforce(self, pcrs: Iterable[int], how: str) -> None:
+        for pcr in pcrs:
+            self.pcr_sources[pcr] = how
+
+
+def _established(value: _T | None, check: str) -> _T:
+    # The checks run in a fixed order; a later one never runs before the one it needs.
+    if value is None:
+        raise RuntimeError(f"the {check} check has not established its result")
+    return value
 
 
 def verify_certificate(cert: Certificate, policy: Policy) -> Report:
@@ -117,10 +150,10 @@ def verify_certificate(cert: Certificate, policy: Policy) -> Report:
         except AicertError as exc:
             results.append(CheckResult(name, Status.FAILED, exc.message))
             results.extend(CheckResult(n, Status.NOT_RUN, "") for n, _ in _CHECKS[len(results) :])
-            return Report(tuple(results), state.provenance, exc)
+            return Report(tuple(results), state.provenance, exc, state.pcr_sources)
         status, detail = outcome if isinstance(outcome, tuple) else (Status.PASSED, outcome)
         results.append(CheckResult(name, status, detail))
-    return Report(tuple(results), state.provenance)
+    return Report(tuple(results), state.provenance, None, state.pcr_sources)
 
 
 def _statement(state: _State) -> str:
@@ -133,7 +166,7 @@ def _statement(state: _State) -> str:
 
 def _ak_chain(state: _State) -> str:
     tpm = state.cert.tpm
-    state.ak = parse_tpm2b_public(tpm.ak_public)
+    state._ak = parse_tpm2b_public(tpm.ak_public)
     at = _attestation_time(state)
     result = verify_ak_chain(
         tpm.ak_certificates[0], tpm.ak_certificates[1:], state.policy.trust_roots, at, state.ak
@@ -143,8 +176,7 @@ def _ak_chain(state: _State) -> str:
 
 def _attestation_time(state: _State) -> datetime:
     # The statement's finishedOn, bound to the quote by the binding check below.
-    assert state.provenance is not None  # noqa: S101 - set by the statement check
-    raw = state.provenance.finished_on
+    raw = state.prov.finished_on
     try:
         at = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
@@ -155,13 +187,13 @@ def _attestation_time(state: _State) -> datetime:
 
 
 def _quote_signature(state: _State) -> str:
-    assert state.ak is not None  # noqa: S101 - set by the AK chain check
-    state.attest = verify_quote_signature(state.cert.tpm.attest, state.cert.tpm.signature, state.ak)
+    state._attest = verify_quote_signature(
+        state.cert.tpm.attest, state.cert.tpm.signature, state.ak
+    )
     return "quote signed by the certified AK"
 
 
 def _binding(state: _State) -> str:
-    assert state.attest is not None  # noqa: S101
     want = state.cert.envelope.pae_sha256()
     if state.attest.extra_data != want:
         raise BindingError(
@@ -172,9 +204,8 @@ def _binding(state: _State) -> str:
 
 
 def _envelope_signature(state: _State) -> str:
-    assert state.provenance is not None  # noqa: S101
     key_id = agent_key_id(state.cert.agent_public_key)
-    if key_id != state.provenance.agent_key_sha256:
+    if key_id != state.prov.agent_key_sha256:
         raise EnvelopeSignatureError(
             "the certificate's agent key is not the one the statement names"
         )
@@ -189,19 +220,15 @@ def _envelope_signature(state: _State) -> str:
 
 
 def _nonce(state: _State) -> str | tuple[Status, str]:
-    assert state.provenance is not None  # noqa: S101
     expected = state.policy.expected_nonce
     if expected is None:
         return Status.SKIPPED, "no --nonce given: freshness not established"
-    if state.provenance.nonce.lower() != expected.lower():
-        raise NonceError(
-            f"the statement's nonce {state.provenance.nonce} is not the expected {expected}"
-        )
+    if state.prov.nonce.lower() != expected.lower():
+        raise NonceError(f"the statement's nonce {state.prov.nonce} is not the expected {expected}")
     return "statement carries the expected nonce"
 
 
 def _pcr_digest(state: _State) -> str:
-    assert state.attest is not None  # noqa: S101
     pcrs = state.cert.tpm.pcrs
     selection = state.attest.pcr_selection
     if len(selection.banks) != 1 or selection.banks[0].alg != SHA256:
@@ -216,6 +243,8 @@ def _pcr_digest(state: _State) -> str:
                 f"PCR {pcr} is not zero: the boot loaded a command-line override, add-on, "
                 "credential or system extension"
             )
+    state.enforce(selection.banks[0].pcrs, "quoted only")
+    state.enforce(ZERO_PCRS, "must be zero")
     return f"PCRs {_ranges(selection.banks[0].pcrs)} hash to the quoted digest"
 
 
@@ -223,15 +252,72 @@ def _firmware_log(state: _State) -> str:
     log = parse_event_log(state.cert.tpm.firmware_event_log)
     check_event_digests(log)
     verify_against_pcrs(log, SHA256, state.cert.tpm.pcrs, FIRMWARE_LOG_PCRS)
+    state.enforce(FIRMWARE_LOG_PCRS, "replayed from the firmware log")
     return f"{len(log.events)} events replay to PCRs 0-7; data-derived digests recomputed"
 
 
 def _cel_log(state: _State) -> str:
-    assert state.provenance is not None  # noqa: S101
     records = state.cert.tpm.cel_log
     verify_cel(records, state.cert.tpm.pcrs[15])
-    match_statement(records, state.provenance)
+    match_statement(records, state.prov)
+    state.enforce([15], "CEL log, matched to the statement")
     return f"{len(records)} records replay to PCR 15 and match the statement event by event"
+
+
+def _evaluations(state: _State) -> str | tuple[Status, str]:
+    prov = state.prov
+    if not prov.evaluations:
+        return Status.SKIPPED, "no evaluations in this certificate"
+    subjects = {s.sha256 for s in prov.subjects}
+    for ev in prov.evaluations:
+        if ev.exit_status != 0:
+            raise EvaluationError(f"evaluation {ev.name!r} exited with status {ev.exit_status}")
+        if ev.weights_sha256 not in subjects:
+            raise EvaluationError(
+                f"evaluation {ev.name!r} ran on weights {ev.weights_sha256}, "
+                "which are not this certificate's subject"
+            )
+    if prov.evaluation_only:
+        weights = {d.sha256 for d in prov.dependencies if d.role == "weights"}
+        if subjects != weights:
+            raise EvaluationError("the subject of an evaluation-only job must be its weights input")
+        _check_linked(state)
+    names = ", ".join(repr(ev.name) for ev in prov.evaluations)
+    return f"{len(prov.evaluations)} evaluation(s) ({names}) ran on the subject weights"
+
+
+def _check_linked(state: _State) -> None:
+    """An evaluation-only job may name the certificate of the training that made its weights."""
+    linked = [d for d in state.prov.dependencies if d.role == "certificate"]
+    path = state.policy.linked_certificate
+    if not linked:
+        if path is not None:
+            raise EvaluationError("--linked-certificate given, but this certificate links none")
+        return
+    if path is None:
+        raise EvaluationError(
+            "this certificate links the certificate of its weights' training: "
+            "pass it with --linked-certificate"
+        )
+    if state.policy.tree_digest is None or state.policy.tree_digest(path) != linked[0].sha256:
+        raise EvaluationError(f"{path} is not the certificate this one links")
+    inner = verify_certificate(
+        load_certificate(path),
+        # Only the chain of evidence is re-checked; the files given belong to this certificate.
+        replace(
+            state.policy,
+            expected_nonce=None,
+            weights_path=None,
+            linked_certificate=None,
+            input_paths={},
+            results_paths={},
+        ),
+    )
+    if inner.error is not None:
+        raise EvaluationError(f"the linked certificate does not verify: {inner.error.message}")
+    inner_subjects = {s.sha256 for s in inner.provenance.subjects} if inner.provenance else set()
+    if inner_subjects != {s.sha256 for s in state.prov.subjects}:
+        raise EvaluationError("the linked certificate certifies other weights")
 
 
 def _boot_pcrs(state: _State) -> str | tuple[Status, str]:
@@ -249,7 +335,7 @@ def _boot_pcrs(state: _State) -> str | tuple[Status, str]:
             raise BootPcrError(
                 f"PCR {pcr} is {quoted[pcr].hex()}, but {reference.source} predicts {want.hex()}"
             )
-        state.enforced[pcr] = reference.source
+    state.enforce(reference.pcrs, f"predicted by {reference.source}")
     note = f" (profile {reference.profile})" if reference.profile else ""
     return f"PCRs {_ranges(sorted(reference.pcrs))} equal {reference.source}{note}"
 
@@ -259,15 +345,15 @@ def _platform(state: _State) -> str | tuple[Status, str]:
     if profile is None:
         return Status.SKIPPED, "no --platform-profile: firmware PCRs only replayed from the log"
     check_profile(profile, state.cert.tpm.pcrs)
+    state.enforce(profile.pcrs, f"platform profile {profile.name!r}")
     return f"PCRs {_ranges(sorted(profile.pcrs))} equal platform profile {profile.name!r}"
 
 
 def _weights(state: _State) -> str | tuple[Status, str]:
-    assert state.provenance is not None  # noqa: S101
-    path, digest = state.policy.weights_path, state.policy.weights_digest
+    path, digest = state.policy.weights_path, state.policy.tree_digest
     if path is None or digest is None:
         return Status.SKIPPED, "no --weights given: files on disk not compared"
-    subjects = state.provenance.subjects
+    subjects = state.prov.subjects
     if len(subjects) != 1:
         raise WeightsError(f"the statement has {len(subjects)} subjects; expected one")
     got = digest(path)
@@ -276,6 +362,30 @@ def _weights(state: _State) -> str | tuple[Status, str]:
             f"{path} has tree digest {got}, but the certificate's subject is {subjects[0].sha256}"
         )
     return f"{path} matches subject {subjects[0].name!r}"
+
+
+def _files(state: _State) -> str | tuple[Status, str]:
+    """Inputs and evaluation results the auditor holds must be the ones measured."""
+    inputs, results = state.policy.input_paths, state.policy.results_paths
+    digest = state.policy.tree_digest
+    if not (inputs or results) or digest is None:
+        return Status.SKIPPED, "no --input or --results given"
+    measured = {d.name: d.sha256 for d in state.prov.dependencies}
+    measured |= {i.name: i.sha256 for ev in state.prov.evaluations for i in ev.inputs}
+    for name, path in sorted(inputs.items()):
+        if name not in measured:
+            raise InputDigestError(f"the certificate measured no input named {name!r}")
+        if digest(path) != measured[name]:
+            raise InputDigestError(f"{path} is not the input {name!r} the certificate measured")
+    by_eval = {ev.name: ev.results_sha256 for ev in state.prov.evaluations}
+    for name, path in sorted(results.items()):
+        if name not in by_eval:
+            raise EvaluationError(f"the certificate has no evaluation named {name!r}")
+        if digest(path) != by_eval[name]:
+            raise EvaluationError(
+                f"{path} is not the results file of evaluation {name!r}: it was altered"
+            )
+    return f"{len(inputs)} input(s) and {len(results)} results file(s) match their measurements"
 
 
 def _ranges(pcrs: Iterable[int]) -> str:
@@ -299,7 +409,9 @@ _CHECKS: tuple[tuple[str, Callable[[_State], str | tuple[Status, str]]], ...] = 
     ("pcr-digest", _pcr_digest),
     ("firmware-log", _firmware_log),
     ("cel-log", _cel_log),
+    ("evaluations", _evaluations),
     ("boot-pcrs", _boot_pcrs),
     ("platform-profile", _platform),
     ("weights", _weights),
+    ("files", _files),
 )

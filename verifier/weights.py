@@ -1,4 +1,4 @@
-"""Re-hashing weights on the auditor's machine, with the agent's own tree digest."""
+"""Re-hashing files on the auditor's machine (weights, linked certificates) as the agent did."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from .progress import progress_for
 from .treehash import hash_tree
 
 
-def weights_tree_digest(path: Path) -> str:
-    """The tree digest (hex) of the weights file or directory at ``path``."""
+def tree_digest_of(path: Path) -> str:
+    """The tree digest (hex) of the file or directory at ``path``."""
     if not path.exists():
-        raise InputError(f"weights path {path} does not exist")
-    return hash_tree(path, progress=progress_for(label="hashing weights")).digest
+        raise InputError(f"{path} does not exist")
+    return hash_tree(path, progress=progress_for(label=f"hashing {path.name}")).digest

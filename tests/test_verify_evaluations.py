@@ -1,0 +1,143 @@
+"""Benchmark linking: evaluations bound to the certified weights, and evaluation-only jobs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from aicert.builder.swtpm import Swtpm
+from aicert.builder.vtpm_provision import provision_like_azure
+from aicert.verifier.cli import main as verify_main
+from aicert.verifier.errors import EvaluationError, InputDigestError, WeightsError
+from aicert.verifier.verify import Policy, Report, Status, verify_certificate
+from aicert.verifier.weights import tree_digest_of
+from certgen import IssuedCertificate, issue_certificate, issue_evaluation_only
+from conftest import ProvisionedSwtpm
+from cryptography.hazmat.primitives import serialization
+
+pytestmark = pytest.mark.swtpm
+
+
+def _intermediates(swtpm: ProvisionedSwtpm) -> tuple[bytes, ...]:
+    return (swtpm.ca.intermediate_certificate.public_bytes(serialization.Encoding.DER),)
+
+
+@pytest.fixture
+def evaluated(provisioned_swtpm: ProvisionedSwtpm, tmp_path: Path) -> IssuedCertificate:
+    return issue_certificate(
+        provisioned_swtpm.tcti, _intermediates(provisioned_swtpm), tmp_path, evaluate=True
+    )
+
+
+def _policy(swtpm: ProvisionedSwtpm, issued: IssuedCertificate, **extra: object) -> Policy:
+    return Policy(
+        trust_roots=(swtpm.ca.root_certificate,),
+        expected_nonce=issued.nonce,
+        accept_any_image=True,
+        weights_path=issued.weights,
+        tree_digest=tree_digest_of,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def _status(report: Report, check: str) -> Status:
+    return next(r.status for r in report.results if r.check == check)
+
+
+def test_evaluation_results_verify(
+    provisioned_swtpm: ProvisionedSwtpm, evaluated: IssuedCertificate
+) -> None:
+    assert evaluated.results is not None
+    policy = _policy(
+        provisioned_swtpm,
+        evaluated,
+        results_paths={"accuracy": evaluated.results},
+        input_paths={"code": evaluated.code},
+    )
+    report = verify_certificate(evaluated.certificate, policy)
+    assert report.ok, report.error
+    assert _status(report, "evaluations") is Status.PASSED
+    assert _status(report, "files") is Status.PASSED
+    assert report.provenance is not None
+    assert report.provenance.evaluations[0].metrics == {"accuracy": 0.93, "samples": 360}
+
+
+def test_altered_results_file_fails(
+    provisioned_swtpm: ProvisionedSwtpm, evaluated: IssuedCertificate
+) -> None:
+    assert evaluated.results is not None
+    evaluated.results.write_text('{"accuracy": 0.99, "samples": 360}\n')
+    policy = _policy(provisioned_swtpm, evaluated, results_paths={"accuracy": evaluated.results})
+    report = verify_certificate(evaluated.certificate, policy)
+    assert isinstance(report.error, EvaluationError)
+    assert "altered" in report.error.message
+
+
+def test_altered_input_fails(
+    provisioned_swtpm: ProvisionedSwtpm, evaluated: IssuedCertificate
+) -> None:
+    (evaluated.code / "train.py").write_text("print('something else')\n")
+    policy = _policy(provisioned_swtpm, evaluated, input_paths={"code": evaluated.code})
+    assert isinstance(verify_certificate(evaluated.certificate, policy).error, InputDigestError)
+
+
+def test_altered_weights_fail_with_evaluations(
+    provisioned_swtpm: ProvisionedSwtpm, evaluated: IssuedCertificate
+) -> None:
+    (evaluated.weights / "config.json").write_text('{"layers": 3}\n')
+    report = verify_certificate(evaluated.certificate, _policy(provisioned_swtpm, evaluated))
+    assert isinstance(report.error, WeightsError)
+
+
+def test_evaluation_only_job_links_the_training_certificate(
+    provisioned_swtpm: ProvisionedSwtpm, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    training = issue_certificate(
+        provisioned_swtpm.tcti, _intermediates(provisioned_swtpm), tmp_path / "train"
+    )
+    # A second boot: a fresh TPM (PCR 15 starts at zero) provisioned by the same CA.
+    with Swtpm.tcp(tmp_path / "tpm2") as second:
+        provision_like_azure(second.tcti, provisioned_swtpm.ca, "second-vm")
+        evaluation = issue_evaluation_only(
+            second.tcti,
+            _intermediates(provisioned_swtpm),
+            tmp_path / "eval",
+            training.weights,
+            training.path,
+        )
+    policy = _policy(provisioned_swtpm, evaluation, linked_certificate=training.path)
+    report = verify_certificate(evaluation.certificate, policy)
+    assert report.ok, report.error
+    assert report.provenance is not None
+    assert report.provenance.evaluation_only
+
+    without_link = _policy(provisioned_swtpm, evaluation)
+    error = verify_certificate(evaluation.certificate, without_link).error
+    assert isinstance(error, EvaluationError)
+    assert "--linked-certificate" in error.message
+
+    bom = tmp_path / "bom.json"
+    args = [
+        str(evaluation.path),
+        "--trust-root",
+        str(provisioned_swtpm.ca.root_path),
+        "--any-image",
+        "--linked-certificate",
+        str(training.path),
+        "--results",
+        f"accuracy={evaluation.results}",
+        "--export-bom",
+        "cyclonedx",
+        str(bom),
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        verify_main(args)
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0, out
+    assert "metric     accuracy" in out
+    doc = json.loads(bom.read_text())
+    assert (
+        doc["metadata"]["component"]["hashes"][0]["content"]
+        == (evaluation.certificate.tpm.cel_log[2].content["sha256"])
+    )
