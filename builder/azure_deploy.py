@@ -174,7 +174,7 @@ class _Deployer:
         version = self._existing_version(digest)
         if version is not None:
             self.say(f"image version {spec.deployment_id} already published (disk {digest[:12]})")
-            self._delete_upload_disk_if_any()
+            self._delete_disk(spec.upload_disk_name)
             return DeployResult(str(version.id), digest, True, None)
         self._ensure_gallery()
         self._ensure_definition()
@@ -357,9 +357,6 @@ class _Deployer:
             self._revoke(name)
         with azure_call(f"deleting disk {name}"):
             self.compute.disks.begin_delete(spec.resource_group, name).result()
-
-    def _delete_upload_disk_if_any(self) -> None:
-        self._delete_disk(self.spec.upload_disk_name)
 
     def _create_version(self, disk_id: str, digest: str) -> str:
         spec = self.spec

@@ -358,6 +358,14 @@ class FakeAzure:
             props.setdefault("diskState", "Unattached")
             props["uniqueId"] = str(uuid.uuid4())
             props["timeCreated"] = "2026-01-01T00:00:00Z"
+        elif rtype == "microsoft.network/publicipaddresses":
+            props["ipAddress"] = f"20.50.{len(self.resources) % 250}.{next(self._ids) % 250 + 1}"
+        elif rtype == "microsoft.network/virtualnetworks":
+            for subnet in props.get("subnets", []):
+                subnet["id"] = f"{rid}/subnets/{subnet['name']}"
+                subnet.setdefault("properties", {})["provisioningState"] = "Succeeded"
+        elif rtype == "microsoft.compute/virtualmachines":
+            props["vmId"] = str(uuid.uuid4())
         return stored
 
     def _put(self, rid: str, rtype: str, name: str, body: dict[str, Any]) -> tuple:
@@ -417,6 +425,18 @@ class FakeAzure:
             return _arm_error(
                 409, "CannotDeleteResource", f"{found['name']} contains nested resources"
             )
+        if rtype.startswith("microsoft.network/"):
+            users = [
+                other["id"]
+                for key, other in self.resources.items()
+                if key != rid.lower()
+                and not key.startswith(prefix)
+                and rid.lower() in json.dumps(other.get("properties", {})).lower()
+            ]
+            if users:
+                return _arm_error(
+                    400, "InUseCannotBeDeleted", f"{found['name']} is in use by {users[0]}"
+                )
         if rtype == "microsoft.compute/disks" and found["properties"]["diskState"] in (
             "ActiveUpload",
             "ActiveSAS",
@@ -431,6 +451,10 @@ class FakeAzure:
 
         def finish() -> None:
             self.resources.pop(rid.lower(), None)
+            if rtype == "microsoft.compute/virtualmachines":
+                for nic in found["properties"]["networkProfile"]["networkInterfaces"]:
+                    if nic.get("properties", {}).get("deleteOption") == "Delete":
+                        self.resources.pop(nic["id"].lower(), None)
             blob = self.blobs.pop(rid.lower(), None)
             if blob is not None:
                 self.retired_blobs[rid.lower()] = blob
@@ -694,7 +718,58 @@ def _check_version(
     return None
 
 
+# Sizes without Gen2 / Trusted Launch support, as Azure answers for them.
+GEN1_ONLY_SIZES = frozenset({"Standard_A1_v2", "Standard_A2_v2", "Basic_A1"})
+
+
+def _check_vm(
+    fake: FakeAzure, body: dict[str, Any], existing: dict[str, Any] | None
+) -> tuple[int, str, str] | None:
+    props = body.get("properties", {})
+    size = props.get("hardwareProfile", {}).get("vmSize", "")
+    image_id = props.get("storageProfile", {}).get("imageReference", {}).get("id", "")
+    version = fake.resources.get(str(image_id).lower())
+    if version is None or version["properties"]["provisioningState"] != "Succeeded":
+        return 404, "GalleryImageNotFound", f"The gallery image {image_id} is not available."
+    definition = fake.resources[str(image_id).lower().rsplit("/versions/", 1)[0]]["properties"]
+    security = props.get("securityProfile", {})
+    if security.get("securityType") == "TrustedLaunch":
+        if size in GEN1_ONLY_SIZES:
+            return (
+                400,
+                "BadRequest",
+                f"The VM size '{size}' is not supported for creation of VMs and Virtual "
+                "Machine Scale Set with 'TrustedLaunch' security type.",
+            )
+        features = {f["name"]: f["value"] for f in definition.get("features", [])}
+        if not str(features.get("SecurityType", "")).startswith("TrustedLaunch"):
+            return (
+                400,
+                "BadRequest",
+                "Use of TrustedLaunch setting is not supported for the provided image.",
+            )
+    if definition.get("osState") == "Specialized" and props.get("osProfile"):
+        return 400, "InvalidParameter", "osProfile cannot be set with a specialized image"
+    for nic in props.get("networkProfile", {}).get("networkInterfaces", []):
+        if nic["id"].lower() not in fake.resources:
+            return 404, "NotFound", f"Resource {nic['id']} not found."
+    return None
+
+
+def _check_nic(
+    fake: FakeAzure, body: dict[str, Any], existing: dict[str, Any] | None
+) -> tuple[int, str, str] | None:
+    text = json.dumps(body)
+    for ref in re.findall(r'"id": "([^"]+)"', text):
+        parent = ref.lower().split("/subnets/")[0]
+        if parent not in fake.resources:
+            return 400, "InvalidResourceReference", f"Resource {ref} referenced by the NIC"
+    return None
+
+
 _VALIDATORS: dict[str, Any] = {
+    "microsoft.compute/virtualmachines": _check_vm,
+    "microsoft.network/networkinterfaces": _check_nic,
     "microsoft.compute/disks": _check_disk,
     "microsoft.compute/galleries/images": _check_image,
     "microsoft.compute/galleries/images/versions": _check_version,

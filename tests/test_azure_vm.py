@@ -1,0 +1,168 @@
+"""Trusted Launch VM creation against the local fake of Azure."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from aicert.builder.azure_clients import AzureClients, ClientOptions
+from aicert.builder.azure_deploy import (
+    TAG_DEPLOYMENT,
+    TAG_MANAGED,
+    DeploymentSpec,
+    deploy_image,
+    destroy,
+)
+from aicert.builder.azure_errors import CloudQuotaError, CloudUnsupportedError
+from aicert.builder.azure_upload import RetryPolicy
+from aicert.builder.azure_vm import VmSpec, create_vm
+from aicert.verifier.errors import InputError
+from azure_fake import FakeAzure, FakeCredential
+
+MIB = 1 << 20
+RG = "aicert-rg"
+NETWORK_TYPES = {
+    "Microsoft.Network/networkSecurityGroups",
+    "Microsoft.Network/publicIPAddresses",
+    "Microsoft.Network/virtualNetworks",
+    "Microsoft.Network/networkInterfaces",
+}
+
+
+@pytest.fixture
+def fake() -> FakeAzure:
+    azure = FakeAzure()
+    azure.add_resource_group(RG)
+    return azure
+
+
+@pytest.fixture
+def clients(fake: FakeAzure) -> AzureClients:
+    return AzureClients(
+        fake.subscription,
+        FakeCredential(),
+        ClientOptions(transport=fake.transport(), polling_interval=0),
+    )
+
+
+@pytest.fixture
+def image_version(clients: AzureClients, tmp_path: Path) -> str:
+    disk = tmp_path / "disk.raw"
+    with disk.open("wb") as f:
+        f.truncate(24 * MIB)
+        f.write(os.urandom(MIB))
+    spec = DeploymentSpec(
+        resource_group=RG, location="westeurope", disk=disk, image_version="1.0.0"
+    )
+    return deploy_image(clients, spec, retry=RetryPolicy(first_delay=0)).image_version_id
+
+
+def _vm_spec(image_version: str, **kw: object) -> VmSpec:
+    args: dict[str, object] = {
+        "resource_group": RG,
+        "location": "westeurope",
+        "name": "job-1",
+        "image_version_id": image_version,
+        "caller_ip": "52.174.10.20",
+        "agent_port": 8443,
+    }
+    args.update(kw)
+    return VmSpec(**args)  # type: ignore[arg-type]
+
+
+def _types(fake: FakeAzure) -> set[str]:
+    return {r["type"] for r in fake.resources.values()}
+
+
+def test_vm_is_trusted_launch_and_reachable_only_from_the_caller(
+    fake: FakeAzure, clients: AzureClients, image_version: str
+) -> None:
+    created = create_vm(clients, _vm_spec(image_version))
+    (vm,) = fake.of_type("Microsoft.Compute/virtualMachines")
+    props = vm["properties"]
+    assert props["securityProfile"] == {
+        "securityType": "TrustedLaunch",
+        "uefiSettings": {"secureBootEnabled": True, "vTpmEnabled": True},
+    }
+    assert props["storageProfile"]["imageReference"] == {"id": image_version}
+    assert props["storageProfile"]["osDisk"]["createOption"] == "FromImage"
+    assert props["storageProfile"]["osDisk"]["deleteOption"] == "Delete"
+    assert "osProfile" not in props  # specialized image: no provisioning data
+    assert props["diagnosticsProfile"] == {"bootDiagnostics": {"enabled": True}}
+    assert created.azure_vm_id == props["vmId"]
+    assert created.agent_port == 8443
+
+    (nsg,) = fake.of_type("Microsoft.Network/networkSecurityGroups")
+    (rule,) = nsg["properties"]["securityRules"]
+    assert rule["properties"] | {"description": ""} == {
+        "description": "",
+        "protocol": "Tcp",
+        "access": "Allow",
+        "direction": "Inbound",
+        "priority": 100,
+        "sourceAddressPrefix": "52.174.10.20/32",
+        "sourcePortRange": "*",
+        "destinationAddressPrefix": "*",
+        "destinationPortRange": "8443",
+    }
+    (pip,) = fake.of_type("Microsoft.Network/publicIPAddresses")
+    assert pip["sku"]["name"] == "Standard"
+    assert pip["properties"]["publicIPAllocationMethod"] == "Static"
+    assert created.public_ip == pip["properties"]["ipAddress"]
+    (nic,) = fake.of_type("Microsoft.Network/networkInterfaces")
+    assert nic["properties"]["networkSecurityGroup"]["id"] == nsg["id"]
+
+    for res in [vm, nsg, pip, nic, *fake.of_type("Microsoft.Network/virtualNetworks")]:
+        assert res["tags"][TAG_MANAGED] == "true"
+        assert res["tags"][TAG_DEPLOYMENT] == "vm/job-1"
+
+
+def test_destroy_removes_the_vm_and_its_network_in_order(
+    fake: FakeAzure, clients: AzureClients, image_version: str
+) -> None:
+    create_vm(clients, _vm_spec(image_version))
+    destroy(clients, RG, deployment="vm/job-1")
+    assert _types(fake) == {
+        "Microsoft.Compute/galleries",
+        "Microsoft.Compute/galleries/images",
+        "Microsoft.Compute/galleries/images/versions",
+    }
+
+
+def test_unsupported_size_is_a_clear_error_and_leaves_nothing(
+    fake: FakeAzure, clients: AzureClients, image_version: str
+) -> None:
+    with pytest.raises(CloudUnsupportedError, match=r"Standard_A1_v2.*TrustedLaunch"):
+        create_vm(clients, _vm_spec(image_version, vm_size="Standard_A1_v2"))
+    assert not (_types(fake) & NETWORK_TYPES)
+    assert fake.of_type("Microsoft.Compute/virtualMachines") == []
+
+
+def test_quota_error_cleans_up(fake: FakeAzure, clients: AzureClients, image_version: str) -> None:
+    fake.inject(
+        "PUT",
+        r"/virtualMachines/job-1\?",
+        409,
+        "OperationNotAllowed",
+        "Operation could not be completed as it results in exceeding approved standardDSv5Family "
+        "Cores quota.",
+    )
+    with pytest.raises(CloudQuotaError, match="quota"):
+        create_vm(clients, _vm_spec(image_version))
+    assert not (_types(fake) & NETWORK_TYPES)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("caller_ip", "10.0.0.1"),
+        ("caller_ip", "not-an-ip"),
+        ("agent_port", 0),
+        ("name", "-bad"),
+        ("image_version_id", "/subscriptions/x/images/y"),
+    ],
+)
+def test_bad_vm_specs_are_input_errors(field: str, value: object) -> None:
+    with pytest.raises(InputError):
+        _vm_spec("/s/versions/1.0.0", **{field: value})
