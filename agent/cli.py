@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
-from aicert.agent import readiness
+from aicert.agent import readiness, server
+from aicert.agent.tpm import FIRMWARE_EVENT_LOG
 from aicert.verifier.errors import AicertError
 
 from aicert import __version__
@@ -32,3 +34,56 @@ def ready_report(console: Path | None) -> None:
         raise click.ClickException(exc.message) from exc
     except OSError as exc:
         raise click.ClickException(f"cannot write to {console}: {exc.strerror}") from exc
+
+
+@main.command("serve")
+@click.option(
+    "--scratch",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/var/lib/aicert"),
+    show_default=True,
+    help="Directory on the scratch disk for inputs, outputs and the job log.",
+)
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")  # noqa: S104
+@click.option("--port", type=int, default=8443, show_default=True, help="HTTPS port.")
+@click.option("--tcti", default="device:/dev/tpmrm0", show_default=True, help="TPM TCTI.")
+@click.option(
+    "--event-log",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=FIRMWARE_EVENT_LOG,
+    show_default=True,
+    help="The firmware's TCG event log.",
+)
+@click.option(
+    "--intermediates",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Directory of AK-chain intermediate certificates to ship with every quote.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log every request.")
+def serve_command(
+    scratch: Path,
+    host: str,
+    port: int,
+    tcti: str,
+    event_log: Path,
+    intermediates: Path | None,
+    verbose: bool,
+) -> None:
+    """Serve the attested HTTPS API for this boot's one training job."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    logging.getLogger("aicert.agent").setLevel(logging.INFO)
+    try:
+        server.serve(
+            scratch=scratch,
+            tcti=tcti,
+            host=host,
+            port=port,
+            event_log=event_log,
+            intermediates=intermediates,
+        )
+    except AicertError as exc:
+        raise click.ClickException(exc.message) from exc

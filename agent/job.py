@@ -1,0 +1,587 @@
+"""The agent's one job per boot: who owns it, what went in, what ran, what came out.
+
+:class:`Agent` drives a :class:`~aicert.agent.session.MeasuredSession` from the API's
+requests, in the session's fixed order, and keeps the scratch disk layout::
+
+    <scratch>/incoming/<name>   an input being received (never measured)
+    <scratch>/inputs/<name>     measured inputs (file or directory), read-only to the job
+    <scratch>/outputs/<name>    the job's one writable output directory
+    <scratch>/work/             the job's HOME and TMPDIR (writable, not measured)
+    <scratch>/git/<name>        git repositories of git inputs (outside the input)
+    <scratch>/job.log           the command's stdout and stderr, then the agent's notes
+    <scratch>/certificate.json  the certificate, after a successful job
+
+Every refusal is an :class:`ApiError` carrying the HTTP status the server answers with.
+A failure never yields a certificate: a failed command's exit status is measured and the
+session locked, so the TPM itself records that this boot's job failed.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+import hmac
+import json
+import os
+import re
+import shutil
+import tarfile
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Final
+
+from aicert.agent import intake
+from aicert.agent.sandbox import SandboxRun, SandboxSpec
+from aicert.agent.session import MeasuredSession, SessionError, SessionTpm
+from aicert.verifier.canonical_json import JsonValue
+from aicert.verifier.certificate import TpmEvidence
+from aicert.verifier.errors import AicertError
+from aicert.verifier.session_events import INPUT_ROLES
+from aicert.verifier.treehash import hash_tree
+from aicert.verifier.treemanifest import TreeManifest
+from aicert.verifier.verify import REQUIRED_PCRS
+from cryptography.hazmat.primitives.asymmetric import ec
+
+ATTESTATION_DOMAIN: Final = b"aicert-attestation-v1"
+CONFIG_INPUT: Final = "job-config"
+MIN_NONCE_BYTES: Final = 8
+MAX_NONCE_BYTES: Final = 64
+MAX_COMMAND_ARGS: Final = 4096
+_HEX: Final = re.compile(r"(?:[0-9a-fA-F]{2})+")
+_SCRATCH_ENTRIES: Final = (
+    "incoming",
+    "inputs",
+    "outputs",
+    "work",
+    "git",
+    "job.log",
+    "certificate.json",
+)
+
+
+class ApiError(AicertError):
+    """A refused request: HTTP ``status``, a short machine-readable ``code``, a message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class JobState(enum.Enum):
+    READY = "ready"  # waiting for an owner
+    CLAIMED = "claimed"  # owner known, inputs arriving
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REFUSED = "refused"  # the agent cannot run a session in this boot
+
+
+@dataclass(frozen=True)
+class MeasuredInput:
+    name: str
+    role: str
+    digest: str
+    source: str
+    path: Path
+
+
+def attestation_extra_data(nonce: bytes) -> bytes:
+    """The quote's extraData for ``POST /v1/attestation``: SHA-256(domain || nonce).
+
+    The domain keeps an attestation quote from ever passing for a certificate quote,
+    whose extraData is SHA-256 of a DSSE PAE.
+    """
+    return hashlib.sha256(ATTESTATION_DOMAIN + nonce).digest()
+
+
+def parse_nonce(value: object) -> bytes:
+    if not isinstance(value, str) or not _HEX.fullmatch(value):
+        raise ApiError(400, "bad-request", "nonce must be a string of hex digits")
+    nonce = bytes.fromhex(value)
+    if not MIN_NONCE_BYTES <= len(nonce) <= MAX_NONCE_BYTES:
+        raise ApiError(
+            400,
+            "bad-request",
+            f"nonce must be {MIN_NONCE_BYTES} to {MAX_NONCE_BYTES} bytes, not {len(nonce)}",
+        )
+    return nonce
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+class Agent:
+    """The state of this boot's one session; thread-safe (one lock orders TPM access)."""
+
+    def __init__(
+        self,
+        tpm: SessionTpm,
+        scratch: Path,
+        *,
+        key: ec.EllipticCurvePrivateKey,
+        agent_version: str,
+        boot_id: str,
+        intermediates: Sequence[bytes] = (),
+        git_schemes: tuple[str, ...] = ("https",),
+    ) -> None:
+        self._tpm = tpm
+        self.scratch = scratch
+        self._git_schemes = git_schemes
+        self._lock = threading.RLock()
+        self._state = JobState.READY
+        self._message = ""
+        self._owner_hash: str | None = None
+        self._inputs: dict[str, MeasuredInput] = {}
+        self._pending: set[str] = set()
+        self._exit_status: int | None = None
+        self._output_name = ""
+        self._output_manifest: TreeManifest | None = None
+        self._run: SandboxRun | None = None
+        self._thread: threading.Thread | None = None
+        self.finished = threading.Event()
+        try:
+            self._session: MeasuredSession | None = MeasuredSession(
+                tpm,
+                agent_version=agent_version,
+                boot_id=boot_id,
+                key=key,
+                intermediates=intermediates,
+            )
+        except SessionError as exc:
+            self._session = None
+            self._state = JobState.REFUSED
+            self._message = exc.message
+            return
+        self._evidence_parts = (
+            tpm.ak_public(),
+            (tpm.ak_certificate(), *intermediates),
+            tpm.firmware_event_log(),
+        )
+        _check_traversable(scratch)
+        self._clean_scratch()
+        for sub in ("incoming", "inputs", "outputs", "git"):
+            (scratch / sub).mkdir(mode=0o755)
+
+    # -- paths -------------------------------------------------------------------------------
+
+    @property
+    def log_path(self) -> Path:
+        return self.scratch / "job.log"
+
+    @property
+    def certificate_path(self) -> Path:
+        return self.scratch / "certificate.json"
+
+    def _clean_scratch(self) -> None:
+        for entry in _SCRATCH_ENTRIES:
+            path = self.scratch / entry
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+
+    # -- guards ------------------------------------------------------------------------------
+
+    def _session_or_refuse(self) -> MeasuredSession:
+        if self._session is None:
+            raise ApiError(503, "agent-refused", self._message)
+        return self._session
+
+    def check_owner(self, authorization: str | None) -> None:
+        """Raise unless ``authorization`` is ``Bearer <T>`` with SHA-256(T) = the owner."""
+        self._session_or_refuse()
+        if self._owner_hash is None:
+            raise ApiError(409, "not-claimed", "the session has no owner yet: claim it first")
+        scheme, _, token = (authorization or "").partition(" ")
+        given = hashlib.sha256(token.strip().encode()).hexdigest()
+        if scheme != "Bearer" or not hmac.compare_digest(given, self._owner_hash):
+            raise ApiError(403, "forbidden", "only the session's owner may do this")
+
+    # -- status and attestation --------------------------------------------------------------
+
+    def status(self) -> dict[str, JsonValue]:
+        with self._lock:
+            return {
+                "state": self._state.value,
+                "message": self._message,
+                "inputs": [
+                    {"name": i.name, "role": i.role, "sha256": i.digest, "source": i.source}
+                    for i in self._inputs.values()
+                ],
+                "exitStatus": self._exit_status,
+            }
+
+    def attestation(self, nonce: bytes) -> dict[str, Any]:
+        """A quote of PCRs 0-15 bound to ``nonce``, with everything needed to check it."""
+        session = self._session_or_refuse()
+        ak_public, ak_certificates, firmware_log = self._evidence_parts
+        with self._lock:
+            quote = self._tpm.quote(REQUIRED_PCRS, attestation_extra_data(nonce))
+            records = session.records
+        evidence = TpmEvidence(
+            attest=quote.attest,
+            signature=quote.signature,
+            pcrs=quote.pcr_values,
+            ak_public=ak_public,
+            ak_certificates=tuple(ak_certificates),
+            firmware_event_log=firmware_log,
+            cel_log=records,
+        )
+        return {
+            "nonce": nonce.hex(),
+            "agentPublicKey": _b64(session.agent_public_key),
+            "tpm": evidence.to_json(),
+        }
+
+    # -- claim -------------------------------------------------------------------------------
+
+    def claim(self, owner: object, nonce: object) -> None:
+        session = self._session_or_refuse()
+        nonce_bytes = parse_nonce(nonce)
+        if not isinstance(owner, str) or not intake.SHA256_HEX.fullmatch(owner):
+            raise ApiError(
+                400, "bad-request", "owner must be SHA-256(token) as 64 lowercase hex digits"
+            )
+        with self._lock:
+            if self._owner_hash is not None:
+                raise ApiError(409, "already-claimed", "the session already has an owner")
+            session.claim(owner, nonce_bytes.hex())
+            self._owner_hash = owner
+            self._state = JobState.CLAIMED
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def _reserve(self, name: str, role: str) -> None:
+        intake.check_name(name)
+        if role not in INPUT_ROLES:
+            raise ApiError(400, "bad-request", f"role must be one of {', '.join(INPUT_ROLES)}")
+        with self._lock:
+            if self._state != JobState.CLAIMED:
+                raise ApiError(
+                    409,
+                    "job-started",
+                    f"inputs are accepted only before the job starts ({self._state.value})",
+                )
+            if name in self._inputs or name in self._pending:
+                raise ApiError(409, "duplicate-input", f"an input named {name!r} already exists")
+            self._pending.add(name)
+
+    def _measure_input(
+        self, name: str, role: str, staged: Path, manifest: TreeManifest, source: str
+    ) -> str:
+        final = self.scratch / "inputs" / name
+        with self._lock:
+            try:
+                session = self._session_or_refuse()
+                os.rename(staged, final)
+                session.add_input(role, name, manifest.digest, source)
+                self._inputs[name] = MeasuredInput(name, role, manifest.digest, source, final)
+            except SessionError as exc:
+                raise ApiError(409, "conflict", exc.message) from None
+            finally:
+                self._pending.discard(name)
+        return manifest.digest
+
+    def _staged(self, name: str) -> Path:
+        return self.scratch / "incoming" / name
+
+    def _receive(
+        self, name: str, role: str, source: str, receive: Callable[[Path], TreeManifest]
+    ) -> str:
+        self._reserve(name, role)
+        staged = self._staged(name)
+        try:
+            manifest = receive(staged)
+        except BaseException:
+            with self._lock:
+                self._pending.discard(name)
+            raise
+        try:
+            return self._measure_input(name, role, staged, manifest, source)
+        except BaseException:
+            intake._remove(staged)
+            intake._remove(self.scratch / "inputs" / name)
+            raise
+
+    def upload_input(
+        self,
+        name: str,
+        role: str,
+        fmt: str,
+        expected: str | None,
+        body: intake.BodyReader,
+    ) -> str:
+        """Receive an uploaded input (``fmt`` "tar" or "file"); its tree digest."""
+        self._session_or_refuse()
+        if expected is not None:
+            intake.check_sha256(expected, "sha256")
+        if fmt == "tar":
+            return self._receive(
+                name,
+                role,
+                "upload",
+                lambda dest: intake.receive_tar(body, dest, expected_digest=expected),
+            )
+        if fmt == "file":
+            return self._receive(
+                name,
+                role,
+                "upload",
+                lambda dest: intake.receive_file_input(body, dest, expected_digest=expected),
+            )
+        raise ApiError(400, "bad-request", "format must be 'tar' or 'file'")
+
+    def fetch_input(self, name: str, request: Mapping[str, Any]) -> str:
+        """Fetch an input from an https URL or a git repository; its tree digest."""
+        self._session_or_refuse()
+        role = request.get("role")
+        if not isinstance(role, str):
+            raise ApiError(400, "bad-request", "role must be a string")
+        url, git = request.get("url"), request.get("git")
+        if isinstance(url, str) and git is None:
+            expected = request.get("sha256")
+            if not isinstance(expected, str):
+                raise ApiError(400, "bad-request", "a URL input needs the file's sha256")
+            intake.check_https_url(url)
+            intake.check_sha256(expected, "sha256")
+            return self._receive(
+                name, role, url, lambda dest: intake.fetch_url(url, dest, expected)
+            )
+        if isinstance(git, str) and url is None:
+            commit = request.get("commit")
+            if not isinstance(commit, str):
+                raise ApiError(400, "bad-request", "a git input needs the commit to check out")
+            git_dir = self.scratch / "git" / name
+            return self._receive(
+                name,
+                role,
+                f"git+{git}@{commit}",
+                lambda dest: intake.fetch_git(
+                    git, commit, dest, git_dir, schemes=self._git_schemes
+                ),
+            )
+        raise ApiError(400, "bad-request", "give either 'url' and 'sha256', or 'git' and 'commit'")
+
+    # -- the job -----------------------------------------------------------------------------
+
+    def start_job(self, command: object, output: object, config: object) -> None:
+        """Measure the configuration and the command, then start the confined run."""
+        session = self._session_or_refuse()
+        argv = _check_command(command)
+        if not isinstance(output, str):
+            raise ApiError(400, "bad-request", "output must be a directory name")
+        intake.check_name(output)
+        if config is None:
+            config = {}
+        if not isinstance(config, Mapping):
+            raise ApiError(400, "bad-request", "config must be a JSON object")
+        with self._lock:
+            if self._state != JobState.CLAIMED:
+                raise ApiError(409, "job-started", "this boot's one job was already started")
+            if self._pending:
+                raise ApiError(
+                    409, "uploads-pending", f"inputs still arriving: {sorted(self._pending)}"
+                )
+            code = [i for i in self._inputs.values() if i.role == "code"]
+            if not code:
+                raise ApiError(409, "no-code", "no input with role 'code' was given")
+            config_dir = self.scratch / "inputs" / CONFIG_INPUT
+            if CONFIG_INPUT in self._inputs:
+                raise ApiError(
+                    409, "duplicate-input", f"the input name {CONFIG_INPUT!r} is reserved"
+                )
+            manifest = intake.write_config(config, config_dir)
+            session.add_input("config", CONFIG_INPUT, manifest.digest, "job request")
+            self._inputs[CONFIG_INPUT] = MeasuredInput(
+                CONFIG_INPUT, "config", manifest.digest, "job request", config_dir
+            )
+            session.start_command(argv, output)
+            self._output_name = output
+            self._state = JobState.RUNNING
+            inputs = self.scratch / "inputs"
+            spec = SandboxSpec(
+                command=argv,
+                cwd=code[0].path if code[0].path.is_dir() else inputs,
+                read_only=(self.scratch,),
+                output=self.scratch / "outputs" / output,
+                work=self.scratch / "work",
+                env={
+                    "AICERT_INPUTS": str(inputs),
+                    "AICERT_CONFIG": str(config_dir / intake.CONFIG_FILE),
+                },
+            )
+            log = self.log_path.open("ab")
+            try:
+                self._run = SandboxRun(spec, log)
+            except BaseException as exc:
+                log.close()
+                self._fail_locked(f"the command could not be started: {exc}", None)
+                raise ApiError(500, "start-failed", self._message) from None
+            self._thread = threading.Thread(
+                target=self._supervise, args=(self._run, spec, log), name="aicert-job", daemon=True
+            )
+            self._thread.start()
+
+    def _note(self, text: str) -> None:
+        with self.log_path.open("ab") as log:
+            log.write(f"[aicert-agent] {text}\n".encode())
+
+    def _fail_locked(self, message: str, exit_status: int | None) -> None:
+        session = self._session_or_refuse()
+        if exit_status is not None:
+            self._exit_status = exit_status
+        self._state = JobState.FAILED
+        self._message = message
+        try:
+            session.lock()
+        except AicertError as exc:
+            self._message += f"; locking PCR 15 failed: {exc.message}"
+        self._note(f"job failed: {self._message}")
+        self.finished.set()
+
+    def _supervise(self, run: SandboxRun, spec: SandboxSpec, log: IO[bytes]) -> None:
+        try:
+            status = run.wait()
+        finally:
+            log.close()
+        session = self._session_or_refuse()
+        with self._lock:
+            self._exit_status = status
+            try:
+                session.command_exited(status)
+            except AicertError as exc:
+                self._fail_locked(f"recording the exit status failed: {exc.message}", status)
+                return
+            if status != 0:
+                self._fail_locked(f"the command exited with status {status}", status)
+                return
+        self._note(f"command exited with status 0; measuring {spec.output.name}")
+        try:
+            manifest = hash_tree(spec.output)
+        except AicertError as exc:
+            with self._lock:
+                self._fail_locked(f"the outputs cannot be measured: {exc.message}", status)
+            return
+        with self._lock:
+            try:
+                session.add_output(self._output_name, manifest.digest)
+                certificate = session.finish()
+                data = json.dumps(certificate.to_json(), indent=2, sort_keys=True).encode()
+                self.certificate_path.write_bytes(data + b"\n")
+            except (AicertError, OSError) as exc:
+                message = exc.message if isinstance(exc, AicertError) else str(exc)
+                self._fail_locked(f"the certificate could not be issued: {message}", status)
+                return
+            self._output_manifest = manifest
+            self._state = JobState.SUCCEEDED
+            self._message = f"outputs {self._output_name} = {manifest.digest}"
+            self._note(f"certificate issued; {self._message}")
+            self.finished.set()
+
+    def job_status(self) -> dict[str, JsonValue]:
+        with self._lock:
+            if self._state in (JobState.READY, JobState.CLAIMED):
+                raise ApiError(409, "no-job", "no job was started")
+            return {
+                "state": self._state.value,
+                "exitStatus": self._exit_status,
+                "message": self._message,
+                "output": self._output_name,
+                "outputSha256": None
+                if self._output_manifest is None
+                else self._output_manifest.digest,
+            }
+
+    def read_log(self, offset: int, limit: int) -> tuple[bytes, int, bool]:
+        """Log bytes from ``offset``; the log's size; whether the job is over (log final)."""
+        if offset < 0:
+            raise ApiError(400, "bad-request", "offset must not be negative")
+        with self._lock:
+            over = self._state in (JobState.SUCCEEDED, JobState.FAILED)
+        try:
+            with self.log_path.open("rb") as log:
+                size = os.fstat(log.fileno()).st_size
+                log.seek(min(offset, size))
+                return log.read(limit), size, over
+        except FileNotFoundError:
+            raise ApiError(409, "no-job", "no job was started") from None
+
+    def _require_success(self) -> TreeManifest:
+        with self._lock:
+            if self._state == JobState.SUCCEEDED and self._output_manifest is not None:
+                return self._output_manifest
+            if self._state == JobState.FAILED:
+                raise ApiError(
+                    409, "job-failed", f"the job failed: {self._message}; no certificate is issued"
+                )
+            raise ApiError(409, "job-not-finished", f"the job is {self._state.value}")
+
+    def certificate_json(self) -> bytes:
+        self._require_success()
+        return self.certificate_path.read_bytes()
+
+    def write_outputs_tar(self, out: IO[bytes]) -> None:
+        """Write the measured output tree as an uncompressed tar stream (exactly the
+        files and directories of the measured manifest)."""
+        manifest = self._require_success()
+        root = self.scratch / "outputs" / self._output_name
+        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as archive:
+            for directory in manifest.directories:
+                info = tarfile.TarInfo(directory)
+                info.type = tarfile.DIRTYPE
+                info.mode = 0o755
+                archive.addfile(info)
+            for entry in manifest.files:
+                info = tarfile.TarInfo(entry.path)
+                info.size = entry.size
+                info.mode = 0o644
+                with _open_measured(root / entry.path, entry.size) as data:
+                    archive.addfile(info, data)
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Kill a running command and wait for its supervisor to record the end."""
+        if self._run is not None:
+            self._run.kill()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
+def _open_measured(path: Path, size: int) -> IO[bytes]:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    handle = os.fdopen(fd, "rb")
+    if os.fstat(fd).st_size != size:
+        handle.close()
+        raise ApiError(500, "outputs-changed", f"{path} changed after it was measured")
+    return handle
+
+
+def _check_command(command: object) -> tuple[str, ...]:
+    if (
+        not isinstance(command, list)
+        or not command
+        or len(command) > MAX_COMMAND_ARGS
+        or not all(isinstance(a, str) and "\x00" not in a for a in command)
+    ):
+        raise ApiError(400, "bad-request", "command must be a non-empty list of strings")
+    return tuple(command)
+
+
+def _check_traversable(scratch: Path) -> None:
+    """The sandboxed command runs as an unprivileged user: it must reach the scratch disk."""
+    try:
+        scratch.mkdir(mode=0o755, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ApiError(500, "scratch", f"cannot create {scratch}: {exc.strerror}") from None
+    for directory in (scratch.resolve(), *scratch.resolve().parents):
+        if not directory.stat().st_mode & 0o001:
+            raise ApiError(
+                500,
+                "scratch",
+                f"{directory} is not searchable by other users, so the sandboxed command "
+                f"could not reach its inputs under {scratch}",
+            )
