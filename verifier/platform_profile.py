@@ -26,6 +26,14 @@ class PlatformProfile:
     obtained: str
     pcrs: Mapping[int, bytes]
 
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "obtained": self.obtained,
+            "pcrs": {str(pcr): value.hex() for pcr, value in sorted(self.pcrs.items())},
+        }
+
 
 def bundled_profile_names() -> list[str]:
     data = resources.files(__package__).joinpath("data")

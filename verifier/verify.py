@@ -31,6 +31,7 @@ from .errors import (
     BootPcrError,
     EnvelopeSignatureError,
     EvaluationError,
+    FirmwareLogError,
     FormatError,
     InputDigestError,
     NonceError,
@@ -141,15 +142,23 @@ def _established(value: _T | None, check: str) -> _T:
     return value
 
 
-def verify_certificate(cert: Certificate, policy: Policy) -> Report:
+QUOTE_CHECKS = frozenset({"statement", "ak-chain", "quote-signature", "binding", "pcr-digest"})
+"""The checks that establish the quoted PCR values alone (e.g. to record a platform profile)."""
+
+
+def verify_certificate(
+    cert: Certificate, policy: Policy, *, only: frozenset[str] | None = None
+) -> Report:
+    """Run the checks in order (all, or those named in ``only``); stop at the first failure."""
     state = _State(cert, policy)
     results: list[CheckResult] = []
-    for name, check in _CHECKS:
+    checks = _CHECKS if only is None else tuple(c for c in _CHECKS if c[0] in only)
+    for name, check in checks:
         try:
             outcome = check(state)
         except AicertError as exc:
             results.append(CheckResult(name, Status.FAILED, exc.message))
-            results.extend(CheckResult(n, Status.NOT_RUN, "") for n, _ in _CHECKS[len(results) :])
+            results.extend(CheckResult(n, Status.NOT_RUN, "") for n, _ in checks[len(results) :])
             return Report(tuple(results), state.provenance, exc, state.pcr_sources)
         status, detail = outcome if isinstance(outcome, tuple) else (Status.PASSED, outcome)
         results.append(CheckResult(name, status, detail))
@@ -248,7 +257,15 @@ def _pcr_digest(state: _State) -> str:
     return f"PCRs {_ranges(selection.banks[0].pcrs)} hash to the quoted digest"
 
 
-def _firmware_log(state: _State) -> str:
+def _firmware_log(state: _State) -> str | tuple[Status, str]:
+    if not state.cert.tpm.firmware_event_log:
+        # Some platforms (reportedly Azure Trusted Launch) expose no firmware log.
+        if state.policy.platform_profile is None:
+            raise FirmwareLogError(
+                "the certificate carries no firmware event log: pass --platform-profile "
+                "so the firmware PCRs are checked against a reference"
+            )
+        return Status.SKIPPED, "no firmware event log: firmware PCRs rest on the platform profile"
     log = parse_event_log(state.cert.tpm.firmware_event_log)
     check_event_digests(log)
     verify_against_pcrs(log, SHA256, state.cert.tpm.pcrs, FIRMWARE_LOG_PCRS)

@@ -1,0 +1,55 @@
+"""Record a firmware reference profile from a certificate's verified quote.
+
+Cloud firmware PCRs (Azure's Hyper-V UEFI) are not published, so the first
+certificate from a platform, verified up to its quoted PCR values, becomes the
+reference for later ones. The values come from the quote, not from the log: the
+log may be missing on some platforms; where it is present it must replay to them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from aicert.verifier.certificate import Certificate
+from aicert.verifier.errors import InputError
+from aicert.verifier.firmware_replay import check_event_digests, verify_against_pcrs
+from aicert.verifier.pcr import SHA256
+from aicert.verifier.platform_profile import FIRMWARE_PCRS, PlatformProfile
+from aicert.verifier.tcg_log import parse_event_log
+from aicert.verifier.verify import QUOTE_CHECKS, Policy, verify_certificate
+from cryptography import x509
+
+
+def capture_profile(
+    cert: Certificate, source: str, name: str, trust_roots: tuple[x509.Certificate, ...]
+) -> PlatformProfile:
+    """The firmware PCRs of ``cert``'s platform, once its quote is proven genuine."""
+    report = verify_certificate(cert, Policy(trust_roots=trust_roots), only=QUOTE_CHECKS)
+    if report.error is not None:
+        raise report.error
+    pcrs = {pcr: cert.tpm.pcrs[pcr] for pcr in FIRMWARE_PCRS}
+    if cert.tpm.firmware_event_log:
+        log = parse_event_log(cert.tpm.firmware_event_log)
+        check_event_digests(log)
+        verify_against_pcrs(log, SHA256, cert.tpm.pcrs, FIRMWARE_PCRS)
+        how = "quoted values, and the firmware event log replays to them"
+    else:
+        how = "quoted values (the certificate carries no firmware event log)"
+    assert report.provenance is not None  # noqa: S101 - a passed statement check sets it
+    return PlatformProfile(
+        name=name,
+        description=f"firmware PCRs {', '.join(map(str, FIRMWARE_PCRS))} of platform {name}",
+        obtained=(
+            f"aicert-build profile capture from {source} (boot {report.provenance.boot_id}, "
+            f"{report.provenance.finished_on}): {how}"
+        ),
+        pcrs=pcrs,
+    )
+
+
+def write_profile(profile: PlatformProfile, out: Path) -> None:
+    try:
+        out.write_text(json.dumps(profile.to_json(), indent=2) + "\n")
+    except OSError as exc:
+        raise InputError(f"cannot write the profile to {out}: {exc.strerror}") from None
