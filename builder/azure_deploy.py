@@ -35,16 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from aicert.verifier.errors import InputError
+from aicert.verifier.errors import CloudError, InputError
 from azure.mgmt.compute import models as cm
 
 from .azure_clients import AzureClients
-from .azure_errors import (
-    CloudConflictError,
-    CloudError,
-    CloudNotFoundError,
-    azure_call,
-)
+from .azure_errors import CloudConflictError, CloudNotFoundError, azure_call
 from .azure_upload import RetryPolicy, UploadReport, blob_page_writer, upload_vhd
 from .transfer_progress import TransferProgress
 from .vhd import MIB, FixedVhd, fixed_vhd_for, sha256_of
@@ -229,7 +224,7 @@ class _Deployer:
         body = cm.Gallery(
             location=spec.location,
             tags=spec.tags("gallery"),
-            description="aicert measured OS images",
+            properties=cm.GalleryProperties(description="aicert measured OS images"),
         )
         with azure_call(f"creating gallery {spec.gallery}"):
             self.compute.galleries.begin_create_or_update(
@@ -252,19 +247,21 @@ class _Deployer:
         body = cm.GalleryImage(
             location=spec.location,
             tags=spec.tags("image-definition"),
-            description="aicert measured OS (UKI, dm-verity root, vTPM attestation)",
-            os_type="Linux",
-            os_state="Specialized",
-            hyper_v_generation="V2",
-            architecture="x64",
-            identifier=cm.GalleryImageIdentifier(
-                publisher=IMAGE_PUBLISHER, offer=IMAGE_OFFER, sku=spec.image_definition
+            properties=cm.GalleryImageProperties(
+                description="aicert measured OS (UKI, dm-verity root, vTPM attestation)",
+                os_type="Linux",
+                os_state="Specialized",
+                hyper_v_generation="V2",
+                architecture="x64",
+                identifier=cm.GalleryImageIdentifier(
+                    publisher=IMAGE_PUBLISHER, offer=IMAGE_OFFER, sku=spec.image_definition
+                ),
+                features=[
+                    cm.GalleryImageFeature(
+                        name=TRUSTED_LAUNCH_FEATURE[0], value=TRUSTED_LAUNCH_FEATURE[1]
+                    )
+                ],
             ),
-            features=[
-                cm.GalleryImageFeature(
-                    name=TRUSTED_LAUNCH_FEATURE[0], value=TRUSTED_LAUNCH_FEATURE[1]
-                )
-            ],
         )
         with azure_call(f"creating image definition {spec.image_definition}"):
             self.compute.gallery_images.begin_create_or_update(
@@ -290,10 +287,12 @@ class _Deployer:
             location=spec.location,
             tags=spec.tags("upload-disk", **{TAG_DISK_SHA256: digest}),
             sku=cm.DiskSku(name="Standard_LRS"),
-            os_type="Linux",
-            hyper_v_generation="V2",
-            security_profile=cm.DiskSecurityProfile(security_type="TrustedLaunch"),
-            creation_data=cm.CreationData(create_option="Upload", upload_size_bytes=vhd.size),
+            properties=cm.DiskProperties(
+                os_type="Linux",
+                hyper_v_generation="V2",
+                security_profile=cm.DiskSecurityProfile(security_type="TrustedLaunch"),
+                creation_data=cm.CreationData(create_option="Upload", upload_size_bytes=vhd.size),
+            ),
         )
         with azure_call(f"creating upload disk {name}"):
             disk = self.compute.disks.begin_create_or_update(
@@ -364,17 +363,21 @@ class _Deployer:
         body = cm.GalleryImageVersion(
             location=spec.location,
             tags=spec.tags("image-version", **{TAG_DISK_SHA256: digest}),
-            publishing_profile=cm.GalleryImageVersionPublishingProfile(
-                target_regions=[
-                    cm.TargetRegion(
-                        name=spec.location,
-                        regional_replica_count=1,
-                        storage_account_type="Standard_LRS",
+            properties=cm.GalleryImageVersionProperties(
+                publishing_profile=cm.GalleryImageVersionPublishingProfile(
+                    target_regions=[
+                        cm.TargetRegion(
+                            name=spec.location,
+                            regional_replica_count=1,
+                            storage_account_type="Standard_LRS",
+                        )
+                    ],
+                ),
+                storage_profile=cm.GalleryImageVersionStorageProfile(
+                    os_disk_image=cm.GalleryOSDiskImage(
+                        source=cm.GalleryDiskImageSource(id=disk_id)
                     )
-                ],
-            ),
-            storage_profile=cm.GalleryImageVersionStorageProfile(
-                os_disk_image=cm.GalleryOSDiskImage(source=cm.GalleryDiskImageSource(id=disk_id))
+                ),
             ),
         )
         try:

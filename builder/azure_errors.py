@@ -75,9 +75,8 @@ def error_code(exc: HttpResponseError) -> str:
     code = getattr(exc, "error_code", None)
     if code:
         return str(code)
-    if exc.response is not None:
-        return str(exc.response.headers.get("x-ms-error-code", ""))
-    return ""
+    headers = getattr(exc.response, "headers", None) or {}
+    return str(headers.get("x-ms-error-code", ""))
 
 
 # The signature of an upload SAS grants write access to the disk: never print it.

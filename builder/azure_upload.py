@@ -10,6 +10,7 @@ about ``2 x workers x 4 MiB`` whatever the disk size.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -109,7 +110,7 @@ class RetryPolicy:
     max_delay: float = 30.0
 
     def delay(self, attempt: int) -> float:
-        base = min(self.max_delay, self.first_delay * (2**attempt))
+        base = min(self.max_delay, math.ldexp(self.first_delay, attempt))
         # Jitter spreads the retries of parallel writers; it needs no cryptographic quality.
         return base * random.uniform(0.5, 1.0)  # noqa: S311
 
@@ -124,7 +125,7 @@ def _retry_after(exc: BaseException, cap: float) -> float | None:
     response = getattr(exc, "response", None)
     value = response.headers.get("Retry-After") if response is not None else None
     try:
-        return min(float(str(value)), cap) if value is not None else None
+        return None if value is None else min(float(str(value)), cap)
     except ValueError:
         return None
 

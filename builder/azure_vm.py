@@ -21,13 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aicert.verifier.errors import InputError
+from aicert.verifier.errors import CloudError, InputError
 from azure.mgmt.compute import models as cm
 from azure.mgmt.network import models as nm
 
 from .azure_clients import AzureClients
 from .azure_deploy import TAG_DEPLOYMENT, TAG_MANAGED, TAG_ROLE, destroy
-from .azure_errors import CloudError, azure_call
+from .azure_errors import azure_call
 
 _VM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}[A-Za-z0-9]$")
 AGENT_RULE_PRIORITY = 100
@@ -89,46 +89,54 @@ class CreatedVm:
 def _nsg(spec: VmSpec) -> nm.NetworkSecurityGroup:
     rule = nm.SecurityRule(
         name="aicert-agent-from-caller",
-        description="The aicert agent, from the address that created this VM only",
-        protocol="Tcp",
-        access="Allow",
-        direction="Inbound",
-        priority=AGENT_RULE_PRIORITY,
-        source_address_prefix=spec.caller_prefix,
-        source_port_range="*",
-        destination_address_prefix="*",
-        destination_port_range=str(spec.agent_port),
+        properties=nm.SecurityRulePropertiesFormat(
+            description="The aicert agent, from the address that created this VM only",
+            protocol="Tcp",
+            access="Allow",
+            direction="Inbound",
+            priority=AGENT_RULE_PRIORITY,
+            source_address_prefix=spec.caller_prefix,
+            source_port_range="*",
+            destination_address_prefix="*",
+            destination_port_range=str(spec.agent_port),
+        ),
     )
     return nm.NetworkSecurityGroup(
-        location=spec.location, tags=spec.tags("network-security-group"), security_rules=[rule]
+        location=spec.location,
+        tags=spec.tags("network-security-group"),
+        properties=nm.NetworkSecurityGroupPropertiesFormat(security_rules=[rule]),
     )
 
 
 def _vm(spec: VmSpec, nic_id: str) -> cm.VirtualMachine:
+    nic = cm.NetworkInterfaceReference(
+        id=nic_id,
+        properties=cm.NetworkInterfaceReferenceProperties(primary=True, delete_option="Delete"),
+    )
     return cm.VirtualMachine(
         location=spec.location,
         tags=spec.tags("vm"),
-        hardware_profile=cm.HardwareProfile(vm_size=spec.vm_size),
-        storage_profile=cm.StorageProfile(
-            image_reference=cm.ImageReference(id=spec.image_version_id),
-            os_disk=cm.OSDisk(
-                create_option="FromImage",
-                delete_option="Delete",
-                caching="ReadOnly",
-                managed_disk=cm.ManagedDiskParameters(storage_account_type="StandardSSD_LRS"),
+        properties=cm.VirtualMachineProperties(
+            hardware_profile=cm.HardwareProfile(vm_size=spec.vm_size),
+            storage_profile=cm.StorageProfile(
+                image_reference=cm.ImageReference(id=spec.image_version_id),
+                os_disk=cm.OSDisk(
+                    create_option="FromImage",
+                    delete_option="Delete",
+                    caching="ReadOnly",
+                    managed_disk=cm.ManagedDiskParameters(storage_account_type="StandardSSD_LRS"),
+                ),
             ),
-        ),
-        network_profile=cm.NetworkProfile(
-            network_interfaces=[
-                cm.NetworkInterfaceReference(id=nic_id, primary=True, delete_option="Delete")
-            ]
-        ),
-        security_profile=cm.SecurityProfile(
-            security_type="TrustedLaunch",
-            uefi_settings=cm.UefiSettings(secure_boot_enabled=spec.secure_boot, v_tpm_enabled=True),
-        ),
-        diagnostics_profile=cm.DiagnosticsProfile(
-            boot_diagnostics=cm.BootDiagnostics(enabled=True)
+            network_profile=cm.NetworkProfile(network_interfaces=[nic]),
+            security_profile=cm.SecurityProfile(
+                security_type="TrustedLaunch",
+                uefi_settings=cm.UefiSettings(
+                    secure_boot_enabled=spec.secure_boot, v_tpm_enabled=True
+                ),
+            ),
+            diagnostics_profile=cm.DiagnosticsProfile(
+                boot_diagnostics=cm.BootDiagnostics(enabled=True)
+            ),
         ),
     )
 
@@ -157,52 +165,50 @@ def _create(clients: AzureClients, spec: VmSpec, say: Callable[[str], None]) -> 
         f"network security group {name}-nsg",
         lambda: net.network_security_groups.begin_create_or_update(rg, f"{name}-nsg", _nsg(spec)),
     )
+    public_ip = nm.PublicIPAddress(
+        location=spec.location,
+        tags=spec.tags("public-ip"),
+        sku=nm.PublicIPAddressSku(name="Standard"),
+        properties=nm.PublicIPAddressPropertiesFormat(public_ip_allocation_method="Static"),
+    )
     pip = put(
         f"public IP {name}-ip",
-        lambda: net.public_ip_addresses.begin_create_or_update(
-            rg,
-            f"{name}-ip",
-            nm.PublicIPAddress(
-                location=spec.location,
-                tags=spec.tags("public-ip"),
-                sku=nm.PublicIPAddressSku(name="Standard"),
-                public_ip_allocation_method="Static",
-            ),
+        lambda: net.public_ip_addresses.begin_create_or_update(rg, f"{name}-ip", public_ip),
+    )
+    subnet = nm.Subnet(
+        name="aicert", properties=nm.SubnetPropertiesFormat(address_prefix="10.42.0.0/26")
+    )
+    vnet_body = nm.VirtualNetwork(
+        location=spec.location,
+        tags=spec.tags("virtual-network"),
+        properties=nm.VirtualNetworkPropertiesFormat(
+            address_space=nm.AddressSpace(address_prefixes=["10.42.0.0/24"]), subnets=[subnet]
         ),
     )
     vnet = put(
         f"virtual network {name}-vnet",
-        lambda: net.virtual_networks.begin_create_or_update(
-            rg,
-            f"{name}-vnet",
-            nm.VirtualNetwork(
-                location=spec.location,
-                tags=spec.tags("virtual-network"),
-                address_space=nm.AddressSpace(address_prefixes=["10.42.0.0/24"]),
-                subnets=[nm.Subnet(name="aicert", address_prefix="10.42.0.0/26")],
-            ),
+        lambda: net.virtual_networks.begin_create_or_update(rg, f"{name}-vnet", vnet_body),
+    )
+    ip_config = nm.NetworkInterfaceIPConfiguration(
+        name="primary",
+        properties=nm.NetworkInterfaceIPConfigurationPropertiesFormat(
+            primary=True,
+            subnet=nm.Subnet(id=vnet.subnets[0].id),
+            public_ip_address=nm.PublicIPAddress(id=pip.id),
+            private_ip_allocation_method="Dynamic",
+        ),
+    )
+    nic_body = nm.NetworkInterface(
+        location=spec.location,
+        tags=spec.tags("network-interface"),
+        properties=nm.NetworkInterfacePropertiesFormat(
+            network_security_group=nm.NetworkSecurityGroup(id=nsg.id),
+            ip_configurations=[ip_config],
         ),
     )
     nic = put(
         f"network interface {name}-nic",
-        lambda: net.network_interfaces.begin_create_or_update(
-            rg,
-            f"{name}-nic",
-            nm.NetworkInterface(
-                location=spec.location,
-                tags=spec.tags("network-interface"),
-                network_security_group=nm.NetworkSecurityGroup(id=nsg.id),
-                ip_configurations=[
-                    nm.NetworkInterfaceIPConfiguration(
-                        name="primary",
-                        primary=True,
-                        subnet=nm.Subnet(id=vnet.subnets[0].id),
-                        public_ip_address=nm.PublicIPAddress(id=pip.id),
-                        private_ip_allocation_method="Dynamic",
-                    )
-                ],
-            ),
-        ),
+        lambda: net.network_interfaces.begin_create_or_update(rg, f"{name}-nic", nic_body),
     )
     vm = put(
         f"Trusted Launch VM {name} ({spec.vm_size})",
