@@ -99,7 +99,8 @@ class DeploymentSpec:
     @property
     def upload_disk_name(self) -> str:
         version = self.image_version.replace(".", "-")
-        return f"aicert-upload-{self.image_definition}-{version}"[:80]
+        # Disk names end with a letter, digit or "_": trim what the 80-character cut leaves.
+        return f"aicert-upload-{self.image_definition}-{version}"[:80].rstrip("-.")
 
     def tags(self, role: str, **extra: str) -> dict[str, str]:
         return {
@@ -496,7 +497,8 @@ def find_managed(
         flt = f"tagName eq '{TAG_DEPLOYMENT}' and tagValue eq '{deployment}'"
     with azure_call(f"listing aicert resources in {resource_group}"):
         found = [
-            ManagedResource(str(r.id), str(r.type), str(r.name))
+            # ARM lists nested resources under names like "gallery/image/1.0.0".
+            ManagedResource(str(r.id), str(r.type), str(r.id).rsplit("/", 1)[-1])
             for r in clients.resources.resources.list_by_resource_group(resource_group, filter=flt)
         ]
     rank = {t: i for i, t in enumerate(_DELETE_ORDER)}

@@ -339,7 +339,9 @@ class FakeAzure:
             if res["id"].lower().split("/")[4] != rg:
                 continue
             tags = res.get("tags") or {}
-            item = {k: res[k] for k in ("id", "name", "type", "location")}
+            item = {k: res[k] for k in ("id", "type", "location")}
+            # The generic list names a nested resource by its path: "gallery/image/1.0.0".
+            item["name"] = "/".join(res["id"].split("/")[8::2])
             if wanted is None:
                 item["tags"] = tags
             elif wanted[0] not in tags or (wanted[1] is not None and tags[wanted[0]] != wanted[1]):
