@@ -13,7 +13,11 @@ in a new network, mount and PID namespace, and then:
 3. drops to ``--uid``/``--gid`` with no supplementary groups and sets
    PR_SET_NO_NEW_PRIVS, so set-uid programs cannot give root back;
 4. changes to ``--cwd`` and executes the command with exactly the environment given by
-   ``--env NAME=VALUE`` options.
+   ``--env NAME=VALUE`` options, in a child process: this process stays behind as the
+   PID namespace's init (unprivileged too), reaps orphans, and exits with the command's
+   status (128 + N if signal N killed it). Its exit makes the kernel kill every process
+   left in the namespace. The command therefore is not PID 1 and keeps ordinary signal
+   behaviour.
 
 Any failure before the exec exits with status 126 and a one-line message on stderr, so
 the command is never run half-confined.
@@ -115,9 +119,37 @@ def confine(args: argparse.Namespace) -> NoReturn:
         bind_writable(path)
     for path in args.read_only:
         bind_read_only(path)
+    child = os.fork()
+    if child == 0:
+        _exec_command(args, env)
     drop_privileges(args.uid, args.gid)
-    os.chdir(args.cwd)
-    os.execvpe(args.command[0], args.command, env)  # noqa: S606 - argv, no shell
+    os._exit(_reap_until(child))
+
+
+def _exec_command(args: argparse.Namespace, env: dict[str, str]) -> NoReturn:
+    try:
+        drop_privileges(args.uid, args.gid)
+        os.chdir(args.cwd)
+        os.execvpe(args.command[0], args.command, env)  # noqa: S606 - argv, no shell
+    except (ConfineError, OSError) as exc:
+        print(f"aicert sandbox: cannot start the command: {exc}", file=sys.stderr, flush=True)
+    os._exit(CONFINE_FAILED)
+
+
+def _reap_until(child: int) -> int:
+    """As the namespace's init: reap every orphan until ``child`` ends; its status.
+
+    When this process exits the kernel kills whatever is left in the PID namespace, so
+    background processes cannot outlive the command and write to the output later.
+    """
+    while True:
+        pid, status = os.wait()
+        if pid == child:
+            return (
+                os.waitstatus_to_exitcode(status)
+                if os.WIFEXITED(status)
+                else (128 + os.WTERMSIG(status))
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
