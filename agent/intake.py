@@ -198,7 +198,7 @@ def _write_stream(source: Reader, dest: Path, *, expected_sha256: str | None = N
     return sink.result
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
@@ -206,7 +206,7 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
-def _check_expected(manifest: TreeManifest, expected: str | None, what: str) -> None:
+def check_expected(manifest: TreeManifest, expected: str | None, what: str) -> None:
     if expected is not None and manifest.digest != expected:
         raise IntakeError(
             f"{what} has tree digest {manifest.digest}, not the expected {expected}; "
@@ -226,9 +226,9 @@ def receive_file_input(
     """Store ``body`` as the file ``dest``; its manifest; removed again on any failure."""
     try:
         manifest = single_file_manifest(_write_stream(body, dest))
-        _check_expected(manifest, expected_digest, "the uploaded file")
+        check_expected(manifest, expected_digest, "the uploaded file")
     except BaseException:
-        _remove(dest)
+        remove_path(dest)
         raise
     return manifest
 
@@ -360,14 +360,14 @@ def receive_tar(
         if not _only_zeros_left(body):
             raise IntakeError("data follows the end of the tar archive", 422)
         manifest = tree.manifest()
-        _check_expected(manifest, expected_digest, "the uploaded tree")
+        check_expected(manifest, expected_digest, "the uploaded tree")
     except OSError as exc:
-        _remove(dest)
+        remove_path(dest)
         if exc.errno == errno.ENOSPC:
             raise IntakeError("the scratch disk is full", 507) from None
         raise IntakeError(f"cannot extract into {dest}: {exc.strerror}", 500) from None
     except BaseException:
-        _remove(dest)
+        remove_path(dest)
         raise
     return manifest
 
@@ -418,10 +418,10 @@ def fetch_url(
         with opener.open(url, timeout=FETCH_TIMEOUT) as response:
             result = _write_stream(response, dest, expected_sha256=expected_sha256)
     except IntakeError:
-        _remove(dest)
+        remove_path(dest)
         raise
     except (urllib.error.URLError, OSError, ssl.SSLError) as exc:
-        _remove(dest)
+        remove_path(dest)
         reason = getattr(exc, "reason", None) or exc
         raise IntakeError(f"cannot fetch {url}: {reason}", 502) from None
     return single_file_manifest(result)
@@ -491,7 +491,7 @@ def fetch_git(
         (dest / ".git").unlink()
         return hash_tree(dest)
     except AicertError as exc:
-        _remove(dest)
+        remove_path(dest)
         shutil.rmtree(git_dir, ignore_errors=True)
         if isinstance(exc, IntakeError):
             raise
@@ -511,7 +511,7 @@ def write_config(config: Mapping[str, JsonValue], dest: Path) -> TreeManifest:
     try:
         result = _write_stream(_BytesReader(data), dest / CONFIG_FILE)
     except BaseException:
-        _remove(dest)
+        remove_path(dest)
         raise
     return TreeManifest(
         result.shard_size, (FileEntry(CONFIG_FILE, result.size, result.digest),), ()

@@ -304,8 +304,8 @@ class Agent:
         try:
             return self._measure_input(name, role, staged, manifest, source)
         except BaseException:
-            intake._remove(staged)
-            intake._remove(self.scratch / "inputs" / name)
+            intake.remove_path(staged)
+            intake.remove_path(self.scratch / "inputs" / name)
             raise
 
     def upload_input(
@@ -342,6 +342,24 @@ class Agent:
         role = request.get("role")
         if not isinstance(role, str):
             raise ApiError(400, "bad-request", "role must be a string")
+        tree = request.get("expected")
+        if tree is not None and not isinstance(tree, str):
+            raise ApiError(400, "bad-request", "expected must be a tree digest (64 hex digits)")
+        if tree is not None:
+            intake.check_sha256(tree, "expected")
+
+        def checked(fetch: Callable[[Path], TreeManifest]) -> Callable[[Path], TreeManifest]:
+            def receive(dest: Path) -> TreeManifest:
+                manifest = fetch(dest)
+                try:
+                    intake.check_expected(manifest, tree, f"input {name}")
+                except intake.IntakeError:
+                    intake.remove_path(dest)
+                    raise
+                return manifest
+
+            return receive
+
         url, git = request.get("url"), request.get("git")
         if isinstance(url, str) and git is None:
             expected = request.get("sha256")
@@ -350,7 +368,7 @@ class Agent:
             intake.check_https_url(url)
             intake.check_sha256(expected, "sha256")
             return self._receive(
-                name, role, url, lambda dest: intake.fetch_url(url, dest, expected)
+                name, role, url, checked(lambda dest: intake.fetch_url(url, dest, expected))
             )
         if isinstance(git, str) and url is None:
             commit = request.get("commit")
@@ -361,8 +379,10 @@ class Agent:
                 name,
                 role,
                 f"git+{git}@{commit}",
-                lambda dest: intake.fetch_git(
-                    git, commit, dest, git_dir, schemes=self._git_schemes
+                checked(
+                    lambda dest: intake.fetch_git(
+                        git, commit, dest, git_dir, schemes=self._git_schemes
+                    )
                 ),
             )
         raise ApiError(400, "bad-request", "give either 'url' and 'sha256', or 'git' and 'commit'")

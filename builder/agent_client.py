@@ -42,6 +42,7 @@ from aicert.builder.agent_attestation import (
     spki_sha256,
     verify_attestation,
 )
+from aicert.builder.job_file import GitSource, JobFile, JobInput, LocalSource
 from aicert.verifier.boot_reference import reference_from_recipe
 from aicert.verifier.certificate import Certificate, parse_certificate
 from aicert.verifier.errors import AicertError, InputError
@@ -330,9 +331,15 @@ class AgentClient:
         sha256: str | None = None,
         git: str | None = None,
         commit: str | None = None,
+        expected_sha256: str | None = None,
     ) -> str:
-        """Have the agent fetch an input (https URL + SHA-256, or git URL + commit)."""
+        """Have the agent fetch an input (https URL + SHA-256, or git URL + commit).
+
+        ``expected_sha256`` is the tree digest the input must have, or it is refused.
+        """
         request: dict[str, str] = {"role": role}
+        if expected_sha256 is not None:
+            request["expected"] = expected_sha256
         if url is not None and sha256 is not None and git is None:
             request |= {"url": url, "sha256": sha256}
         elif git is not None and commit is not None and url is None:
@@ -438,6 +445,43 @@ def _late_response(conn: http.client.HTTPSConnection) -> _Response | None:
 
 def _raise_unreachable(what: str, exc: BaseException) -> _Response:
     raise AgentRequestError(f"{what}: the connection to the agent failed: {exc}") from None
+
+
+def send_inputs(
+    client: AgentClient,
+    job: JobFile,
+    *,
+    progress: Callable[[JobInput], Progress] | None = None,
+) -> dict[str, str]:
+    """Upload or have the agent fetch every input of ``job``; name → measured tree digest."""
+    digests: dict[str, str] = {}
+    for item in job.inputs:
+        source = item.source
+        if isinstance(source, LocalSource):
+            digests[item.name] = client.upload_input(
+                item.name,
+                source.path,
+                item.role,
+                expected_sha256=item.expected_sha256,
+                progress=None if progress is None else progress(item),
+            )
+        elif isinstance(source, GitSource):
+            digests[item.name] = client.fetch_input(
+                item.name,
+                item.role,
+                git=source.url,
+                commit=source.commit,
+                expected_sha256=item.expected_sha256,
+            )
+        else:
+            digests[item.name] = client.fetch_input(
+                item.name,
+                item.role,
+                url=source.url,
+                sha256=source.sha256,
+                expected_sha256=item.expected_sha256,
+            )
+    return digests
 
 
 # --------------------------------------------------------------------------- upload bodies

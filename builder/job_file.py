@@ -1,0 +1,268 @@
+"""The job file: what an AI builder wants trained, in TOML (see docs/job-file.md).
+
+::
+
+    nonce = "9f2c..."                 # optional; a fresh one is generated when absent
+    command = ["python3", "train.py", "--epochs", "3"]
+    output = "model"
+
+    [code]                            # exactly one of: path | git + commit | url + sha256
+    path = "train/"
+
+    [[data]]                          # any number; each needs a name
+    name = "corpus"
+    url = "https://example.org/corpus.tar"
+    sha256 = "<sha256 of the file>"
+
+    [base_model]                      # optional
+    path = "base/"
+    expected = "<tree digest>"        # optional on every input: refuse anything else
+
+    [config]                          # free-form; measured as the job configuration
+    epochs = 3
+
+Relative paths are relative to the job file's directory. Parsing fails with one line
+naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import re
+import secrets
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from aicert.verifier.errors import FormatError, InputError
+
+NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+SHA256: Final = re.compile(r"[0-9a-f]{64}")
+COMMIT: Final = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+NONCE: Final = re.compile(r"(?:[0-9a-f]{2}){8,64}")
+NONCE_BYTES: Final = 32
+MAX_JSON_INT: Final = 2**53 - 1
+RESERVED_NAMES: Final = frozenset({"job-config"})
+
+_TOP_KEYS: Final = frozenset({"nonce", "command", "output", "code", "data", "base_model", "config"})
+_INPUT_KEYS: Final = frozenset({"name", "path", "git", "commit", "url", "sha256", "expected"})
+
+
+@dataclass(frozen=True)
+class LocalSource:
+    """A file or directory on this machine, uploaded to the agent."""
+
+    path: Path
+
+
+@dataclass(frozen=True)
+class GitSource:
+    """A git repository the agent clones and checks out at ``commit``."""
+
+    url: str
+    commit: str
+
+
+@dataclass(frozen=True)
+class UrlSource:
+    """One file the agent downloads over https; its SHA-256 must be ``sha256``."""
+
+    url: str
+    sha256: str
+
+
+InputSource = LocalSource | GitSource | UrlSource
+
+
+@dataclass(frozen=True)
+class JobInput:
+    name: str
+    role: str
+    source: InputSource
+    expected_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class JobFile:
+    path: Path
+    code: JobInput
+    data: tuple[JobInput, ...]
+    base_model: JobInput | None
+    command: tuple[str, ...]
+    output: str
+    config: Mapping[str, Any]
+    nonce: str
+    nonce_generated: bool
+
+    @property
+    def inputs(self) -> tuple[JobInput, ...]:
+        """Every input in the order they are sent: code, base model, data sets."""
+        base = () if self.base_model is None else (self.base_model,)
+        return (self.code, *base, *self.data)
+
+
+class _Where:
+    """Error messages that name the file and the key."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, key: str, message: str) -> FormatError:
+        return FormatError(f"{self.path}: {key}: {message}")
+
+
+def load_job_file(path: Path) -> JobFile:
+    """Read and check a job file; FormatError (or InputError) naming file and key."""
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"job file {path} does not exist") from None
+    except OSError as exc:
+        raise InputError(f"cannot read job file {path}: {exc.strerror}") from None
+    try:
+        doc = tomllib.loads(text.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise FormatError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise FormatError(f"{path}: not valid TOML: {exc}") from None
+    return parse_job(doc, path)
+
+
+def parse_job(doc: Mapping[str, Any], path: Path) -> JobFile:
+    """Check a parsed TOML document; relative paths resolve against ``path``'s directory."""
+    where = _Where(path)
+    unknown = sorted(set(doc) - _TOP_KEYS)
+    if unknown:
+        raise where.fail(unknown[0], f"unknown key (allowed: {', '.join(sorted(_TOP_KEYS))})")
+    base = path.parent
+    if "code" not in doc:
+        raise where.fail("code", "missing: the training code is required")
+    code = _input(doc["code"], "code", "code", "code", base, where)
+    data_raw = doc.get("data", [])
+    if not isinstance(data_raw, list):
+        raise where.fail("data", "must be an array of tables ([[data]])")
+    data = tuple(
+        _input(item, f"data[{i}]", "data", None, base, where) for i, item in enumerate(data_raw)
+    )
+    base_model = None
+    if "base_model" in doc:
+        base_model = _input(
+            doc["base_model"], "base_model", "base-model", "base-model", base, where
+        )
+    names: dict[str, str] = {}
+    for key, item in (("code", code), ("base_model", base_model), *_keyed(data)):
+        if item is None:
+            continue
+        if item.name in names:
+            raise where.fail(key, f"name {item.name!r} is also used by {names[item.name]}")
+        names[item.name] = key
+    command = doc.get("command")
+    if (
+        not isinstance(command, list)
+        or not command
+        or not all(isinstance(a, str) and a and "\x00" not in a for a in command)
+    ):
+        raise where.fail("command", "must be a non-empty array of non-empty strings")
+    output = doc.get("output")
+    if not isinstance(output, str) or not NAME.fullmatch(output):
+        raise where.fail("output", _name_rule())
+    config = doc.get("config", {})
+    if not isinstance(config, dict):
+        raise where.fail("config", "must be a table ([config])")
+    _check_json(config, "config", where)
+    nonce = doc.get("nonce")
+    generated = nonce is None
+    if nonce is None:
+        nonce = secrets.token_hex(NONCE_BYTES)
+    elif not isinstance(nonce, str) or not NONCE.fullmatch(nonce):
+        raise where.fail("nonce", "must be 8 to 64 bytes as lowercase hex")
+    return JobFile(
+        path=path,
+        code=code,
+        data=data,
+        base_model=base_model,
+        command=tuple(command),
+        output=output,
+        config=config,
+        nonce=nonce,
+        nonce_generated=generated,
+    )
+
+
+def _keyed(data: tuple[JobInput, ...]) -> list[tuple[str, JobInput | None]]:
+    return [(f"data[{i}]", item) for i, item in enumerate(data)]
+
+
+def _name_rule() -> str:
+    return "must be 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+
+def _input(
+    raw: object, key: str, role: str, default_name: str | None, base: Path, where: _Where
+) -> JobInput:
+    if not isinstance(raw, dict):
+        raise where.fail(key, "must be a table")
+    unknown = sorted(set(raw) - _INPUT_KEYS)
+    if unknown:
+        raise where.fail(f"{key}.{unknown[0]}", "unknown key")
+    for field, value in raw.items():
+        if not isinstance(value, str):
+            raise where.fail(f"{key}.{field}", "must be a string")
+    name = raw.get("name", default_name)
+    if name is None:
+        raise where.fail(f"{key}.name", "missing: every data set needs a name")
+    if not NAME.fullmatch(name):
+        raise where.fail(f"{key}.name", _name_rule())
+    if name in RESERVED_NAMES:
+        raise where.fail(f"{key}.name", f"{name!r} is reserved for the job configuration")
+    kinds = [k for k in ("path", "git", "url") if k in raw]
+    if len(kinds) != 1:
+        raise where.fail(key, "give exactly one of path, git (with commit) or url (with sha256)")
+    source: InputSource
+    if kinds[0] == "path":
+        for extra in ("commit", "sha256"):
+            if extra in raw:
+                raise where.fail(f"{key}.{extra}", "only goes with git or url")
+        local = Path(raw["path"]).expanduser()
+        source = LocalSource(local if local.is_absolute() else base / local)
+    elif kinds[0] == "git":
+        commit = raw.get("commit")
+        if commit is None or not COMMIT.fullmatch(commit):
+            raise where.fail(f"{key}.commit", "a git input needs the full commit id (hex)")
+        if "sha256" in raw:
+            raise where.fail(f"{key}.sha256", "only goes with url; use expected for a tree digest")
+        if not raw["git"].startswith("https://"):
+            raise where.fail(f"{key}.git", "must be an https:// URL")
+        source = GitSource(raw["git"], commit)
+    else:
+        sha256 = raw.get("sha256")
+        if sha256 is None or not SHA256.fullmatch(sha256):
+            raise where.fail(f"{key}.sha256", "a url input needs the file's SHA-256 (64 hex)")
+        if "commit" in raw:
+            raise where.fail(f"{key}.commit", "only goes with git")
+        if not raw["url"].startswith("https://"):
+            raise where.fail(f"{key}.url", "must be an https:// URL")
+        source = UrlSource(raw["url"], sha256)
+    expected = raw.get("expected")
+    if expected is not None and not SHA256.fullmatch(expected):
+        raise where.fail(f"{key}.expected", "must be a tree digest (64 lowercase hex)")
+    return JobInput(name, role, source, expected)
+
+
+def _check_json(value: object, key: str, where: _Where) -> None:
+    """Refuse what TOML has but JSON has not (dates, times, non-finite floats)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_json(v, f"{key}.{k}", where)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_json(v, f"{key}[{i}]", where)
+    elif isinstance(value, datetime.date | datetime.time):
+        raise where.fail(key, "dates and times are not JSON: write them as strings")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise where.fail(key, "inf and nan are not JSON numbers")
+    elif isinstance(value, int) and abs(value) > MAX_JSON_INT:
+        raise where.fail(key, "integers beyond 2**53-1 lose precision in JSON: use a string")

@@ -1,0 +1,143 @@
+"""The job file: full and minimal files parse; every mistake names the file and the key."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from aicert.builder.job_file import (
+    GitSource,
+    LocalSource,
+    UrlSource,
+    load_job_file,
+)
+from aicert.verifier.errors import FormatError, InputError
+
+SHA = "ab" * 32
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+FULL = f"""
+nonce = "{"11" * 16}"
+command = ["python3", "train.py", "--epochs", "3"]
+output = "model"
+
+[code]
+path = "train"
+expected = "{SHA}"
+
+[[data]]
+name = "corpus"
+url = "https://example.org/corpus.tar"
+sha256 = "{SHA}"
+
+[[data]]
+name = "extra"
+path = "/abs/extra.csv"
+
+[base_model]
+git = "https://example.org/base.git"
+commit = "{COMMIT}"
+
+[config]
+epochs = 3
+lr = 0.001
+layers = [64, 32]
+[config.optimizer]
+name = "adam"
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "job.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_full_job_file(tmp_path: Path) -> None:
+    job = load_job_file(_write(tmp_path, FULL))
+    assert job.nonce == "11" * 16
+    assert not job.nonce_generated
+    assert job.command == ("python3", "train.py", "--epochs", "3")
+    assert job.output == "model"
+    assert job.code.name == "code"
+    assert job.code.role == "code"
+    assert job.code.source == LocalSource(tmp_path / "train")
+    assert job.code.expected_sha256 == SHA
+    assert job.data[0].source == UrlSource("https://example.org/corpus.tar", SHA)
+    assert job.data[1].source == LocalSource(Path("/abs/extra.csv"))
+    assert job.base_model is not None
+    assert job.base_model.role == "base-model"
+    assert job.base_model.source == GitSource("https://example.org/base.git", COMMIT)
+    assert job.config == {
+        "epochs": 3,
+        "lr": 0.001,
+        "layers": [64, 32],
+        "optimizer": {"name": "adam"},
+    }
+    assert [i.name for i in job.inputs] == ["code", "base-model", "corpus", "extra"]
+
+
+def test_minimal_job_file_gets_a_fresh_nonce(tmp_path: Path) -> None:
+    text = 'command = ["./run"]\noutput = "out"\n[code]\npath = "."\n'
+    first = load_job_file(_write(tmp_path, text))
+    second = load_job_file(_write(tmp_path, text))
+    assert first.nonce_generated
+    assert len(first.nonce) == 64
+    assert first.nonce != second.nonce
+    assert first.data == ()
+    assert first.base_model is None
+    assert first.config == {}
+
+
+BASE = 'command = ["./run"]\noutput = "out"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('command = ["x"]\noutput = "o"\n', "code"),
+        (BASE + "[code]\n", "code"),
+        (BASE + '[code]\npath = "a"\ngit = "https://x/r.git"\ncommit = "' + COMMIT + '"\n', "code"),
+        (BASE + '[code]\ngit = "https://x/r.git"\n', "code.commit"),
+        (BASE + '[code]\ngit = "https://x/r.git"\ncommit = "main"\n', "code.commit"),
+        (BASE + '[code]\ngit = "http://x/r.git"\ncommit = "' + COMMIT + '"\n', "code.git"),
+        (BASE + '[code]\nurl = "https://x/c.tar"\n', "code.sha256"),
+        (BASE + '[code]\nurl = "ftp://x/c.tar"\nsha256 = "' + SHA + '"\n', "code.url"),
+        (BASE + '[code]\npath = "a"\nsha256 = "' + SHA + '"\n', "code.sha256"),
+        (BASE + '[code]\npath = "a"\nexpected = "xyz"\n', "code.expected"),
+        (BASE + '[code]\npath = "a"\ncolour = "red"\n', "code.colour"),
+        (BASE + "[code]\npath = 3\n", "code.path"),
+        (BASE + '[code]\npath = "a"\n[[data]]\npath = "d"\n', "data[0].name"),
+        (BASE + '[code]\npath = "a"\n[[data]]\nname = "../d"\npath = "d"\n', "data[0].name"),
+        (BASE + '[code]\npath = "a"\n[[data]]\nname = "code"\npath = "d"\n', "data[0]"),
+        (BASE + '[code]\npath = "a"\n[[data]]\nname = "job-config"\npath = "d"\n', "data[0].name"),
+        (BASE + '[code]\npath = "a"\ndata = "d"\n', "code.data"),
+        ('output = "o"\n[code]\npath = "a"\n', "command"),
+        ('command = []\noutput = "o"\n[code]\npath = "a"\n', "command"),
+        ('command = ["x"]\noutput = "a/b"\n[code]\npath = "a"\n', "output"),
+        ('nonce = "xyz"\n' + BASE + '[code]\npath = "a"\n', "nonce"),
+        ('nonce = "0102"\n' + BASE + '[code]\npath = "a"\n', "nonce"),
+        ('colour = "red"\n' + BASE + '[code]\npath = "a"\n', "colour"),
+        (BASE + '[code]\npath = "a"\n[config]\nwhen = 2024-01-01\n', "config.when"),
+        (BASE + '[code]\npath = "a"\n[config]\nx = nan\n', "config.x"),
+        (BASE + '[code]\npath = "a"\n[config]\nx = [1, inf]\n', "config.x[1]"),
+        (BASE + '[code]\npath = "a"\n[config]\nx = 9007199254740993\n', "config.x"),
+    ],
+)
+def test_mistakes_name_file_and_key(tmp_path: Path, text: str, key: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(FormatError) as refused:
+        load_job_file(path)
+    assert refused.value.message.startswith(f"{path}: {key}: ")
+
+
+def test_not_toml(tmp_path: Path) -> None:
+    path = _write(tmp_path, "command = [\n")
+    with pytest.raises(FormatError, match="not valid TOML"):
+        load_job_file(path)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="does not exist"):
+        load_job_file(tmp_path / "nope.toml")
