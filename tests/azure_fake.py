@@ -21,7 +21,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,9 @@ CREATE_STATUS = {
     "microsoft.network/networkinterfaces": 201,
     "microsoft.compute/virtualmachines": 201,
 }
+
+
+Reply = tuple[int, dict[str, str], bytes]
 
 
 class FakeCredential:
@@ -91,7 +94,7 @@ class Operation:
 
     id: str
     polls_left: int
-    finish: Any  # Callable[[], None] run once, when the operation completes
+    finish: Callable[[], None]  # run once, when the operation completes
     output: dict[str, Any] | None = None
     error: dict[str, str] | None = None
     done: bool = False
@@ -134,12 +137,12 @@ class _Adapter(HTTPAdapter):
         return self.build_response(request, raw)
 
 
-def _arm_error(status: int, code: str, message: str) -> tuple[int, dict[str, str], bytes]:
+def _arm_error(status: int, code: str, message: str) -> Reply:
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
     return status, {"Content-Type": "application/json", "x-ms-error-code": code}, body
 
 
-def _storage_error(status: int, code: str, message: str) -> tuple[int, dict[str, str], bytes]:
+def _storage_error(status: int, code: str, message: str) -> Reply:
     body = (
         '<?xml version="1.0" encoding="utf-8"?>'
         f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
@@ -147,7 +150,7 @@ def _storage_error(status: int, code: str, message: str) -> tuple[int, dict[str,
     return status, {"Content-Type": "application/xml", "x-ms-error-code": code}, body
 
 
-def _json(status: int, obj: Any, headers: Mapping[str, str] | None = None) -> tuple:
+def _json(status: int, obj: Any, headers: Mapping[str, str] | None = None) -> Reply:
     out = {"Content-Type": "application/json", **(headers or {})}
     return status, out, json.dumps(obj).encode() if obj is not None else b""
 
@@ -243,7 +246,7 @@ class FakeAzure:
 
     # ---- request handling --------------------------------------------------------------
 
-    def handle(self, req: requests.PreparedRequest) -> tuple[int, dict[str, str], bytes]:
+    def handle(self, req: requests.PreparedRequest) -> Reply:
         url = str(req.url)
         method = str(req.method)
         parts = urlsplit(url)
@@ -269,7 +272,7 @@ class FakeAzure:
 
     # ---- ARM ---------------------------------------------------------------------------
 
-    def _arm(self, method: str, path: str, query: dict[str, list[str]], body: bytes) -> tuple:
+    def _arm(self, method: str, path: str, query: dict[str, list[str]], body: bytes) -> Reply:
         if "api-version" not in query:
             return _arm_error(400, "MissingApiVersionParameter", "api-version is required")
         segs = [s for s in path.split("/") if s]
@@ -313,7 +316,7 @@ class FakeAzure:
             return self._delete(rid, rtype)
         return _arm_error(405, "MethodNotAllowed", f"{method} {path}")
 
-    def _resource_group(self, method: str, name: str, body: bytes) -> tuple:
+    def _resource_group(self, method: str, name: str, body: bytes) -> Reply:
         rg = self.resource_groups.get(name.lower())
         if method in ("GET", "HEAD"):
             if rg is None:
@@ -326,7 +329,7 @@ class FakeAzure:
             return _json(201 if rg is None else 200, self.resource_groups[name.lower()])
         return _arm_error(405, "MethodNotAllowed", f"{method} on a resource group")
 
-    def _list_resources(self, rg: str, query: dict[str, list[str]]) -> tuple:
+    def _list_resources(self, rg: str, query: dict[str, list[str]]) -> Reply:
         wanted: tuple[str, str | None] | None = None
         flt = query.get("$filter", [""])[0]
         if flt:
@@ -370,7 +373,7 @@ class FakeAzure:
             props["vmId"] = str(uuid.uuid4())
         return stored
 
-    def _put(self, rid: str, rtype: str, name: str, body: dict[str, Any]) -> tuple:
+    def _put(self, rid: str, rtype: str, name: str, body: dict[str, Any]) -> Reply:
         if rtype not in CREATE_STATUS:
             return _arm_error(400, "NoRegisteredProviderFound", f"unknown type {rtype}")
         if "location" not in body:
@@ -410,7 +413,7 @@ class FakeAzure:
         status = CREATE_STATUS[rtype] if existing is None else 200
         return _json(status, stored, self._async_headers(op, location=False))
 
-    def _patch(self, rid: str, rtype: str, name: str, body: dict[str, Any]) -> tuple:
+    def _patch(self, rid: str, rtype: str, name: str, body: dict[str, Any]) -> Reply:
         found = self.resources.get(rid.lower())
         if found is None:
             return _not_found(rtype, name, rid.split("/")[4])
@@ -418,7 +421,7 @@ class FakeAzure:
             found["tags"] = body["tags"]
         return _json(200, found)
 
-    def _delete(self, rid: str, rtype: str) -> tuple:
+    def _delete(self, rid: str, rtype: str) -> Reply:
         found = self.resources.get(rid.lower())
         if found is None:
             return 204, {}, b""
@@ -464,7 +467,7 @@ class FakeAzure:
         op = self._new_operation(finish)
         return 202, self._async_headers(op, location=True), b""
 
-    def _grant_access(self, rid: str, body: bytes) -> tuple:
+    def _grant_access(self, rid: str, body: bytes) -> Reply:
         disk = self.resources.get(rid.lower())
         if disk is None:
             return _not_found("microsoft.compute/disks", rid.rsplit("/", 1)[-1], rid.split("/")[4])
@@ -491,7 +494,7 @@ class FakeAzure:
         op = self._new_operation(lambda: None, output={"accessSAS": sas})
         return 202, self._async_headers(op, location=True), b""
 
-    def _revoke_access(self, rid: str) -> tuple:
+    def _revoke_access(self, rid: str) -> Reply:
         disk = self.resources.get(rid.lower())
         if disk is None:
             return _not_found("microsoft.compute/disks", rid.rsplit("/", 1)[-1], rid.split("/")[4])
@@ -504,7 +507,7 @@ class FakeAzure:
 
     def _new_operation(
         self,
-        finish: Any,
+        finish: Callable[[], None],
         *,
         output: dict[str, Any] | None = None,
         error: dict[str, str] | None = None,
@@ -531,7 +534,7 @@ class FakeAzure:
             op.done = True
             op.finish()
 
-    def _operation(self, op_id: str, *, monitor: bool) -> tuple:
+    def _operation(self, op_id: str, *, monitor: bool) -> Reply:
         op = self.operations.get(op_id)
         if op is None:
             return _arm_error(404, "NotFound", f"operation {op_id}")
@@ -559,7 +562,7 @@ class FakeAzure:
         query: dict[str, list[str]],
         headers: Mapping[str, str],
         body: bytes,
-    ) -> tuple:
+    ) -> Reply:
         sig = query.get("sig", [""])[0]
         with self.lock:
             disk_id = self.sas.get(sig)
@@ -644,7 +647,7 @@ def _parse_resource_path(path: str) -> tuple[str, str, str] | None:
     return low[3], rtype, segs[-1]
 
 
-def _not_found(rtype: str, name: str, rg: str) -> tuple:
+def _not_found(rtype: str, name: str, rg: str) -> Reply:
     return _arm_error(
         404,
         "ResourceNotFound",
