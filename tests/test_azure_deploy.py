@@ -584,3 +584,21 @@ def test_cli_errors_are_one_line_with_the_cloud_exit_code(
     assert out.exit_code == 6
     (line,) = out.stderr.strip().splitlines()
     assert line.startswith("aicert-build: error: Resource group 'missing' could not be found")
+
+
+@pytest.mark.parametrize(("state", "outcome"), [("Creating", "conflict"), ("Failed", "redone")])
+def test_existing_unfinished_version(
+    fake: FakeAzure, clients: AzureClients, small_disk: Path, state: str, outcome: str
+) -> None:
+    _deploy(clients, small_disk)
+    (version,) = fake.of_type(VERSIONS)
+    version["properties"]["provisioningState"] = state
+    if outcome == "conflict":
+        with pytest.raises(CloudConflictError, match="still being created"):
+            _deploy(clients, small_disk)
+        return
+    result = _deploy(clients, small_disk)
+    assert not result.already_published
+    (version,) = fake.of_type(VERSIONS)
+    assert version["properties"]["provisioningState"] == "Succeeded"
+    assert fake.count("DELETE", "/versions/1.0.0") == 1
