@@ -464,6 +464,8 @@ def fetch_git(
     env = {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "GIT_LFS_SKIP_SMUDGE": "1"}
     try:
         git_dir.parent.mkdir(parents=True, exist_ok=True)
+        # Left over by an earlier attempt at this input that was refused.
+        shutil.rmtree(git_dir, ignore_errors=True)
         run(
             [
                 "git",

@@ -20,13 +20,16 @@ from aicert.agent.server import make_server
 from aicert.agent.tls import server_context
 from aicert.agent.tpm import AgentTpm
 from aicert.builder.agent_attestation import AttestedKeyError
-from aicert.builder.agent_client import AgentClient, AgentRequestError
+from aicert.builder.agent_client import AgentClient, AgentRequestError, send_inputs
+from aicert.builder.job_file import load_job_file
 from aicert.verifier.errors import BindingError
 from aicert.verifier.session_events import CommandExited, InputMeasured, SessionLocked
 from aicert.verifier.treehash import hash_tree
 from aicert.verifier.verify import Policy, Status, verify_certificate
 from conftest import ProvisionedSwtpm
 from cryptography.hazmat.primitives.asymmetric import ec
+
+from aicert.process import run
 
 pytestmark = pytest.mark.swtpm
 
@@ -425,3 +428,66 @@ def test_agent_tpm_is_the_one_attested(
     attested = live.client().attest()
     with AgentTpm(provisioned_swtpm.tcti) as tpm:
         assert tpm.read_pcrs(pcrs=[15])[15] == attested.pcrs[15]
+
+
+def test_job_file_inputs_are_sent(
+    live: RunningAgent, code_dir: Path, data_file: Path, tmp_path: Path
+) -> None:
+    job_path = tmp_path / "job.toml"
+    job_path.write_text(
+        textwrap.dedent(
+            f"""
+            command = ["{SYSTEM_PYTHON}", "train.py"]
+            output = "model"
+            [code]
+            path = "code"
+            expected = "{hash_tree(code_dir).digest}"
+            [[data]]
+            name = "data"
+            path = "{data_file}"
+            [config]
+            epochs = 2
+            """
+        )
+    )
+    job = load_job_file(job_path)
+    client = live.client()
+    client.attest()
+    client.claim(job.nonce)
+    digests = send_inputs(client, job)
+    assert digests == {"code": hash_tree(code_dir).digest, "data": hash_tree(data_file).digest}
+    client.start_job(job.command, job.output, job.config)
+    assert client.wait(poll_interval=0.1, timeout=60).succeeded
+    assert client.certificate().certificate.envelope.payload
+
+
+def test_git_input_fetched_by_the_agent(live: RunningAgent, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    env = {
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.invalid",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.invalid",
+    }
+    (repo / "train.py").write_text("print('from git')\n")
+    for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "c"]):
+        run(["git", "-C", str(repo), *args], env=env)
+    commit = (run(["git", "-C", str(repo), "rev-parse", "HEAD"]).stdout or b"").decode().strip()
+    client, _ = _claimed(live)
+    with pytest.raises(AgentRequestError) as refused:
+        client.fetch_input(
+            "code", "code", git=f"file://{repo}", commit=commit, expected_sha256="0" * 64
+        )
+    assert refused.value.status == 422
+    digest = client.fetch_input("code", "code", git=f"file://{repo}", commit=commit)
+    inputs = {i["name"]: i for i in client.status()["inputs"]}
+    assert inputs["code"]["source"] == f"git+file://{repo}@{commit}"
+    assert digest == hash_tree(live.scratch / "inputs" / "code").digest
+    client.start_job([SYSTEM_PYTHON, "train.py"], "out")
+    log = bytearray()
+    assert client.wait(log.extend, poll_interval=0.1, timeout=60).succeeded
+    assert b"from git" in log
+    statement = json.loads(client.certificate().certificate.envelope.payload)
+    dependencies = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+    assert dependencies[0]["uri"] == f"git+file://{repo}@{commit}"
