@@ -11,6 +11,7 @@ DefaultAzureCredential and the SDK's own transport.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -42,6 +43,10 @@ def _one_line_errors(fn: F) -> F:
 
 def _clients(ctx: click.Context, subscription: str) -> AzureClients:
     from .azure_clients import ClientOptions, connect  # noqa: PLC0415 - optional, slow import
+
+    # azure-identity logs a many-line report of every credential it tried; the error
+    # aicert raises says the same in one line. Keep it unless logging is configured.
+    logging.getLogger("azure").addHandler(logging.NullHandler())
 
     obj = ctx.find_root().obj or {}
     return connect(

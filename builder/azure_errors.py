@@ -18,7 +18,6 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.identity import CredentialUnavailableError
 
 LOGIN_HINT = (
     "sign in with 'az login' (and 'az account set --subscription ...'), or set "
@@ -100,11 +99,14 @@ def translate(exc: Exception, action: str) -> CloudError:
     """The aicert error for an exception the Azure SDK raised while doing ``action``."""
     if isinstance(exc, CloudError):
         return exc
-    if isinstance(exc, CredentialUnavailableError):
+    if isinstance(exc, ClientAuthenticationError) and exc.response is None:
+        # Raised by the credential itself: no source (environment, managed identity,
+        # Azure CLI, ...) could get a token.
         return CloudLoginError(f"not logged in to Azure (while {action}): {LOGIN_HINT}")
-    if isinstance(exc, ClientAuthenticationError) and exc.status_code in (None, 401):
+    if isinstance(exc, ClientAuthenticationError) and exc.status_code == 401:
         return CloudLoginError(
-            f"Azure did not accept the credentials (while {action}): {LOGIN_HINT}"
+            f"Azure did not accept the credentials (while {action}, HTTP {exc.status_code}): "
+            f"{LOGIN_HINT}"
         )
     if isinstance(exc, HttpResponseError):
         return _from_response(exc, action)
@@ -121,6 +123,12 @@ def _from_response(exc: HttpResponseError, action: str) -> CloudError:
     message = _service_message(exc)
     detail = f"{code}: {message}" if code else message
     lowered = message.lower()
+    if code == "AuthenticationFailed" and status == 403:
+        # Storage refusing the upload SAS: expired, revoked, or the clock is off.
+        return CloudPermissionError(
+            f"the disk upload URL was refused while {action} ({detail}); it may have "
+            "expired or been revoked: run the deploy again"
+        )
     if code in ("AuthorizationFailed", "LinkedAuthorizationFailed") or status == 403:
         return CloudPermissionError(
             f"permission denied while {action} ({detail}); the signed-in identity needs the "
@@ -154,5 +162,5 @@ def azure_call(action: str) -> Iterator[None]:
     """Run SDK calls, turning their exceptions into one-line CloudErrors naming ``action``."""
     try:
         yield
-    except (AzureError, CredentialUnavailableError) as exc:
+    except AzureError as exc:
         raise translate(exc, action) from exc

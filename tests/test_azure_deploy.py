@@ -39,6 +39,7 @@ from aicert.builder.azure_errors import (
 from aicert.builder.azure_upload import RetryPolicy
 from aicert.builder.cli import main as build_main
 from aicert.verifier.errors import InputError
+from azure.core.credentials import AccessToken
 from azure.mgmt.compute import models as cm
 from azure_fake import FakeAzure, FakeCredential
 from click.testing import CliRunner
@@ -435,7 +436,7 @@ def test_not_logged_in_fails_fast_offline(
     empty_bin.mkdir()
     monkeypatch.setenv("PATH", str(empty_bin))
     started = time.monotonic()
-    with pytest.raises(CloudLoginError, match=r"not logged in to Azure|did not accept") as info:
+    with pytest.raises(CloudLoginError, match="not logged in to Azure") as info:
         connect(fake.subscription, options=ClientOptions(transport=fake.transport()))
     assert time.monotonic() - started < 5
     assert "az login" in info.value.message
@@ -602,3 +603,14 @@ def test_existing_unfinished_version(
     (version,) = fake.of_type(VERSIONS)
     assert version["properties"]["provisioningState"] == "Succeeded"
     assert fake.count("DELETE", "/versions/1.0.0") == 1
+
+
+def test_rejected_token_is_a_login_error(fake: FakeAzure, small_disk: Path) -> None:
+    class WrongToken(FakeCredential):
+        def get_token(self, *scopes: str, **kwargs: object) -> AccessToken:
+            return AccessToken("expired", int(time.time()) + 3600)
+
+    options = ClientOptions(transport=fake.transport(), polling_interval=0)
+    clients = AzureClients(fake.subscription, WrongToken(), options)
+    with pytest.raises(CloudLoginError, match=r"did not accept the credentials.*HTTP 401"):
+        _deploy(clients, small_disk)
