@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from aicert.verifier.errors import AicertError
+from aicert.verifier.errors import AicertError, InputError
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from aicert import __version__
 
@@ -54,6 +56,20 @@ def _clients(ctx: click.Context, subscription: str) -> AzureClients:
         credential=obj.get("azure_credential"),
         options=obj.get("azure_options") or ClientOptions(),
     )
+
+
+def _certificate_der(path: Path) -> bytes:
+    """The DER bytes of the X.509 certificate in ``path`` (PEM or DER)."""
+    data = path.read_bytes()
+    try:
+        cert = (
+            x509.load_pem_x509_certificate(data)
+            if b"-----BEGIN" in data
+            else x509.load_der_x509_certificate(data)
+        )
+    except ValueError as exc:
+        raise InputError(f"{path} is not an X.509 certificate (PEM or DER)") from exc
+    return cert.public_bytes(Encoding.DER)
 
 
 def _say(message: str) -> None:
@@ -107,6 +123,14 @@ def deploy() -> None:
     help="Directory holding the built disk.raw.",
 )
 @click.option(
+    "--secure-boot-cert",
+    "secure_boot_certs",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    multiple=True,
+    help="Certificate (PEM or DER) that signs the UKI, added to the VMs' UEFI db so the "
+    "image boots with Secure Boot on. Repeatable.",
+)
+@click.option(
     "--workers",
     type=click.IntRange(1, 64),
     default=8,
@@ -124,6 +148,7 @@ def deploy_azure(
     image_definition: str,
     image_version: str,
     image_dir: Path,
+    secure_boot_certs: tuple[Path, ...],
     workers: int,
 ) -> None:
     """Upload disk.raw as a Trusted Launch gallery image version (idempotent, resumable)."""
@@ -136,6 +161,7 @@ def deploy_azure(
         image_version=image_version,
         gallery=gallery,
         image_definition=image_definition,
+        secure_boot_certs=tuple(_certificate_der(p) for p in secure_boot_certs),
     )
     clients = _clients(ctx, subscription)
     result = deploy_image(clients, spec, say=_say, workers=workers)

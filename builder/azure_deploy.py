@@ -29,6 +29,8 @@ Every resource is tagged ``aicert:managed=true``, ``aicert:deployment=<gallery>/
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +51,7 @@ TAG_DEPLOYMENT = "aicert:deployment"
 TAG_ROLE = "aicert:role"
 TAG_DISK_SHA256 = "aicert:disk-sha256"
 TAG_UPLOADED = "aicert:uploaded"
+TAG_SECURE_BOOT_DB = "aicert:secure-boot-db-sha256"
 
 # Azure refuses upload disks under 20 MiB (plus the footer).
 AZURE_MIN_DISK = 20 * MIB
@@ -74,6 +77,9 @@ class DeploymentSpec:
     image_version: str
     gallery: str = "aicert_gallery"
     image_definition: str = "aicert-os"
+    # DER certificates added to the UEFI db of VMs booted from this version, so that a
+    # UKI signed by the project boots with Secure Boot on (besides Microsoft's UEFI CA).
+    secure_boot_certs: tuple[bytes, ...] = ()
 
     def __post_init__(self) -> None:
         if not _GALLERY_NAME.match(self.gallery):
@@ -101,6 +107,13 @@ class DeploymentSpec:
         version = self.image_version.replace(".", "-")
         # Disk names end with a letter, digit or "_": trim what the 80-character cut leaves.
         return f"aicert-upload-{self.image_definition}-{version}"[:80].rstrip("-.")
+
+    @property
+    def secure_boot_db_digest(self) -> str:
+        """SHA-256 over the sorted db certificates ("" when there are none)."""
+        if not self.secure_boot_certs:
+            return ""
+        return hashlib.sha256(b"".join(sorted(self.secure_boot_certs))).hexdigest()
 
     def tags(self, role: str, **extra: str) -> dict[str, str]:
         return {
@@ -196,6 +209,12 @@ class _Deployer:
                 f"image version {spec.deployment_id} already exists for another disk "
                 f"(sha256 {str(recorded)[:12]}…, this disk {digest[:12]}…); "
                 "publish under a new --image-version"
+            )
+        recorded_db = (version.tags or {}).get(TAG_SECURE_BOOT_DB, "")
+        if recorded_db != spec.secure_boot_db_digest:
+            raise CloudConflictError(
+                f"image version {spec.deployment_id} was published with other Secure Boot db "
+                "certificates; publish under a new --image-version"
             )
         state = _state(version)
         if state == "Succeeded":
@@ -361,9 +380,12 @@ class _Deployer:
     def _create_version(self, disk_id: str, digest: str) -> str:
         spec = self.spec
         self.say(f"creating image version {spec.deployment_id} (replication takes minutes)")
+        extra_tags = {TAG_DISK_SHA256: digest}
+        if spec.secure_boot_certs:
+            extra_tags[TAG_SECURE_BOOT_DB] = spec.secure_boot_db_digest
         body = cm.GalleryImageVersion(
             location=spec.location,
-            tags=spec.tags("image-version", **{TAG_DISK_SHA256: digest}),
+            tags=spec.tags("image-version", **extra_tags),
             properties=cm.GalleryImageVersionProperties(
                 publishing_profile=cm.GalleryImageVersionPublishingProfile(
                     target_regions=[
@@ -379,6 +401,7 @@ class _Deployer:
                         source=cm.GalleryDiskImageSource(id=disk_id)
                     )
                 ),
+                security_profile=_secure_boot_profile(spec.secure_boot_certs),
             ),
         )
         try:
@@ -408,6 +431,25 @@ class _Deployer:
             self.compute.gallery_image_versions.begin_delete(
                 spec.resource_group, spec.gallery, spec.image_definition, spec.image_version
             ).result()
+
+
+def _secure_boot_profile(certs: tuple[bytes, ...]) -> cm.ImageVersionSecurityProfile | None:
+    """UEFI db of the image version: Microsoft's UEFI CA template plus ``certs``."""
+    if not certs:
+        return None
+    return cm.ImageVersionSecurityProfile(
+        uefi_settings=cm.GalleryImageVersionUefiSettings(
+            signature_template_names=["MicrosoftUefiCertificateAuthorityTemplate"],
+            additional_signatures=cm.UefiKeySignatures(
+                db=[
+                    cm.UefiKey(
+                        type="x509",
+                        value=[base64.b64encode(der).decode() for der in sorted(certs)],
+                    )
+                ]
+            ),
+        )
+    )
 
 
 def _check_definition(image: Any, spec: DeploymentSpec) -> None:

@@ -14,6 +14,7 @@ long-running operation (the operation ends "Failed").
 
 from __future__ import annotations
 
+import base64
 import io
 import itertools
 import json
@@ -720,6 +721,31 @@ def _check_version(
             "OperationNotAllowed",
             f"Source disk is in state {disk['properties']['diskState']}",
         )
+    uefi = body["properties"].get("securityProfile", {}).get("uefiSettings")
+    if uefi is not None:
+        return _check_uefi(uefi)
+    return None
+
+
+UEFI_TEMPLATES = frozenset(
+    {"NoSignatureTemplate", "MicrosoftUefiCertificateAuthorityTemplate", "MicrosoftWindowsTemplate"}
+)
+
+
+def _check_uefi(uefi: dict[str, Any]) -> tuple[int, str, str] | None:
+    for name in uefi.get("signatureTemplateNames", []):
+        if name not in UEFI_TEMPLATES:
+            return 400, "InvalidParameter", f"unknown signature template {name}"
+    for db_key in uefi.get("additionalSignatures", {}).get("db", []):
+        if db_key.get("type") not in ("x509", "sha256"):
+            return 400, "InvalidParameter", f"unknown UEFI key type {db_key.get('type')}"
+        for value in db_key.get("value", []):
+            try:
+                raw = base64.b64decode(value, validate=True)
+            except ValueError:
+                return 400, "InvalidParameter", "UEFI key value is not base64"
+            if db_key["type"] == "x509" and raw[:1] != b"\x30":
+                return 400, "InvalidParameter", "UEFI x509 key is not a DER certificate"
     return None
 
 

@@ -6,6 +6,9 @@ The real Azure SDK runs end to end; only its HTTP transport is replaced by
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import datetime
 import hashlib
 import os
 import time
@@ -19,6 +22,7 @@ from aicert.builder.azure_deploy import (
     TAG_DISK_SHA256,
     TAG_MANAGED,
     TAG_ROLE,
+    TAG_SECURE_BOOT_DB,
     TAG_UPLOADED,
     DeploymentSpec,
     DeployResult,
@@ -43,6 +47,11 @@ from azure.core.credentials import AccessToken
 from azure.mgmt.compute import models as cm
 from azure_fake import FakeAzure, FakeCredential
 from click.testing import CliRunner
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 
 MIB = 1 << 20
 RG = "aicert-rg"
@@ -614,3 +623,63 @@ def test_rejected_token_is_a_login_error(fake: FakeAzure, small_disk: Path) -> N
     clients = AzureClients(fake.subscription, WrongToken(), options)
     with pytest.raises(CloudLoginError, match=r"did not accept the credentials.*HTTP 401"):
         _deploy(clients, small_disk)
+
+
+def _self_signed(common_name: str) -> x509.Certificate:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .sign(key, hashes.SHA256())
+    )
+
+
+def test_secure_boot_db_certificates_reach_the_image_version(
+    fake: FakeAzure, clients: AzureClients, small_disk: Path
+) -> None:
+    der = _self_signed("aicert UKI signing").public_bytes(Encoding.DER)
+    spec = dataclasses.replace(_spec(small_disk), secure_boot_certs=(der,))
+    deploy_image(clients, spec, retry=NO_WAIT)
+    (version,) = fake.of_type(VERSIONS)
+    uefi = version["properties"]["securityProfile"]["uefiSettings"]
+    assert uefi["signatureTemplateNames"] == ["MicrosoftUefiCertificateAuthorityTemplate"]
+    assert uefi["additionalSignatures"]["db"] == [
+        {"type": "x509", "value": [base64.b64encode(der).decode()]}
+    ]
+    assert version["tags"][TAG_SECURE_BOOT_DB] == hashlib.sha256(der).hexdigest()
+    # Same version, same disk, other certificates: refused.
+    other = _self_signed("someone else").public_bytes(Encoding.DER)
+    with pytest.raises(CloudConflictError, match="Secure Boot db"):
+        deploy_image(clients, dataclasses.replace(spec, secure_boot_certs=(other,)))
+    assert deploy_image(clients, spec).already_published
+
+
+def test_cli_reads_the_secure_boot_certificate(
+    fake: FakeAzure, small_disk: Path, tmp_path: Path
+) -> None:
+    cert = _self_signed("aicert UKI signing")
+    pem = tmp_path / "db.pem"
+    pem.write_bytes(cert.public_bytes(Encoding.PEM))
+    bogus = tmp_path / "bogus.pem"
+    bogus.write_text("-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n")
+    obj = {
+        "azure_credential": FakeCredential(),
+        "azure_options": ClientOptions(transport=fake.transport(), polling_interval=0),
+    }
+    args = ["deploy", "azure", "--subscription", fake.subscription, "--resource-group", RG,
+            "--location", "westeurope", "--image", str(small_disk.parent)]  # fmt: skip
+    bad = CliRunner().invoke(build_main, [*args, "--secure-boot-cert", str(bogus)], obj=obj)
+    assert bad.exit_code == 3
+    assert "not an X.509 certificate" in bad.stderr
+    good = CliRunner().invoke(build_main, [*args, "--secure-boot-cert", str(pem)], obj=obj)
+    assert good.exit_code == 0, good.output
+    (version,) = fake.of_type(VERSIONS)
+    db = version["properties"]["securityProfile"]["uefiSettings"]["additionalSignatures"]["db"]
+    assert db[0]["value"] == [base64.b64encode(cert.public_bytes(Encoding.DER)).decode()]
