@@ -156,8 +156,20 @@ def bench_directory(
     def ms() -> None:
         results["model_signing"] = model_signing_root(ms_hashing.hash(root))
 
+    def ms_workers(n: int) -> None:
+        config = ms_hashing.Config().use_file_serialization(max_workers=n)
+        results["model_signing"] = model_signing_root(config.hash(root))
+
+    cpus = os.cpu_count() or 1
+    # model_signing's default pool has min(32, CPUs + 4) threads; on a busy machine more
+    # threads win a larger share of the CPU, so both are also run with equal thread counts.
     contenders = [
         Contender("model_signing.hashing.hash (its defaults)", ms),
+        Contender(f"model_signing, {cpus} workers", lambda: ms_workers(cpus)),
+        Contender(
+            f"aicert plain SHA-256 (shard 0), {cpus + 4} workers",
+            lambda: hash_tree(root, shard_size=0, workers=cpus + 4),
+        ),
         Contender(
             "aicert plain SHA-256 (shard 0), 2 workers",
             lambda: results.__setitem__(
@@ -186,24 +198,43 @@ def model_signing_root(manifest: object) -> str:
     return str(payload.statement.pb.subject[0].digest["sha256"])
 
 
-def bench_streaming(work: Path, gib: float, repeat: int) -> None:
+def paced(chunks: Callable[[], bytes], rate: float) -> Callable[[], bytes]:
+    """Hand out chunks no faster than ``rate`` bytes/s, like a network link would."""
+    started = time.perf_counter()
+    sent = 0
+
+    def next_chunk() -> bytes:
+        nonlocal sent
+        chunk = chunks()
+        sent += len(chunk)
+        delay = started + sent / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        return chunk
+
+    return next_chunk
+
+
+def bench_streaming(work: Path, gib: float, repeat: int, link_mbps: float) -> None:
     src = work / "stream-src.bin"
     dst = work / "stream-dst.bin"
     size = int(gib * GiB)
     make_file(src, size, b"stream")
     warm(src)
 
-    def plain_copy(fsync: bool) -> None:
+    def plain_copy(fsync: bool, rate: float | None = None) -> None:
         with src.open("rb") as f, dst.open("xb") as out:
-            while chunk := f.read(COPY_CHUNK):
+            read = paced(lambda: f.read(COPY_CHUNK), rate) if rate else lambda: f.read(COPY_CHUNK)
+            while chunk := read():
                 out.write(chunk)
             out.flush()
             if fsync:
                 os.fsync(out.fileno())
 
-    def hashed_copy(fsync: bool) -> None:
+    def hashed_copy(fsync: bool, rate: float | None = None) -> None:
         with src.open("rb") as f, receive_file(dst, fsync=fsync) as sink:
-            while chunk := f.read(COPY_CHUNK):
+            read = paced(lambda: f.read(COPY_CHUNK), rate) if rate else lambda: f.read(COPY_CHUNK)
+            while chunk := read():
                 sink.write(chunk)
 
     def fresh() -> None:
@@ -218,6 +249,23 @@ def bench_streaming(work: Path, gib: float, repeat: int) -> None:
         race(contenders, repeat, fresh)
         what = "to disk (fsync)" if fsync else "to page cache (no fsync)"
         report(f"(3) streaming {what}", size, contenders, "plain copy")
+        overhead = (
+            statistics.median(contenders[1].seconds) / statistics.median(contenders[0].seconds) - 1
+        )
+        print(f"streaming overhead over plain copy: {overhead * 100:+.1f} %")
+    if link_mbps:
+        rate = link_mbps * 1e6 / 8
+        contenders = [
+            Contender("plain copy", lambda: plain_copy(True, rate)),
+            Contender("receive_file (write + hash)", lambda: hashed_copy(True, rate)),
+        ]
+        race(contenders, repeat, fresh)
+        report(
+            f"(3) streaming from a {link_mbps:.0f} Mbit/s source to disk",
+            size,
+            contenders,
+            "plain copy",
+        )
         overhead = (
             statistics.median(contenders[1].seconds) / statistics.median(contenders[0].seconds) - 1
         )
@@ -237,6 +285,12 @@ def main() -> None:
     parser.add_argument("--big-files", type=int, default=8)
     parser.add_argument("--big-mib", type=int, default=500)
     parser.add_argument("--stream-gib", type=float, default=2.0)
+    parser.add_argument(
+        "--link-mbps",
+        type=float,
+        default=4000,
+        help="also stream from a source paced at this rate (a network link); 0 = skip",
+    )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", choices=["large", "directory", "streaming"], action="append")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -253,7 +307,7 @@ def main() -> None:
                 work, args.small_files, args.small_kib, args.big_files, args.big_mib, args.repeat
             )
         if "streaming" in only:
-            bench_streaming(work, args.stream_gib, args.repeat)
+            bench_streaming(work, args.stream_gib, args.repeat, args.link_mbps)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
