@@ -144,6 +144,14 @@ class Agent:
         self._run: SandboxRun | None = None
         self._thread: threading.Thread | None = None
         self.finished = threading.Event()
+        # Everything that can fail for want of set-up is checked before agent-start is
+        # measured: once PCR 15 is extended, only a reboot allows another try.
+        _check_traversable(scratch)
+        self._evidence_parts = (
+            tpm.ak_public(),
+            (tpm.ak_certificate(), *intermediates),
+            tpm.firmware_event_log(),
+        )
         try:
             self._session: MeasuredSession | None = MeasuredSession(
                 tpm,
@@ -157,12 +165,6 @@ class Agent:
             self._state = JobState.REFUSED
             self._message = exc.message
             return
-        self._evidence_parts = (
-            tpm.ak_public(),
-            (tpm.ak_certificate(), *intermediates),
-            tpm.firmware_event_log(),
-        )
-        _check_traversable(scratch)
         self._clean_scratch()
         for sub in ("incoming", "inputs", "outputs", "git"):
             (scratch / sub).mkdir(mode=0o755)
@@ -258,6 +260,8 @@ class Agent:
 
     def _reserve(self, name: str, role: str) -> None:
         intake.check_name(name)
+        if name == CONFIG_INPUT:
+            raise ApiError(400, "bad-request", f"the input name {CONFIG_INPUT!r} is reserved")
         if role not in INPUT_ROLES:
             raise ApiError(400, "bad-request", f"role must be one of {', '.join(INPUT_ROLES)}")
         with self._lock:

@@ -281,8 +281,10 @@ class AgentServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], agent: Agent, context: ssl.SSLContext) -> None:
-        self.agent = agent
+    agent: Agent
+
+    def __init__(self, address: tuple[str, int], context: ssl.SSLContext) -> None:
+        """Bind ``address``; set :attr:`agent` before serving."""
         super().__init__(address, AgentRequestHandler)
         # The handshake runs in the request's thread, so a slow client cannot block accept().
         self.socket = context.wrap_socket(
@@ -308,7 +310,9 @@ def make_server(
     host: str = "0.0.0.0",  # noqa: S104 - the agent serves the VM's network on purpose
     port: int = 8443,
 ) -> AgentServer:
-    return AgentServer((host, port), agent, context)
+    server = AgentServer((host, port), context)
+    server.agent = agent
+    return server
 
 
 BOOT_ID_PATH: Final = Path("/proc/sys/kernel/random/boot_id")
@@ -362,16 +366,24 @@ def serve(
 ) -> None:
     """Start the agent: fresh key, measured agent-start, HTTPS until SIGTERM or SIGINT."""
     key = ec.generate_private_key(ec.SECP256R1())
+    chain = load_intermediates(intermediates)
+    boot_id = read_boot_id()
     tpm = AgentTpm(tcti, event_log_path=event_log)
-    agent = Agent(
-        tpm,
-        scratch,
-        key=key,
-        agent_version=__version__,
-        boot_id=read_boot_id(),
-        intermediates=load_intermediates(intermediates),
-    )
-    server = make_server(agent, tls.server_context(key), host, port)
+    # Bind before agent-start is measured: a busy port must not cost this boot its session.
+    try:
+        server = AgentServer((host, port), tls.server_context(key))
+    except OSError as exc:
+        tpm.close()
+        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    try:
+        server.agent = Agent(
+            tpm, scratch, key=key, agent_version=__version__, boot_id=boot_id, intermediates=chain
+        )
+    except BaseException:
+        server.server_close()
+        tpm.close()
+        raise
+    agent = server.agent
     status = agent.status()
     log.info("serving on %s:%d (%s)", host, server.port, status["state"])
     if status["state"] == "refused":

@@ -1,0 +1,98 @@
+"""``aicert-agent serve`` as a process: serves, attests, stops on SIGTERM, refuses a restart."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+import pytest
+from agent_harness import make_scratch
+from aicert.builder.agent_client import AgentClient, AgentRequestError
+from conftest import ProvisionedSwtpm
+from cryptography.hazmat.primitives import serialization
+from tpm_replay import OVMF_LOG, replay_log_into_tpm
+
+pytestmark = pytest.mark.swtpm
+
+
+def _free_port() -> int:
+    with closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def _serve(
+    swtpm: ProvisionedSwtpm, scratch: Path, intermediates: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], AgentClient]]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "aicert-agent"),
+            "serve",
+            f"--scratch={scratch}",
+            "--host=127.0.0.1",
+            f"--port={port}",
+            f"--tcti={swtpm.tcti}",
+            f"--event-log={OVMF_LOG}",
+            f"--intermediates={intermediates}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    client = AgentClient(f"https://127.0.0.1:{port}", trust_roots=[swtpm.ca.root_certificate])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.status()
+                break
+            except AgentRequestError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    output = proc.stdout.read().decode() if proc.stdout else ""
+                    pytest.fail(f"aicert-agent serve did not come up: {output}")
+                time.sleep(0.1)
+        yield proc, client
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+
+
+def test_serve_attest_stop_and_refuse_restart(
+    provisioned_swtpm: ProvisionedSwtpm, tmp_path: Path
+) -> None:
+    replay_log_into_tpm(provisioned_swtpm.tcti, OVMF_LOG.read_bytes())
+    intermediates = tmp_path / "intermediates"
+    intermediates.mkdir()
+    (intermediates / "ca.pem").write_bytes(
+        provisioned_swtpm.ca.intermediate_certificate.public_bytes(serialization.Encoding.PEM)
+    )
+    scratch = make_scratch()
+    try:
+        with _serve(provisioned_swtpm, scratch, intermediates) as (proc, client):
+            assert client.status()["state"] == "ready"
+            attested = client.attest()
+            assert attested.agent_version
+            assert (scratch / "inputs").is_dir()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=20) == 0
+        with _serve(provisioned_swtpm, scratch, intermediates) as (_proc, client):
+            status = client.status()
+            assert status["state"] == "refused"
+            assert "PCR 15 is not zero" in status["message"]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
