@@ -45,9 +45,10 @@ from aicert.builder.agent_attestation import (
 from aicert.builder.job_file import GitSource, JobFile, JobInput, LocalSource
 from aicert.verifier.boot_reference import reference_from_recipe
 from aicert.verifier.certificate import Certificate, parse_certificate
-from aicert.verifier.errors import AicertError, InputError
+from aicert.verifier.errors import AicertError, InputError, NonceError
 from aicert.verifier.filehash import DEFAULT_SHARD_SIZE
-from aicert.verifier.progress import NullProgress, Progress
+from aicert.verifier.progress import Progress, progress_for
+from aicert.verifier.provenance import parse_statement
 from aicert.verifier.streamhash import StreamingHasher
 from aicert.verifier.treehash import list_tree
 from aicert.verifier.treemanifest import FileEntry, TreeManifest
@@ -294,8 +295,9 @@ class AgentClient:
         """Stream a directory (as tar) or a file to the agent; its tree digest.
 
         The digest is also computed here from the bytes sent, and must equal the agent's.
+        ``progress`` defaults to a progress line on stderr when it is a terminal.
         """
-        sink = progress or NullProgress()
+        sink = progress or progress_for(label=f"uploading {name}")
         is_dir = path.is_dir() and not path.is_symlink()
         query = {"role": role, "format": "tar" if is_dir else "file"}
         if expected_sha256 is not None:
@@ -408,6 +410,9 @@ class AgentClient:
         cert = parse_certificate(raw)
         if cert.agent_key_id != self._pinned:
             raise AttestedKeyError("the certificate is signed by another key than the attested one")
+        nonce = parse_statement(cert.envelope.payload).nonce.lower()
+        if self._nonce is not None and nonce != self._nonce:
+            raise NonceError(f"the certificate carries nonce {nonce}, not this job's {self._nonce}")
         return DownloadedCertificate(raw, cert)
 
     def download_outputs(self, dest: Path) -> TreeManifest:
