@@ -73,7 +73,8 @@ def error_code(exc: HttpResponseError) -> str:
         return str(exc.error.code)
     code = getattr(exc, "error_code", None)
     if code:
-        return str(code)
+        # Storage gives an enum member; its value is the wire code.
+        return str(getattr(code, "value", code))
     headers = getattr(exc.response, "headers", None) or {}
     return str(headers.get("x-ms-error-code", ""))
 

@@ -209,10 +209,10 @@ def upload_vhd(
             progress.sent(len(page.data))
 
     def finished(future: Future[None]) -> None:
-        slots.release()
         exc = None if future.cancelled() else future.exception()
         if isinstance(exc, Exception):
-            failures.append(exc)
+            failures.append(exc)  # before the release, so the reader sees it and stops
+        slots.release()
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aicert-upload")
     try:

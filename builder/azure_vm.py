@@ -6,10 +6,11 @@ Created, all tagged like the deploy's resources (``aicert:deployment=vm/<name>``
   caller's address only (Azure's default rules deny all other inbound Internet traffic);
 - a static Standard public IP, a virtual network with one subnet, and a NIC joining them;
 - the VM: security type TrustedLaunch with vTPM (the attestation key lives there) and
-  Secure Boot as asked (on, the UKI must be signed by a certificate in the UEFI db:
-  Microsoft's, or one published with ``deploy azure --secure-boot-cert``), the gallery image version as its OS image, no OS profile (the
-  image is specialized: nothing in it would apply one), boot diagnostics on (serial log),
-  OS disk and NIC deleted with the VM.
+  Secure Boot as asked (when on, the UKI must be signed by a certificate in the UEFI
+  db: Microsoft's, or one published with ``deploy azure --secure-boot-cert``); the
+  gallery image version as its OS image; no OS profile (the image is specialized:
+  nothing in it would apply one); boot diagnostics on (serial log); OS disk and NIC
+  deleted with the VM.
 
 If any step fails, what this call created is deleted again before the error is raised.
 """

@@ -290,7 +290,9 @@ def test_transient_failures_are_retried(
     fake.inject(
         "PUT", r"/disks/", 429, "TooManyRequests", "throttled", headers={"Retry-After": "0"}
     )
-    result = _deploy(clients, small_disk)
+    # Parallel writers may all land on one page: give it more attempts than faults.
+    spec = _spec(small_disk)
+    result = deploy_image(clients, spec, retry=RetryPolicy(attempts=6, first_delay=0.0))
     assert result.upload is not None
     assert result.upload.retries == 4
     (blob,) = fake.retired_blobs.values()
