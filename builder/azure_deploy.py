@@ -38,12 +38,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from aicert.verifier.errors import CloudError, InputError
+from aicert.verifier.progress import progress_for
 from azure.mgmt.compute import models as cm
 
 from .azure_clients import AzureClients
 from .azure_errors import CloudConflictError, CloudNotFoundError, azure_call
 from .azure_upload import RetryPolicy, UploadReport, blob_page_writer, upload_vhd
-from .transfer_progress import TransferProgress
 from .vhd import MIB, FixedVhd, fixed_vhd_for, sha256_of
 
 TAG_MANAGED = "aicert:managed"
@@ -344,13 +344,12 @@ class _Deployer:
         if not sas:
             raise CloudError(f"Azure granted access to disk {name} without an upload URL")
         try:
-            progress = TransferProgress(vhd.size, label="upload", stream=self.progress_stream)
             report = upload_vhd(
                 vhd,
                 blob_page_writer(self.clients.page_blob(sas, connections=self.workers)),
                 workers=self.workers,
                 policy=self.retry,
-                progress=progress,
+                progress=progress_for(self.progress_stream, label="upload"),
             )
         finally:
             self._revoke(name)

@@ -19,11 +19,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from aicert.verifier.errors import InputError
+from aicert.verifier.progress import NullProgress, Progress
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 from azure.storage.blob import BlobClient
 
 from .azure_errors import TRANSIENT_STATUS, CloudTransientError, translate
-from .transfer_progress import TransferProgress
 from .vhd import SECTOR, FixedVhd, raw_extents
 
 MAX_PAGE_WRITE = 4 << 20
@@ -186,10 +186,11 @@ def upload_vhd(
     *,
     workers: int = 8,
     policy: RetryPolicy | None = None,
-    progress: TransferProgress | None = None,
+    progress: Progress | None = None,
 ) -> UploadReport:
     """Write the non-zero pages of ``vhd`` with ``workers`` parallel writers.
 
+    ``progress`` follows the position through the VHD (skipped zeros count as done).
     The first write that fails for good (not transient, or out of retries) stops the
     upload and raises a CloudError; writes already queued are cancelled.
     """
@@ -200,13 +201,20 @@ def upload_vhd(
     slots = threading.BoundedSemaphore(2 * workers)
     failures: list[Exception] = []
     started = time.monotonic()
+    progress = progress or NullProgress()
+    progress.start(vhd.size)
+    position = 0
+
+    def moved_to(offset: int) -> None:
+        nonlocal position
+        if offset > position:
+            progress.advance(offset - position)
+            position = offset
 
     def write(page: PageWrite) -> None:
         call_with_retries(lambda: put_page(page.offset, page.data), policy=policy, retries=retries)
         sent.add(len(page.data))
         writes.add()
-        if progress is not None:
-            progress.sent(len(page.data))
 
     def finished(future: Future[None]) -> None:
         exc = None if future.cancelled() else future.exception()
@@ -216,7 +224,7 @@ def upload_vhd(
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aicert-upload")
     try:
-        for page in page_writes(vhd, on_position=progress.advance if progress else None):
+        for page in page_writes(vhd, on_position=moved_to):
             slots.acquire()
             if failures:
                 slots.release()
@@ -226,8 +234,8 @@ def upload_vhd(
         pool.shutdown(wait=True, cancel_futures=bool(failures))
     if failures:
         raise translate(failures[0], "uploading the disk image") from failures[0]
-    if progress is not None:
-        progress.finish()
+    moved_to(vhd.size)
+    progress.finish()
     return UploadReport(
         vhd_size=vhd.size,
         raw_size=vhd.raw_size,

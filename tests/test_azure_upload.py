@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import threading
 import time
@@ -19,7 +18,6 @@ from aicert.builder.azure_upload import (
     page_writes,
     upload_vhd,
 )
-from aicert.builder.transfer_progress import TransferProgress
 from azure.core.exceptions import HttpResponseError, ServiceRequestError
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -184,23 +182,29 @@ def test_backoff_grows_and_honours_retry_after() -> None:
     assert 2.0 <= waits[2] <= 4.0
 
 
-def test_progress_is_quiet_off_a_terminal_and_draws_on_one() -> None:
-    quiet = io.StringIO()
-    p = TransferProgress(100 * MIB, label="upload", stream=quiet)
-    p.advance(50 * MIB)
-    p.sent(MIB)
-    p.finish()
-    assert quiet.getvalue() == ""
-    shown = io.StringIO()
-    p = TransferProgress(100 * MIB, label="upload", stream=shown, enabled=True, min_interval=0)
-    p.advance(50 * MIB)
-    p.sent(MIB)
-    p.finish()
-    last = shown.getvalue().rstrip("\n").split("\r")[-1]
-    assert "50.0% of 100.0 MiB" in last
-    assert "1.0 MiB sent" in last
-    assert "/s" in last
-    assert "ETA" in last
+class RecordingProgress:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int | None]] = []
+
+    def start(self, total_bytes: int | None) -> None:
+        self.calls.append(("start", total_bytes))
+
+    def advance(self, nbytes: int) -> None:
+        self.calls.append(("advance", nbytes))
+
+    def finish(self) -> None:
+        self.calls.append(("finish", None))
+
+
+def test_progress_covers_the_whole_vhd_once(tmp_path: Path) -> None:
+    image = _disk(tmp_path / "d.raw", 40 * MIB, {0: b"x", 30 * MIB: os.urandom(5 * MIB)})
+    progress = RecordingProgress()
+    upload_vhd(image, lambda offset, data: None, workers=2, progress=progress)
+    assert progress.calls[0] == ("start", image.size)
+    assert progress.calls[-1] == ("finish", None)
+    steps = [n for kind, n in progress.calls if kind == "advance"]
+    assert all(n is not None and n > 0 for n in steps)
+    assert sum(n for n in steps if n is not None) == image.size
 
 
 def test_errors_never_show_the_sas_signature() -> None:
