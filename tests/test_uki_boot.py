@@ -1,0 +1,219 @@
+"""Boot UKIs in QEMU + OVMF + swtpm and compare the TPM with predict_boot_pcrs.
+
+Each UKI holds Debian trixie's kernel, an initrd whose /init (tests/data/uki/pcr_init.c)
+prints the SHA-256 PCRs 4, 9, 11, 12, 13 and the firmware event log, and a command line;
+it is built by ukify with systemd-stub 252 (host), 254 (bookworm-backports) or 257
+(trixie), and booted as \\EFI\\BOOT\\BOOTX64.EFI with Secure Boot off, and, for 257, on
+(signed with Debian OVMF's snakeoil key, enrolled in OVMF_VARS_4M.snakeoil.fd).
+No systemd runs in that initrd, so PCR 11 holds only the stub's events.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aicert.builder.swtpm import Swtpm
+from aicert.verifier.pcr import SHA256, extend_all
+from aicert.verifier.tcg_log import events_for_pcr, parse_event_log
+from aicert.verifier.uki import BootPcrPrediction, ExpectedEvent, predict_boot_pcrs
+from cryptography.hazmat.primitives import serialization
+
+from aicert.process import require_tool, run
+
+pytestmark = pytest.mark.system
+
+REPO = Path(__file__).resolve().parent.parent
+INIT_SOURCE = REPO / "tests/data/uki/pcr_init.c"
+OVMF = Path("/usr/share/OVMF")
+SNAKEOIL_KEY = Path("/usr/share/ovmf/PkKek-1-snakeoil.key")
+SNAKEOIL_CERT = Path("/usr/share/ovmf/PkKek-1-snakeoil.pem")
+SNAKEOIL_PASSPHRASE = b"snakeoil"  # documented in Debian's ovmf README
+CMDLINE = "console=ttyS0 panic=-1"
+
+
+@pytest.fixture(scope="module")
+def oracles() -> Path:
+    pytest.importorskip("pefile", reason="ukify needs the 'pefile' Python package")
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts/fetch-ukify.sh"), "--with-kernel"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode == 2:
+        pytest.skip(f"Debian mirror unreachable: {proc.stderr.strip()}")
+    assert proc.returncode == 0, proc.stderr
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def initrd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("initrd")
+    tree = d / "tree"
+    for sub in ("dev", "sys"):
+        (tree / sub).mkdir(parents=True)
+    run([require_tool("gcc"), "-static", "-Os", "-o", tree / "init", INIT_SOURCE])
+    members = b"\n".join([b".", b"./dev", b"./init", b"./sys"]) + b"\n"
+    archive = run([require_tool("cpio"), "-o", "-H", "newc", "--quiet"], cwd=tree, input=members)
+    out = d / "initrd.cpio"
+    out.write_bytes(archive.stdout)
+    return out
+
+
+def build_uki(oracles: Path, stub: Path, initrd: Path, out: Path, *extra: str) -> bytes:
+    run(
+        [
+            sys.executable,
+            oracles / "root/usr/bin/ukify",
+            "build",
+            f"--linux={oracles / 'kernel/vmlinuz'}",
+            f"--initrd={initrd}",
+            f"--cmdline={CMDLINE}",
+            "--os-release=ID=debian\nVERSION_ID=13\n",
+            f"--stub={stub}",
+            f"--output={out}",
+            *extra,
+        ]
+    )
+    return out.read_bytes()
+
+
+@dataclass(frozen=True)
+class BootReport:
+    pcrs: dict[int, bytes]
+    log: bytes
+    console: str
+
+
+def boot(uki: bytes, work: Path, *, secure_boot: bool) -> BootReport:
+    """Boot ``uki`` once on a fresh TPM and variable store; what /init printed."""
+    esp = work / "esp/EFI/BOOT"
+    esp.mkdir(parents=True)
+    (esp / "BOOTX64.EFI").write_bytes(uki)
+    code = OVMF / ("OVMF_CODE_4M.secboot.fd" if secure_boot else "OVMF_CODE_4M.fd")
+    variables = work / "vars.fd"
+    shutil.copyfile(
+        OVMF / ("OVMF_VARS_4M.snakeoil.fd" if secure_boot else "OVMF_VARS_4M.fd"), variables
+    )
+    machine = ["-machine", "q35,smm=on" if secure_boot else "q35"]
+    if secure_boot:
+        machine += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
+    with Swtpm.for_qemu(work / "tpm", work / "tpm.sock") as tpm:
+        proc = run(
+            [
+                require_tool("qemu-system-x86_64"),
+                # One disk, no NIC, no CD-ROM: other boot attempts would add PCR 4 events.
+                "-nodefaults",
+                *machine,
+                "-accel",
+                "tcg",
+                "-m",
+                "1024",
+                "-display",
+                "none",
+                "-serial",
+                "stdio",
+                "-no-reboot",
+                "-drive",
+                f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
+                "-drive",
+                f"if=pflash,format=raw,unit=1,file={variables}",
+                *tpm.qemu_args(),
+                "-drive",
+                f"if=virtio,format=raw,readonly=on,file=fat:{work / 'esp'}",
+            ],
+            timeout=600,
+        )
+    console = proc.stdout.decode(errors="replace")
+    pcrs = {
+        int(m.group(1)): bytes.fromhex(m.group(2))
+        for m in re.finditer(r"^AICERT-PCR (\d+) ([0-9A-Fa-f]{64})\r?$", console, re.MULTILINE)
+    }
+    log = "".join(re.findall(r"^AICERT-LOG ([0-9a-f]+)\r?$", console, re.MULTILINE))
+    assert "AICERT-END" in console, console[-3000:]
+    return BootReport(pcrs, bytes.fromhex(log), console)
+
+
+def stub_part(events: tuple[ExpectedEvent, ...]) -> list[bytes]:
+    """PCR 11 events the stub makes (this initrd runs no systemd, so no boot phases)."""
+    return [e.digest for e in events if e.event_type == "EV_IPL"]
+
+
+def assert_boot_matches(prediction: BootPcrPrediction, report: BootReport) -> None:
+    log = parse_event_log(report.log)
+    for pcr in (4, 9, 11):
+        logged = [e.digests[SHA256.tpm_id] for e in events_for_pcr(log, pcr)]
+        expected = (
+            stub_part(prediction.events[pcr])
+            if pcr == 11
+            else [e.digest for e in prediction.events[pcr]]
+        )
+        assert logged == expected, f"PCR {pcr} events differ"
+    pcrs = prediction.pcrs
+    assert report.pcrs[4] == pcrs[4]
+    assert report.pcrs[9] == pcrs[9]
+    assert report.pcrs[11] == extend_all(SHA256, stub_part(prediction.events[11]))
+    assert report.pcrs[12] == pcrs[12] == bytes(32)
+    assert report.pcrs[13] == pcrs[13] == bytes(32)
+
+
+@pytest.mark.parametrize(
+    ("stub", "version"),
+    [
+        ("root/usr/lib/systemd/boot/efi/linuxx64.efi.stub", "257."),
+        ("bpo/root/usr/lib/systemd/boot/efi/linuxx64.efi.stub", "254."),
+        ("/usr/lib/systemd/boot/efi/linuxx64.efi.stub", "252."),
+    ],
+    ids=["stub-257", "stub-254", "stub-252"],
+)
+def test_boot_without_secure_boot_matches_prediction(
+    oracles: Path, initrd: Path, tmp_path: Path, stub: str, version: str
+) -> None:
+    stub_path = oracles / stub
+    if not stub_path.exists():
+        pytest.skip(f"{stub_path} missing")
+    uki = build_uki(oracles, stub_path, initrd, tmp_path / "uki.efi", "--uname=6.12-test")
+    prediction = predict_boot_pcrs(uki)
+    assert prediction.stub_version.startswith(version)
+    report = boot(uki, tmp_path, secure_boot=False)
+    assert_boot_matches(prediction, report)
+
+
+def test_boot_with_secure_boot_matches_prediction(
+    oracles: Path, initrd: Path, tmp_path: Path
+) -> None:
+    for path in (OVMF / "OVMF_CODE_4M.secboot.fd", OVMF / "OVMF_VARS_4M.snakeoil.fd"):
+        if not path.exists():
+            pytest.skip(f"{path} missing (Debian's ovmf package ships it)")
+    require_tool("sbsign", hint="install sbsigntool (scripts/install-host-deps.sh)")
+    key = serialization.load_pem_private_key(
+        SNAKEOIL_KEY.read_bytes(), password=SNAKEOIL_PASSPHRASE
+    )
+    plain_key = tmp_path / "db.key"
+    plain_key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    uki = build_uki(
+        oracles,
+        oracles / "root/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
+        initrd,
+        tmp_path / "uki.efi",
+        f"--secureboot-private-key={plain_key}",
+        f"--secureboot-certificate={SNAKEOIL_CERT}",
+        "--signtool=sbsign",
+    )
+    report = boot(uki, tmp_path, secure_boot=True)
+    assert "Secure Boot is enabled" in report.console
+    # The kernel's Authenticode digest is missing from PCR 4: the stub approved it itself.
+    assert_boot_matches(predict_boot_pcrs(uki, secure_boot=True), report)
+    assert report.pcrs[4] != predict_boot_pcrs(uki, secure_boot=False).pcrs[4]
