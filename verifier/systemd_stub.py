@@ -313,7 +313,7 @@ SUPPORTED_MAJORS = tuple(sorted(_RULES))
 
 
 def _check_kernel(kernel: bytes) -> None:
-    """pe.c pe_kernel_info (252 and 257): only an x86-64 kernel PE with MajorImageVersion
+    """pe.c pe_kernel_info (252, 254 and 257): only an x86-64 kernel PE with MajorImageVersion
     >= 1 is started with LoadImage and given its initrd through the LINUX_INITRD_MEDIA
     device path (which the kernel measures into PCR 9); older kernels get the legacy EFI
     handover, whose measurements we do not predict."""

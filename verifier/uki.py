@@ -6,10 +6,12 @@ replayed log differs, not only that the final value does.
 - PCR 4 (firmware, edk2 Tcg2Dxe/BDS): EV_EFI_ACTION "Calling EFI Application from Boot
   Option", EV_SEPARATOR, the Authenticode digest of the UKI, and -- with Secure Boot off
   only -- the Authenticode digest of the ``.linux`` section, which systemd-stub starts
-  with LoadImage. With Secure Boot on, the stub (252 and 257, secure-boot.c
+  with LoadImage. With Secure Boot on, the stub (252, 254 and 257, secure-boot.c
   install_security_override) replaces the firmware's Security2 FileAuthentication hook
   for that LoadImage and approves the embedded kernel itself, so the firmware's
-  measure-boot handler never sees it (systemd issue #36076).
+  measure-boot handler never sees it (systemd issue #36076). Both cases are reproduced
+  on OVMF + swtpm by tests/test_uki_boot.py. Firmware without the Security2 protocol
+  would measure the kernel anyway; such a platform needs secure_boot=False.
 - PCR 11 (systemd-stub): for each measured section in the stub's canonical order,
   SHA-256 of the name with its NUL, then of the loaded contents; then systemd-pcrphase's
   "enter-initrd", "leave-initrd", "sysinit", "ready" (userspace, not in the firmware log).
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from .authenticode import authenticode_digest, authenticode_digest_of
@@ -160,5 +163,5 @@ def predict_boot_pcrs(uki: bytes, *, secure_boot: bool = False) -> BootPcrPredic
         stub_version=version,
         secure_boot=secure_boot,
         measured_sections=boot.measured_sections,
-        events=expected_events(digests, secure_boot=secure_boot),
+        events=MappingProxyType(expected_events(digests, secure_boot=secure_boot)),
     )
