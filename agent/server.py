@@ -100,7 +100,7 @@ class AgentRequestHandler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         url = urllib.parse.urlsplit(self.path)
         self.query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
-        self._body_read = False
+        self._streaming = False
         try:
             route, match = self._route(method, url.path)
             if route.owner_only:
@@ -141,7 +141,6 @@ class AgentRequestHandler(BaseHTTPRequestHandler):
     # -- bodies ------------------------------------------------------------------------------
 
     def _body(self) -> intake.BodyReader:
-        self._body_read = True
         encoding = self.headers.get("Transfer-Encoding", "").strip().lower()
         if encoding == "chunked":
             return intake.BodyReader(self.rfile, None)
@@ -200,6 +199,10 @@ class AgentRequestHandler(BaseHTTPRequestHandler):
 
     def _send_error(self, status: int, code: str, message: str) -> None:
         log.info("%s %s -> %d %s: %s", self.command, self.path, status, code, message)
+        if self._streaming:
+            # The answer's headers are gone; an unterminated chunked body is the signal.
+            self.close_connection = True
+            return
         # An unread (or partly read) request body would be taken for the next request.
         if self.command in ("POST", "PUT"):
             self.close_connection = True
@@ -265,13 +268,9 @@ class AgentRequestHandler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
+        self._streaming = True
         writer = _ChunkedWriter(self.wfile)
-        try:
-            agent.write_outputs_tar(writer)  # type: ignore[arg-type]
-        except BaseException:
-            # Headers are gone: the only honest signal left is an unterminated chunked body.
-            self.close_connection = True
-            raise
+        agent.write_outputs_tar(writer)  # type: ignore[arg-type]
         writer.close()
 
 
