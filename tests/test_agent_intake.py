@@ -21,6 +21,7 @@ from aicert.agent.intake import (
     fetch_url,
     receive_file_input,
     receive_tar,
+    remove_path,
     write_config,
 )
 from aicert.agent.tls import self_signed_certificate
@@ -374,3 +375,14 @@ def test_url_fetch_refuses_untrusted_tls_and_plain_http(
         fetch_url(f"{base}/data.bin", tmp_path / "f", good)
     with pytest.raises(IntakeError, match="https"):
         fetch_url(base.replace("https", "http") + "/data.bin", tmp_path / "f", good)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=_FIXTURE_OK)
+@given(raw=st.binary(max_size=400))
+def test_random_chunked_bodies_raise_only_intake_errors(raw: bytes, tmp_path: Path) -> None:
+    dest = tmp_path / "random-body"
+    remove_path(dest)
+    try:
+        receive_file_input(BodyReader(io.BytesIO(raw), None), dest)
+    except IntakeError:
+        assert not dest.exists()
