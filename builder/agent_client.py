@@ -235,6 +235,30 @@ class AgentClient:
         ).json()
         return result
 
+    def wait_until_up(self, timeout: float, *, interval: float = 1.0) -> dict[str, Any]:
+        """Poll ``/v1/status`` until the agent answers (e.g. while the VM boots).
+
+        Raises AgentRequestError after ``timeout`` seconds, or at once when the agent
+        answers that it cannot run a session in this boot (state ``refused``).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                status = self.status()
+            except AgentRequestError as exc:
+                if exc.status or time.monotonic() + interval > deadline:
+                    raise AgentRequestError(
+                        f"the agent at {self.host}:{self.port} did not come up within "
+                        f"{timeout:.0f} s: {exc.message}"
+                    ) from None
+                time.sleep(interval)
+                continue
+            if status.get("state") == "refused":
+                raise AgentRequestError(
+                    f"the agent refuses a session in this boot: {status.get('message')}", 503
+                )
+            return status
+
     def attest(self, nonce: bytes | None = None) -> AttestedAgent:
         """Ask for a fresh quote, verify it, and pin the TLS key it attests."""
         nonce = nonce if nonce is not None else secrets.token_bytes(32)

@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 from agent_harness import make_scratch
 from aicert.builder.agent_client import AgentClient, AgentRequestError
+from aicert.builder.local_ca import LocalCa
 from conftest import ProvisionedSwtpm
 from cryptography.hazmat.primitives import serialization
 from tpm_replay import OVMF_LOG, replay_log_into_tpm
@@ -49,16 +49,13 @@ def _serve(
     )
     client = AgentClient(f"https://127.0.0.1:{port}", trust_roots=[swtpm.ca.root_certificate])
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                client.status()
-                break
-            except AgentRequestError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    output = proc.stdout.read().decode() if proc.stdout else ""
-                    pytest.fail(f"aicert-agent serve did not come up: {output}")
-                time.sleep(0.1)
+        try:
+            client.wait_until_up(30, interval=0.1)
+        except AgentRequestError as exc:
+            if "refuses" not in exc.message:
+                proc.kill()
+                output = proc.communicate()[0].decode(errors="replace")
+                pytest.fail(f"aicert-agent serve did not come up: {exc.message}\n{output}")
         yield proc, client
     finally:
         if proc.poll() is None:
@@ -94,5 +91,17 @@ def test_serve_attest_stop_and_refuse_restart(
             status = client.status()
             assert status["state"] == "refused"
             assert "PCR 15 is not zero" in status["message"]
+            with pytest.raises(AgentRequestError, match="refuses a session"):
+                client.wait_until_up(5)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def test_wait_until_up_gives_up(local_ca: LocalCa) -> None:
+    client = AgentClient(
+        f"https://127.0.0.1:{_free_port()}", trust_roots=[local_ca.root_certificate]
+    )
+    start = time.monotonic()
+    with pytest.raises(AgentRequestError, match="did not come up within"):
+        client.wait_until_up(0.5, interval=0.1)
+    assert time.monotonic() - start < 5
