@@ -9,14 +9,18 @@ the SHA-256 bank of PCRs 0-23 (read from sysfs), the firmware's TCG event log
 
 from __future__ import annotations
 
+import argparse
 import base64
 import binascii
+import errno
 import json
 import os
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from aicert.verifier.errors import FormatError, InputError
+from aicert.verifier.errors import AicertError, FormatError, InputError
 
 from aicert import __version__
 
@@ -77,23 +81,36 @@ def read_report(
     )
 
 
-def write_line(line: str, console: Path | None) -> None:
-    """Write ``line`` to stdout and, if given, to ``console`` in one write call.
+def write_line(line: str, console: Path | None, *, attempts: int = 5) -> None:
+    """Write ``line`` to ``console`` (or stdout) in one write call.
 
     One ``write`` keeps the line whole on a console that the kernel and systemd
-    also write to.
+    also write to. A getty starting on the same tty hangs up earlier openers
+    (EIO): reopen and write the whole line again.
     """
+    if console is None:
+        print(line, flush=True)
+        return
     data = ("\n" + line + "\n").encode()
-    if console is not None:
-        fd = os.open(console, os.O_WRONLY | os.O_NOCTTY | os.O_APPEND)
+    for attempt in range(attempts):
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-        finally:
-            os.close(fd)
-    print(line, flush=True)
+            _write_all(console, data)
+            return
+        except OSError as exc:
+            if exc.errno != errno.EIO or attempt == attempts - 1:
+                raise
+            time.sleep(0.5)
+
+
+def _write_all(console: Path, data: bytes) -> None:
+    fd = os.open(console, os.O_WRONLY | os.O_NOCTTY | os.O_APPEND)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+    finally:
+        os.close(fd)
 
 
 def parse_ready_line(text: str) -> ReadinessReport:
@@ -143,3 +160,27 @@ def _pcr_value(text: str, where: str) -> bytes:
     if len(value) != SHA256_SIZE:
         raise FormatError(f"{where} holds {len(value)} bytes, not {SHA256_SIZE}")
     return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python3 -m aicert.agent.readiness [--console DEV]``: what the boot unit runs.
+
+    It imports nothing of the agent beyond this module, so the readiness line
+    appears even if another part of the agent cannot start.
+    """
+    parser = argparse.ArgumentParser(prog="aicert-agent-ready", description=__doc__)
+    parser.add_argument("--console", type=Path, default=None)
+    args = parser.parse_args(argv)
+    try:
+        write_line(read_report().to_line(), args.console)
+    except AicertError as exc:
+        print(f"aicert-agent ready-report: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:
+        print(f"aicert-agent ready-report: cannot write to {args.console}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
