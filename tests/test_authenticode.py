@@ -25,6 +25,8 @@ HOST_EFI_BINARIES = [
     REPO / ".cache/uki-oracles/root/usr/lib/systemd/boot/efi/addonx64.efi.stub",
     REPO / ".cache/uki-oracles/root/usr/lib/systemd/boot/efi/systemd-bootx64.efi",
     REPO / ".cache/uki-oracles/bpo/root/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
+    # Debian trixie's kernel (scripts/fetch-ukify.sh --with-kernel).
+    REPO / ".cache/uki-oracles/kernel/vmlinuz",
 ]
 
 
