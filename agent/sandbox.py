@@ -9,6 +9,10 @@ owned by root; the unprivileged user can write only the output and work director
 which are handed to it. When the command exits, every process left in its PID namespace
 is killed, so nothing keeps writing to the output while it is measured.
 
+What is not confined: the image's own world-writable directories (``/tmp``,
+``/dev/shm``) stay writable to the command; nothing there is measured or handed back, and
+it vanishes with the VM. Devices (GPUs) stay usable; the scratch disk is mounted nodev.
+
 Environment of the command (nothing else is inherited)::
 
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
