@@ -269,6 +269,26 @@ def test_command_line_clean_up(version: str, raw: bytes, expected: str) -> None:
     assert prediction.events[9][0].digest == sha256((expected + "\0").encode("utf-16-le"))
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.text(
+        st.characters(
+            min_codepoint=0x21,
+            max_codepoint=0xFFFF,
+            exclude_categories=("Cs",),
+            exclude_characters="\x7f",
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_command_line_utf8_is_decoded_as_the_stub_does(text: str) -> None:
+    """Valid UTF-8 of BMP characters without whitespace reaches the kernel unchanged."""
+    for version in ("252.39", "257.13"):
+        prediction = predict_boot_pcrs(small_uki(version, _cmdline=text.encode()))
+        assert prediction.events[9][0].digest == sha256((text + "\0").encode("utf-16-le"))
+
+
 @pytest.mark.parametrize(
     ("uki", "message"),
     [
