@@ -27,6 +27,7 @@ from aicert.verifier.treehash import hash_file, hash_tree, list_tree
 from aicert.verifier.treemanifest import (
     FileEntry,
     TreeManifest,
+    differences,
     model_signing_digest,
     parse_manifest,
 )
@@ -610,6 +611,34 @@ def test_model_signing_digest_needs_plain_sha256(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="shard size 0"):
         model_signing_digest(hash_tree(tmp_path, shard_size=S))
     model_signing_digest(hash_tree(tmp_path, shard_size=0))
+
+
+def test_differences_name_every_changed_entry(tmp_path: Path) -> None:
+    write(tmp_path / "same", b"s")
+    write(tmp_path / "resized", b"1")
+    write(tmp_path / "edited", b"a")
+    write(tmp_path / "removed", b"r")
+    (tmp_path / "old-dir").mkdir()
+    before = hash_tree(tmp_path)
+    write(tmp_path / "resized", b"22")
+    write(tmp_path / "edited", b"b")
+    (tmp_path / "removed").unlink()
+    write(tmp_path / "added", b"n")
+    (tmp_path / "old-dir").rmdir()
+    (tmp_path / "new-dir").mkdir()
+    after = hash_tree(tmp_path)
+    assert differences(before, after) == [
+        "unexpected file added",
+        "edited: contents differ",
+        "missing file removed",
+        "resized: 2 bytes instead of 1",
+        "missing directory old-dir",
+        "unexpected directory new-dir",
+    ]
+    assert differences(before, before) == []
+    assert differences(before, hash_tree(tmp_path, shard_size=S)) == [
+        f"shard size {S} instead of {DEFAULT_SHARD_SIZE}"
+    ]
 
 
 def test_list_tree_sorts_by_manifest_path(tmp_path: Path) -> None:

@@ -231,3 +231,26 @@ def model_signing_digest(manifest: TreeManifest, *, ignore_git_paths: bool = Tru
     for _, digest in model_signing_resources(manifest, ignore_git_paths=ignore_git_paths):
         outer.update(bytes.fromhex(digest))
     return outer.hexdigest()
+
+
+def differences(expected: TreeManifest, actual: TreeManifest) -> list[str]:
+    """What differs between two manifests, one line per difference, for error reports."""
+    if expected.shard_size != actual.shard_size:
+        return [f"shard size {actual.shard_size} instead of {expected.shard_size}"]
+    lines: list[str] = []
+    want = {f.path: f for f in expected.files}
+    have = {f.path: f for f in actual.files}
+    for path in sorted(want.keys() | have.keys()):
+        shown = path or "(the root file)"
+        if path not in have:
+            lines.append(f"missing file {shown}")
+        elif path not in want:
+            lines.append(f"unexpected file {shown}")
+        elif want[path].size != have[path].size:
+            lines.append(f"{shown}: {have[path].size} bytes instead of {want[path].size}")
+        elif want[path].digest != have[path].digest:
+            lines.append(f"{shown}: contents differ")
+    want_dirs, have_dirs = set(expected.directories), set(actual.directories)
+    lines += [f"missing directory {d}" for d in sorted(want_dirs - have_dirs)]
+    lines += [f"unexpected directory {d}" for d in sorted(have_dirs - want_dirs)]
+    return lines
