@@ -22,10 +22,10 @@ from aicert.agent.tpm import AgentTpm
 from aicert.builder.agent_attestation import AttestedKeyError
 from aicert.builder.agent_client import AgentClient, AgentRequestError, send_inputs
 from aicert.builder.job_file import load_job_file
-from aicert.verifier.errors import BindingError
+from aicert.verifier.errors import BindingError, BootPcrError
 from aicert.verifier.session_events import CommandExited, InputMeasured, SessionLocked
 from aicert.verifier.treehash import hash_tree
-from aicert.verifier.verify import Policy, Status, verify_certificate
+from aicert.verifier.verify import BootReference, Policy, Status, verify_certificate
 from conftest import ProvisionedSwtpm
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -491,3 +491,20 @@ def test_git_input_fetched_by_the_agent(live: RunningAgent, tmp_path: Path) -> N
     statement = json.loads(client.certificate().certificate.envelope.payload)
     dependencies = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
     assert dependencies[0]["uri"] == f"git+file://{repo}@{commit}"
+
+
+def test_attestation_checks_boot_pcrs_against_a_reference(
+    live: RunningAgent, tmp_path: Path
+) -> None:
+    pcrs = live.client().attest().pcrs
+    expected = {p: pcrs[p] for p in (4, 9, 11, 12, 13)}
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"expected_pcrs": {str(p): v.hex() for p, v in expected.items()}}))
+    matching = AgentClient(live.url, trust_roots=[live.ca.root_certificate], recipe=recipe)
+    assert "recipe.json" in matching.attest().boot_checked
+    wrong = BootReference("another image", {**expected, 4: b"\x01" * 32})
+    other = AgentClient(live.url, trust_roots=[live.ca.root_certificate], recipe=wrong)
+    with pytest.raises(BootPcrError, match="PCR 4"):
+        other.attest()
+    with pytest.raises(AgentRequestError, match="attest"):
+        other.claim(secrets.token_hex(16))
