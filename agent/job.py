@@ -38,7 +38,8 @@ from aicert.agent.sandbox import SandboxRun, SandboxSpec
 from aicert.agent.session import MeasuredSession, SessionError, SessionTpm
 from aicert.verifier.canonical_json import JsonValue
 from aicert.verifier.certificate import TpmEvidence
-from aicert.verifier.errors import AicertError
+from aicert.verifier.dsse import b64decode
+from aicert.verifier.errors import AicertError, FormatError
 from aicert.verifier.session_events import INPUT_ROLES
 from aicert.verifier.treehash import hash_tree
 from aicert.verifier.treemanifest import TreeManifest
@@ -96,6 +97,30 @@ def attestation_extra_data(nonce: bytes) -> bytes:
     whose extraData is SHA-256 of a DSSE PAE.
     """
     return hashlib.sha256(ATTESTATION_DOMAIN + nonce).digest()
+
+
+MAX_INTERMEDIATES = 8
+MAX_CERTIFICATE_BYTES = 16 * 1024
+
+
+def parse_intermediates(value: object) -> tuple[bytes, ...]:
+    """CA certificates (base64 DER) a claim offers for the AK chain; at most a few, small."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_INTERMEDIATES:
+        raise ApiError(
+            400, "bad-request", f"akIntermediates must be a list of at most {MAX_INTERMEDIATES}"
+        )
+    chain = []
+    for i, item in enumerate(value):
+        try:
+            der = b64decode(item, f"akIntermediates[{i}]")
+        except FormatError as exc:
+            raise ApiError(400, "bad-request", exc.message) from None
+        if not der or len(der) > MAX_CERTIFICATE_BYTES:
+            raise ApiError(400, "bad-request", f"akIntermediates[{i}] has an implausible size")
+        chain.append(der)
+    return tuple(chain)
 
 
 def parse_nonce(value: object) -> bytes:
@@ -242,9 +267,10 @@ class Agent:
 
     # -- claim -------------------------------------------------------------------------------
 
-    def claim(self, owner: object, nonce: object) -> None:
+    def claim(self, owner: object, nonce: object, intermediates: object = None) -> None:
         session = self._session_or_refuse()
         nonce_bytes = parse_nonce(nonce)
+        chain = parse_intermediates(intermediates)
         if not isinstance(owner, str) or not intake.SHA256_HEX.fullmatch(owner):
             raise ApiError(
                 400, "bad-request", "owner must be SHA-256(token) as 64 lowercase hex digits"
@@ -252,7 +278,7 @@ class Agent:
         with self._lock:
             if self._owner_hash is not None:
                 raise ApiError(409, "already-claimed", "the session already has an owner")
-            session.claim(owner, nonce_bytes.hex())
+            session.claim(owner, nonce_bytes.hex(), chain)
             self._owner_hash = owner
             self._state = JobState.CLAIMED
 

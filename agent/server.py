@@ -222,7 +222,7 @@ class AgentRequestHandler(BaseHTTPRequestHandler):
 
     def _handle_claim(self) -> None:
         body = self._json()
-        self.server.agent.claim(body.get("owner"), body.get("nonce"))
+        self.server.agent.claim(body.get("owner"), body.get("nonce"), body.get("akIntermediates"))
         self._send_json(201, {"state": "claimed"})
 
     def _handle_upload_input(self, name: str) -> None:

@@ -139,8 +139,11 @@ class MeasuredSession:
         if self._phase != phase:
             raise SessionError(f"cannot {step} now: the session is {self._phase.name.lower()}")
 
-    def claim(self, owner: str, nonce: str) -> None:
+    def claim(self, owner: str, nonce: str, intermediates: Sequence[bytes] = ()) -> None:
+        """Record the owner and nonce; ``intermediates`` are CA certificates the owner offers
+        for the AK chain (untrusted: the verifier validates the chain)."""
         self._require(_Phase.STARTED, "claim the session")
+        self._intermediates += tuple(intermediates)
         self._claim = SessionClaim(owner, nonce)
         self._measure(self._claim)
         self._claimed_on = _now()

@@ -117,6 +117,7 @@ def verify_attestation(
     trust_roots: Sequence[x509.Certificate],
     boot_reference: BootReference | None = None,
     at: datetime.datetime | None = None,
+    intermediates: Sequence[bytes] = (),
 ) -> AttestedAgent:
     """Verify an attestation answer (see the module docstring); raise at the first failure."""
     tpm = _obj(doc.get("tpm"), "tpm")
@@ -134,7 +135,7 @@ def verify_attestation(
     agent_public_key = b64decode(doc.get("agentPublicKey"), "agentPublicKey")
 
     when = at or datetime.datetime.now(datetime.UTC)
-    chain_result = verify_ak_chain(chain[0], chain[1:], trust_roots, when, ak)
+    chain_result = verify_ak_chain(chain[0], [*chain[1:], *intermediates], trust_roots, when, ak)
     attest = verify_quote_signature(attest_bytes, signature, ak)
     if attest.extra_data != attestation_extra_data(nonce):
         raise BindingError(

@@ -20,6 +20,7 @@ Nothing but ``/v1/status`` and ``/v1/attestation`` is sent before that.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import json
@@ -113,6 +114,7 @@ class AgentClient:
         *,
         trust_roots: Sequence[x509.Certificate],
         recipe: Path | BootReference | None = None,
+        intermediates: Sequence[bytes] = (),
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         url = urllib.parse.urlsplit(base_url)
@@ -121,6 +123,9 @@ class AgentClient:
         self.host = url.hostname
         self.port = url.port or 8443
         self.trust_roots = tuple(trust_roots)
+        # CA certificates between the AK certificate and a root, for platforms whose
+        # agent cannot know them (the local CA): used to verify, and handed in at claim.
+        self.intermediates = tuple(intermediates)
         self.boot_reference = reference_from_recipe(recipe) if isinstance(recipe, Path) else recipe
         self.timeout = timeout
         self.attested: AttestedAgent | None = None
@@ -286,6 +291,7 @@ class AgentClient:
             tls_key_sha256=key,
             trust_roots=self.trust_roots,
             boot_reference=self.boot_reference,
+            intermediates=self.intermediates,
         )
         self._pinned = attested.agent_key_sha256
         self.attested = attested
@@ -295,7 +301,10 @@ class AgentClient:
         """Become the session's owner with the job ``nonce`` (hex); returns the bearer token."""
         token = secrets.token_hex(32)
         owner = hashlib.sha256(token.encode()).hexdigest()
-        self._request("POST", "/v1/session", "claim", json_body={"nonce": nonce, "owner": owner})
+        body: dict[str, Any] = {"nonce": nonce, "owner": owner}
+        if self.intermediates:
+            body["akIntermediates"] = [base64.b64encode(c).decode() for c in self.intermediates]
+        self._request("POST", "/v1/session", "claim", json_body=body)
         self._token = token
         self._nonce = nonce.lower()
         return token

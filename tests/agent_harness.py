@@ -58,6 +58,7 @@ def running_agent(
     *,
     scratch: Path | None = None,
     replay: bool = True,
+    knows_intermediates: bool = True,
 ) -> Iterator[RunningAgent]:
     if replay:
         replay_log_into_tpm(tcti, OVMF_LOG.read_bytes())
@@ -75,7 +76,7 @@ def running_agent(
             key=key,
             agent_version="0.1.0-test",
             boot_id=BOOT_ID,
-            intermediates=(intermediate,),
+            intermediates=(intermediate,) if knows_intermediates else (),
             git_schemes=("https", "file"),
         )
         server = make_server(agent, server_context(key), "127.0.0.1", 0)

@@ -508,3 +508,31 @@ def test_attestation_checks_boot_pcrs_against_a_reference(
         other.attest()
     with pytest.raises(AgentRequestError, match="attest"):
         other.claim(secrets.token_hex(16))
+
+
+def test_the_owner_hands_in_the_intermediates_the_agent_lacks(
+    provisioned_swtpm: ProvisionedSwtpm, code_dir: Path, data_file: Path, tmp_path: Path
+) -> None:
+    from aicert.verifier.errors import AkChainError
+    from cryptography.hazmat.primitives import serialization
+
+    ca = provisioned_swtpm.ca
+    intermediate = ca.intermediate_certificate.public_bytes(serialization.Encoding.DER)
+    with running_agent(provisioned_swtpm.tcti, ca, knows_intermediates=False) as agent:
+        with pytest.raises(AkChainError):
+            agent.client().attest()
+        client = AgentClient(
+            agent.url, trust_roots=[ca.root_certificate], intermediates=[intermediate]
+        )
+        client.attest()
+        nonce = secrets.token_hex(16)
+        client.claim(nonce)
+        client.upload_input("code", code_dir, "code")
+        client.upload_input("data", data_file, "data")
+        client.start_job([SYSTEM_PYTHON, "train.py"], "model", {"epochs": 1})
+        assert client.wait(poll_interval=0.1, timeout=60).succeeded
+        certificate = client.certificate().certificate
+    assert certificate.tpm.ak_certificates[1:] == (intermediate,)
+    policy = Policy(trust_roots=(ca.root_certificate,), expected_nonce=nonce, accept_any_image=True)
+    report = verify_certificate(certificate, policy)
+    assert report.ok, report.error
