@@ -1,0 +1,132 @@
+"""Run one job on an attested agent and collect a verified result, whatever the platform.
+
+The platform (local QEMU, Azure) boots the measured image and hands over an agent
+URL; from there the flow is the same: attest (nothing is sent before the quote
+checks out), claim, send the inputs, start, follow the log, download outputs and
+certificate, then verify them with the verifier's own code. Results are written
+into a staging directory that becomes the output directory only when every check
+passed, so a failed run never leaves a complete-looking result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from aicert.builder.agent_client import AgentClient, send_inputs
+from aicert.builder.job_file import JobFile
+from aicert.verifier.ak_chain import bundled_roots
+from aicert.verifier.certificate import load_certificate
+from aicert.verifier.errors import AicertError, InputError
+from aicert.verifier.platform_profile import PlatformProfile
+from aicert.verifier.verify import BootReference, Policy, Report, verify_certificate
+from aicert.verifier.weights import tree_digest_of
+from cryptography import x509
+
+CERTIFICATE_NAME = "certificate.aicert.json"
+
+
+class JobFailedError(AicertError):
+    """The job ran but did not succeed: there is no certificate for it."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    output_dir: Path
+    certificate: Path
+    weights: Path
+    report: Report
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What the result is verified against (the auditor's view of this platform)."""
+
+    trust_roots: tuple[x509.Certificate, ...]
+    boot_reference: BootReference | None
+    platform_profile: PlatformProfile | None
+
+
+def staging_dir(output: Path) -> Path:
+    """A fresh directory next to ``output`` (same file system, so the final rename is atomic)."""
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise InputError(f"output directory {output} exists and is not empty; choose another")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+
+
+def run_job(
+    client: AgentClient,
+    job: JobFile,
+    output: Path,
+    verification: Verification,
+    *,
+    say: Callable[[str], None],
+    log_sink: Callable[[bytes], None] | None = None,
+    up_timeout: float = 600.0,
+) -> JobOutcome:
+    """Attest, run ``job``, download and verify; the verified result lands in ``output``."""
+    stage = staging_dir(output)
+    try:
+        say(f"waiting for the agent at {client.host}:{client.port}")
+        client.wait_until_up(up_timeout)
+        attested = client.attest()
+        say(
+            f"agent attested: boot {attested.boot_id}, TLS key {attested.agent_key_sha256[:16]}… "
+            "pinned" + (", boot PCRs match the image" if client.boot_reference is not None else "")
+        )
+        client.claim(job.nonce)
+        say(f"session claimed with nonce {job.nonce}")
+        for name, digest in send_inputs(client, job).items():
+            say(f"input {name}: measured sha256:{digest}")
+        client.start_job(job.command, job.output, job.config)
+        say(f"job started: {' '.join(job.command)}")
+        result = client.wait(log_sink or _echo)
+        if not result.succeeded:
+            raise JobFailedError(f"the job failed, no certificate was issued: {result.message}")
+        weights = stage / job.output
+        manifest = client.download_outputs(weights)
+        say(f"outputs downloaded: {len(manifest.files)} files, tree digest {manifest.digest}")
+        certificate = stage / CERTIFICATE_NAME
+        certificate.write_bytes(client.certificate().raw)
+        report = verify_result(certificate, weights, job.nonce, verification)
+        if output.exists():
+            output.rmdir()  # empty, checked by staging_dir
+        os.replace(stage, output)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return JobOutcome(output, output / CERTIFICATE_NAME, output / job.output, report)
+
+
+def verify_result(
+    certificate: Path, weights: Path, nonce: str, verification: Verification
+) -> Report:
+    """Verify the downloaded certificate exactly as ``aicert-verify`` would."""
+    policy = Policy(
+        trust_roots=(*bundled_roots(), *verification.trust_roots),
+        expected_nonce=nonce,
+        boot_reference=verification.boot_reference,
+        accept_any_image=verification.boot_reference is None,
+        platform_profile=verification.platform_profile,
+        weights_path=weights,
+        tree_digest=tree_digest_of,
+    )
+    report = verify_certificate(load_certificate(certificate), policy)
+    if report.error is not None:
+        raise report.error
+    return report
+
+
+def _echo(chunk: bytes) -> None:
+    with contextlib.suppress(OSError):
+        sys.stderr.buffer.write(chunk)
+        sys.stderr.buffer.flush()

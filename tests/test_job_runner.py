@@ -1,0 +1,106 @@
+"""The platform-independent job flow against a real agent on a real swtpm."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from agent_harness import SYSTEM_PYTHON, running_agent
+from aicert.builder.job_file import load_job_file
+from aicert.builder.job_runner import (
+    CERTIFICATE_NAME,
+    JobFailedError,
+    Verification,
+    run_job,
+)
+from aicert.verifier.errors import InputError
+from aicert.verifier.treehash import hash_tree
+from conftest import ProvisionedSwtpm
+
+pytestmark = pytest.mark.swtpm
+
+
+def _job(tmp_path: Path, exit_status: int = 0) -> Path:
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "train.py").write_text(
+        textwrap.dedent(
+            f"""
+            import os, sys
+            out = os.environ["AICERT_OUTPUT"]
+            open(os.path.join(out, "weights.bin"), "wb").write(b"w" * 1000)
+            print("trained", flush=True)
+            sys.exit({exit_status})
+            """
+        )
+    )
+    (tmp_path / "data.txt").write_text("1 2 3\n")
+    job = tmp_path / "job.toml"
+    job.write_text(
+        textwrap.dedent(
+            f"""
+            command = ["{SYSTEM_PYTHON}", "train.py"]
+            output = "model"
+            [code]
+            path = "code"
+            [[data]]
+            name = "numbers"
+            path = "data.txt"
+            """
+        )
+    )
+    return job
+
+
+def test_a_job_runs_and_its_verified_result_appears(
+    provisioned_swtpm: ProvisionedSwtpm, tmp_path: Path
+) -> None:
+    job = load_job_file(_job(tmp_path))
+    ca = provisioned_swtpm.ca
+    said: list[str] = []
+    with running_agent(provisioned_swtpm.tcti, ca) as agent:
+        outcome = run_job(
+            agent.client(),
+            job,
+            tmp_path / "out",
+            Verification((ca.root_certificate,), None, None),
+            say=said.append,
+            log_sink=lambda _chunk: None,
+        )
+    assert outcome.output_dir == tmp_path / "out"
+    assert (outcome.output_dir / CERTIFICATE_NAME).is_file()
+    assert (outcome.weights / "weights.bin").read_bytes() == b"w" * 1000
+    assert outcome.report.ok
+    assert outcome.report.provenance is not None
+    assert outcome.report.provenance.subjects[0].sha256 == hash_tree(outcome.weights).digest
+    assert any(line.startswith("agent attested") for line in said)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.partial")] == []
+
+
+def test_a_failed_job_leaves_nothing(provisioned_swtpm: ProvisionedSwtpm, tmp_path: Path) -> None:
+    job = load_job_file(_job(tmp_path, exit_status=3))
+    ca = provisioned_swtpm.ca
+    with (
+        running_agent(provisioned_swtpm.tcti, ca) as agent,
+        pytest.raises(JobFailedError, match="no certificate"),
+    ):
+        run_job(
+            agent.client(),
+            job,
+            tmp_path / "out",
+            Verification((ca.root_certificate,), None, None),
+            say=lambda _line: None,
+            log_sink=lambda _chunk: None,
+        )
+    assert not (tmp_path / "out").exists()
+    assert not any(p.name.startswith(".out.partial") for p in tmp_path.iterdir())
+
+
+def test_a_non_empty_output_directory_is_refused(tmp_path: Path) -> None:
+    from aicert.builder.job_runner import staging_dir
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "old").write_text("x")
+    with pytest.raises(InputError, match="not empty"):
+        staging_dir(tmp_path / "out")
