@@ -22,8 +22,9 @@ from .ak_chain import bundled_roots
 from .bom import export_cyclonedx
 from .boot_reference import reference_from_recipe, reference_from_uki
 from .certificate import load_certificate
+from .cli_runner import run_cli
 from .digest_cli import digest_command
-from .errors import EXIT_CODES, AicertError, InputError
+from .errors import EXIT_CODES, InputError
 from .platform_profile import bundled_profile_names, load_profile
 from .report import render_json, render_text
 from .verify import Policy, verify_certificate
@@ -197,18 +198,4 @@ def _load_root(path: Path) -> x509.Certificate:
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point: run the CLI and map every error to one line and an exit code."""
-    try:
-        cli.main(args=argv, prog_name="aicert-verify", standalone_mode=False)
-    except AicertError as exc:
-        click.echo(f"aicert-verify: error: {exc.message}", err=True)
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(2)
-    except click.Abort:
-        click.echo("aicert-verify: interrupted", err=True)
-        sys.exit(5)
-    except KeyboardInterrupt:
-        click.echo("aicert-verify: interrupted", err=True)
-        sys.exit(5)
-    sys.exit(0)
+    run_cli(cli, "aicert-verify", argv)
