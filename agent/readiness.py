@@ -147,7 +147,7 @@ def parse_ready_line(text: str) -> ReadinessReport:
         raise FormatError("AICERT-READY payload does not hold all 24 PCRs")
     try:
         event_log = base64.b64decode(log_b64, validate=True)
-    except binascii.Error as exc:
+    except (binascii.Error, ValueError) as exc:
         raise FormatError("AICERT-READY event log is not valid base64") from exc
     return ReadinessReport(pcrs=pcrs, event_log=event_log, boot_id=boot_id, agent_version=version)
 

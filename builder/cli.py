@@ -7,6 +7,7 @@ import click
 from aicert import __version__
 
 from .azure_cli import deploy, destroy_command
+from .image_cli import COMMANDS as IMAGE_COMMANDS
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,3 +18,6 @@ def main() -> None:
 
 main.add_command(deploy)
 main.add_command(destroy_command)
+
+for _command in IMAGE_COMMANDS:
+    main.add_command(_command)

@@ -1,6 +1,7 @@
 """The package lock: the exact Debian package versions an image is built from.
 
-``image/package-lock.json`` maps each image part ("image", "initrd") to
+``image/package-lock.json`` maps each image part ("image", "initrd", and the
+"tools" tree whose mkfs.erofs, systemd-repart and ukify make the image) to
 ``{package: version}``. A build pins every locked package to its version
 through an APT preferences file in the sandbox tree (priority 1001, so apt
 takes exactly that version or, if the mirror no longer has it, falls back to
@@ -20,7 +21,7 @@ from typing import Any
 from aicert.verifier.errors import FormatError, InputError
 
 LOCK_FORMAT = 1
-PARTS = ("image", "initrd")
+PARTS = ("image", "initrd", "tools")
 _NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")
 _VERSION = re.compile(r"[A-Za-z0-9.+~:-]+")
 SNAPSHOT_HINT = (
@@ -121,4 +122,21 @@ def manifest_packages(manifest: Path) -> dict[str, str]:
         raise FormatError(f"cannot read mkosi manifest {manifest}: {exc}") from exc
     for name, version in result.items():
         _check_entry(name, version, manifest)
+    return dict(sorted(result.items()))
+
+
+def dpkg_status_packages(status: Path) -> dict[str, str]:
+    """``{name: version}`` of the installed packages in a dpkg status file (the tools tree)."""
+    try:
+        text = status.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FormatError(f"cannot read dpkg status {status}: {exc}") from exc
+    result: dict[str, str] = {}
+    for stanza in text.split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in stanza.splitlines() if ": " in line and line[0] != " "
+        )
+        if fields.get("Status", "").endswith(" installed") and "Package" in fields:
+            _check_entry(fields["Package"], fields.get("Version"), status)
+            result[fields["Package"]] = fields["Version"]
     return dict(sorted(result.items()))

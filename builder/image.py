@@ -1,0 +1,207 @@
+"""``aicert-build image``: build the measured image into a directory, all or nothing.
+
+The build happens in ``DIR.tmp-XXXX`` next to ``DIR``; only a finished build
+(disk.raw, uki.efi, recipe.json) is renamed to ``DIR``. A failed or interrupted
+build leaves no directory that looks complete. mkosi's caches (incremental image,
+tools tree, downloaded packages) are shared between builds under ``.cache/mkosi``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aicert.builder.mkosi import (
+    DEFAULT_PROFILE,
+    IMAGE_DIR,
+    MKOSI_VERSION,
+    REPO_ROOT,
+    BuildParameters,
+    MkosiDirs,
+    check_profile,
+    ensure_mkosi,
+    render_config,
+    run_mkosi,
+)
+from aicert.builder.package_lock import (
+    PackageLock,
+    dpkg_status_packages,
+    load_lock,
+    manifest_packages,
+)
+from aicert.builder.recipe import BuildInputs, describe_outputs, load_recipe, recipe_json
+from aicert.verifier.errors import InputError, ToolError
+
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+DEFAULT_SECURITY_MIRROR = "http://security.debian.org/debian-security"
+# Fixed so that rebuilds on any day give the same bytes (file times, shadow dates).
+SOURCE_DATE_EPOCH = 1764028800  # 2025-11-25T00:00:00Z
+SEED = "5b0f3a57-6a3c-4e0e-9f1a-3e9d6f1c2a11"
+DEFAULT_CACHE = REPO_ROOT / ".cache" / "mkosi"
+LOCK_PATH = IMAGE_DIR / "package-lock.json"
+# A cold build writes about 1.5 GiB (tools tree, packages, image); refuse early
+# rather than fail deep inside mkosi.
+MIN_FREE_BYTES = 3 << 30
+OUTPUT_FILES = ("disk.raw", "uki.efi", "recipe.json")
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    output: Path
+    profile: str = DEFAULT_PROFILE
+    mirror: str | None = None
+    package_cache: Path = DEFAULT_CACHE / "packages"
+    # None: no incremental cache, the build starts from a clean state.
+    incremental_cache: Path | None = DEFAULT_CACHE / "incremental"
+    lock_path: Path = LOCK_PATH
+    min_free_bytes: int = MIN_FREE_BYTES
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    output: Path
+    recipe: dict[str, Any] = field(hash=False)
+    seconds: float
+
+
+def check_free_space(path: Path, needed: int) -> None:
+    usage = shutil.disk_usage(path)
+    if usage.free < needed:
+        raise ToolError(
+            f"only {usage.free >> 20} MiB free on the file system of {path}; "
+            f"an image build needs about {needed >> 20} MiB"
+        )
+
+
+def source_state() -> dict[str, Any]:
+    """The git commit of this source tree and whether it has local changes."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
+            capture_output=True,
+            check=True,
+            text=True,
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                check=True,
+                text=True,
+            ).stdout.strip()
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return {"git_commit": None, "dirty": None}
+    return {"git_commit": commit, "dirty": dirty}
+
+
+def build_image(request: ImageRequest, on_line: Callable[[str], None]) -> BuildResult:
+    """Build the image for ``request``; raise an AicertError (one line) on any failure."""
+    started = time.monotonic()
+    profile = check_profile(request.profile)
+    output = request.output.absolute()
+    parent = output.parent
+    if not parent.is_dir():
+        raise InputError(f"the output's parent directory {parent} does not exist")
+    if output.exists() and not (output / "recipe.json").is_file():
+        raise InputError(f"{output} exists and is not an aicert image directory; not replacing it")
+    lock = load_lock(request.lock_path)
+    request.package_cache.mkdir(parents=True, exist_ok=True)
+    check_free_space(parent, request.min_free_bytes)
+    check_free_space(request.package_cache, request.min_free_bytes)
+    ensure_mkosi()
+
+    params = BuildParameters(
+        profile=profile,
+        mirror=request.mirror or DEFAULT_MIRROR,
+        security_mirror=None if request.mirror else DEFAULT_SECURITY_MIRROR,
+        source_date_epoch=SOURCE_DATE_EPOCH,
+        seed=SEED,
+        lock=lock,
+    )
+    tmp = Path(tempfile.mkdtemp(prefix=f"{output.name}.tmp-", dir=parent))
+    try:
+        config_digest = render_config(params, tmp / "config")
+        dirs = MkosiDirs(
+            config=tmp / "config",
+            output=tmp / "mkosi-out",
+            workspace=tmp / "workspace",
+            cache=request.incremental_cache or tmp / "incremental",
+            package_cache=request.package_cache,
+        )
+        run_mkosi(dirs, on_line)
+        packages = {
+            "image": manifest_packages(dirs.output / "image.manifest"),
+            "initrd": manifest_packages(dirs.output / "initrd.manifest"),
+            "tools": dpkg_status_packages(dirs.output / "tools/var/lib/dpkg/status"),
+        }
+        for part, installed in packages.items():
+            lock.check_manifest(part, installed)
+        result = tmp / "result"
+        result.mkdir()
+        os.replace(dirs.output / "image.raw", result / "disk.raw")
+        os.replace(dirs.output / "image.efi", result / "uki.efi")
+        outputs, pcrs = describe_outputs(result / "disk.raw", result / "uki.efi")
+        inputs = BuildInputs(
+            profile=profile,
+            mkosi_version=MKOSI_VERSION,
+            tools_tree={"distribution": "debian", "release": "trixie"},
+            mirror=params.mirror,
+            security_mirror=params.security_mirror,
+            source_date_epoch=params.source_date_epoch,
+            seed=params.seed,
+            config_sha256=config_digest,
+            source=source_state(),
+            locked=not lock.is_empty,
+            packages=packages,
+        )
+        text = recipe_json(inputs, outputs, pcrs)
+        (result / "recipe.json").write_text(text)
+        _install(result, output, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return BuildResult(
+        output=output,
+        recipe=json.loads(text),
+        seconds=time.monotonic() - started,
+    )
+
+
+def _install(result: Path, output: Path, tmp: Path) -> None:
+    """Put the finished ``result`` at ``output``, replacing an older build there."""
+    for name in OUTPUT_FILES:
+        with open(result / name, "rb") as f:
+            os.fsync(f.fileno())
+    if output.exists():
+        os.replace(output, tmp / "previous")
+    os.replace(result, output)
+    with contextlib.suppress(OSError):
+        fd = os.open(output.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def lock_from_builds(builds: list[Path]) -> PackageLock:
+    """A package lock holding every package of the given build directories' recipes."""
+    parts: dict[str, dict[str, str]] = {}
+    for build in builds:
+        packages = load_recipe(build / "recipe.json")["inputs"]["packages"]
+        for part, entries in packages.items():
+            merged = parts.setdefault(part, {})
+            for name, version in entries.items():
+                if merged.setdefault(name, version) != version:
+                    raise InputError(
+                        f"builds disagree on {name} ({part}): {merged[name]} and {version}"
+                    )
+    return PackageLock(parts)

@@ -1,0 +1,195 @@
+"""``aicert-build image``, ``measure``, ``lock``, ``check-reproducible``, ``record-profile``."""
+
+from __future__ import annotations
+
+import functools
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from aicert.builder import firmware_profile
+from aicert.builder.image import (
+    DEFAULT_CACHE,
+    LOCK_PATH,
+    ImageRequest,
+    build_image,
+    lock_from_builds,
+)
+from aicert.builder.mkosi import DEFAULT_PROFILE, PROFILES
+from aicert.builder.reproducibility import check_reproducible
+from aicert.verifier.errors import AicertError, InputError
+from aicert.verifier.uki import predict_boot_pcrs
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _one_line_errors(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AicertError as exc:
+            click.echo(f"aicert-build: error: {exc.message}", err=True)
+            raise SystemExit(exc.exit_code) from exc
+        except KeyboardInterrupt:
+            click.echo("aicert-build: interrupted", err=True)
+            raise SystemExit(5) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _step_printer(verbose: bool) -> Callable[[str], None]:
+    """Show mkosi's step lines ("‣ ..."), or everything with --verbose."""
+
+    def show(line: str) -> None:
+        if verbose or line.lstrip().startswith("‣"):
+            click.echo(line, err=True)
+
+    return show
+
+
+_profile_option = click.option(
+    "--profile",
+    type=click.Choice(PROFILES),
+    default=DEFAULT_PROFILE,
+    show_default=True,
+    help="Image profile (mkosi.conf.d/).",
+)
+
+
+@click.command("image")
+@_profile_option
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("out/image"),
+    show_default=True,
+    help="Directory to write disk.raw, uki.efi and recipe.json to (replaced only when done).",
+)
+@click.option("--mirror", default=None, help="Debian mirror URL, e.g. a snapshot.debian.org one.")
+@click.option("--verbose", is_flag=True, help="Show all of mkosi's output.")
+@_one_line_errors
+def image_command(profile: str, output: Path, mirror: str | None, verbose: bool) -> None:
+    """Build the measured OS image (mkosi) and write its recipe with the expected PCRs."""
+    result = build_image(
+        ImageRequest(output=output, profile=profile, mirror=mirror), _step_printer(verbose)
+    )
+    outputs = result.recipe["outputs"]
+    click.echo(
+        f"built {result.output} in {result.seconds:.0f} s: uki {outputs['uki']['sha256']} "
+        f"({outputs['uki']['size'] >> 20} MiB), roothash {outputs['roothash']}, "
+        f"disk {outputs['disk']['size'] >> 20} MiB"
+    )
+
+
+@click.command("measure")
+@click.argument("uki", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print {pcr: hex} as JSON.")
+@_one_line_errors
+def measure_command(uki: Path, as_json: bool) -> None:
+    """Print the PCRs 4, 9, 11, 12, 13 expected when booting UKI directly."""
+    try:
+        data = uki.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {uki}: {exc.strerror}") from exc
+    prediction = predict_boot_pcrs(data)
+    pcrs = {str(pcr): value.hex() for pcr, value in sorted(prediction.pcrs.items())}
+    if as_json:
+        click.echo(json.dumps(pcrs, indent=1))
+        return
+    click.echo(f"systemd-stub {prediction.stub_version}")
+    for pcr, value in pcrs.items():
+        click.echo(f"PCR {pcr:>2}: {value}")
+
+
+@click.command("lock")
+@click.argument("builds", nargs=-1, required=True, type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--lock-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=LOCK_PATH,
+    show_default=True,
+)
+@_one_line_errors
+def lock_command(builds: tuple[Path, ...], lock_file: Path) -> None:
+    """Write the package lock from the recipes of BUILDS (one per profile)."""
+    lock = lock_from_builds(list(builds))
+    lock_file.write_text(lock.to_json())
+    counts = ", ".join(f"{part} {len(v)}" for part, v in sorted(lock.parts.items()))
+    click.echo(f"wrote {lock_file}: {counts} packages")
+
+
+@click.command("check-reproducible")
+@_profile_option
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where to keep the two builds (default: a temporary directory, removed afterwards).",
+)
+@click.option("--verbose", is_flag=True, help="Show all of mkosi's output.")
+@_one_line_errors
+def check_reproducible_command(profile: str, workdir: Path | None, verbose: bool) -> None:
+    """Build twice from a clean state (sharing only the package download cache) and compare."""
+    with tempfile.TemporaryDirectory(prefix="aicert-repro-", dir=DEFAULT_CACHE.parent) as tmp:
+        base = workdir or Path(tmp)
+        base.mkdir(parents=True, exist_ok=True)
+        comparison, results = check_reproducible(
+            profile, base, DEFAULT_CACHE / "packages", _step_printer(verbose)
+        )
+    outputs = results[0].recipe["outputs"]
+    for label, same in (
+        ("UKI sha256", comparison.same_uki),
+        ("roothash", comparison.same_roothash),
+        ("disk sha256", comparison.same_disk),
+    ):
+        click.echo(f"{label}: {'same' if same else 'DIFFERENT'}")
+    if not comparison.reproducible:
+        raise SystemExit(
+            "aicert-build: error: the two builds differ, first in "
+            + comparison.differences[0]
+            + (
+                f" (also: {', '.join(comparison.differences[1:])})"
+                if len(comparison.differences) > 1
+                else ""
+            )
+        )
+    click.echo(
+        f"reproducible: uki {outputs['uki']['sha256']}, roothash {outputs['roothash']}, "
+        f"disk {outputs['disk']['sha256']} "
+        f"(builds took {results[0].seconds:.0f} s and {results[1].seconds:.0f} s)"
+    )
+
+
+@click.command("record-profile")
+@click.option("--platform", type=click.Choice(firmware_profile.PLATFORMS), default="qemu")
+@click.option(
+    "--image",
+    "image_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("out/image"),
+    show_default=True,
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=firmware_profile.PROFILE_PATH,
+    show_default=True,
+)
+@_one_line_errors
+def record_profile_command(platform: str, image_dir: Path, out: Path) -> None:
+    """Boot IMAGE on the reference QEMU machine and record its firmware PCRs."""
+    profile = firmware_profile.record_profile(image_dir, out)
+    click.echo(f"wrote {out} ({platform}): " + ", ".join(f"PCR {p}" for p in sorted(profile.pcrs)))
+
+
+COMMANDS = (
+    image_command,
+    measure_command,
+    lock_command,
+    check_reproducible_command,
+    record_profile_command,
+)

@@ -1,0 +1,120 @@
+"""recipe.json: every input of an image build and every output, with the predicted PCRs.
+
+An auditor rebuilds from the inputs and compares the outputs; the verifier checks
+a boot's PCRs 4, 9, 11, 12 and 13 against ``expected_pcrs``, which verifier code
+computed from the final UKI bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aicert.verifier.authenticode import authenticode_digest
+from aicert.verifier.errors import FormatError, InputError
+from aicert.verifier.pe import find_section, parse_pe
+from aicert.verifier.uki import predict_boot_pcrs
+
+RECIPE_FORMAT = 1
+_ROOTHASH = re.compile(r"(?:^|\s)roothash=([0-9a-f]{64})(?:\s|$)")
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def uki_cmdline(uki: bytes) -> str:
+    pe = parse_pe(uki)
+    section = find_section(pe, b".cmdline")
+    if section is None:
+        raise FormatError("the UKI has no .cmdline section")
+    raw = uki[section.raw_offset : section.raw_offset + min(section.virtual_size, section.raw_size)]
+    return raw.split(b"\0", 1)[0].decode("utf-8", errors="strict").strip()
+
+
+def roothash_of(uki: bytes) -> str:
+    match = _ROOTHASH.search(uki_cmdline(uki))
+    if match is None:
+        raise FormatError("the UKI's command line has no roothash= (the root is not verity)")
+    return match.group(1)
+
+
+@dataclass(frozen=True)
+class BuildInputs:
+    """What went into a build (the ``inputs`` object of recipe.json)."""
+
+    profile: str
+    mkosi_version: str
+    tools_tree: dict[str, str]
+    mirror: str
+    security_mirror: str | None
+    source_date_epoch: int
+    seed: str
+    config_sha256: str
+    source: dict[str, Any]
+    locked: bool
+    packages: dict[str, dict[str, str]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "profile": self.profile,
+            "mkosi_version": self.mkosi_version,
+            "tools_tree": self.tools_tree,
+            "mirror": self.mirror,
+            "security_mirror": self.security_mirror,
+            "source_date_epoch": self.source_date_epoch,
+            "seed": self.seed,
+            "config_sha256": self.config_sha256,
+            "source": self.source,
+            "package_lock_enforced": self.locked,
+            "packages": self.packages,
+        }
+
+
+def describe_outputs(disk: Path, uki_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``outputs`` and ``expected_pcrs`` objects for a finished disk and UKI."""
+    uki = uki_path.read_bytes()
+    prediction = predict_boot_pcrs(uki)
+    outputs = {
+        "disk": {"file": disk.name, "sha256": sha256_file(disk), "size": disk.stat().st_size},
+        "uki": {
+            "file": uki_path.name,
+            "sha256": hashlib.sha256(uki).hexdigest(),
+            "authenticode_sha256": authenticode_digest(uki).hex(),
+            "size": len(uki),
+            "cmdline": uki_cmdline(uki),
+        },
+        "roothash": roothash_of(uki),
+    }
+    return outputs, prediction.to_json()
+
+
+def recipe_json(inputs: BuildInputs, outputs: dict[str, Any], pcrs: dict[str, Any]) -> str:
+    body = {
+        "format": RECIPE_FORMAT,
+        "inputs": inputs.to_json(),
+        "outputs": outputs,
+        "expected_pcrs": pcrs,
+    }
+    return json.dumps(body, indent=1, sort_keys=True) + "\n"
+
+
+def load_recipe(path: Path) -> dict[str, Any]:
+    try:
+        body = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise InputError(f"{path} does not exist (not an aicert-build image directory?)") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError(f"cannot read recipe {path}: {exc}") from exc
+    if not isinstance(body, dict) or body.get("format") != RECIPE_FORMAT:
+        raise FormatError(f"{path} is not a format-{RECIPE_FORMAT} aicert recipe")
+    return body
