@@ -8,8 +8,16 @@ requests, in the session's fixed order, and keeps the scratch disk layout::
     <scratch>/outputs/<name>    the job's one writable output directory
     <scratch>/work/             the job's HOME and TMPDIR (writable, not measured)
     <scratch>/git/<name>        git repositories of git inputs (outside the input)
+    <scratch>/evaluations/<e>/  one evaluation: incoming/, inputs/, git/ (its code and data),
+                                output/ (its one writable directory) and work/
     <scratch>/job.log           the command's stdout and stderr, then the agent's notes
     <scratch>/certificate.json  the certificate, after a successful job
+
+Evaluations run after the training (or, in an evaluation-only job, on a ``weights``
+input), one by one, each confined like the training with the weights read-only. Their
+inputs are hashed on arrival but measured only right before their evaluation runs, and
+the ``evaluations`` directory stays closed to the sandbox user until the training has
+ended, so the training command cannot read a benchmark's test data.
 
 Every refusal is an :class:`ApiError` carrying the HTTP status the server answers with.
 A failure never yields a certificate: a failed command's exit status is measured and the
@@ -26,6 +34,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tarfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -36,11 +45,14 @@ from typing import IO, Any, Final
 from aicert.agent import intake
 from aicert.agent.sandbox import SandboxRun, SandboxSpec
 from aicert.agent.session import MeasuredSession, SessionError, SessionTpm
-from aicert.verifier.canonical_json import JsonValue
-from aicert.verifier.certificate import TpmEvidence
+from aicert.verifier.canonical_json import JsonValue, parse_json
+from aicert.verifier.certificate import TpmEvidence, load_certificate
 from aicert.verifier.dsse import b64decode
 from aicert.verifier.errors import AicertError, FormatError
+from aicert.verifier.filehash import DEFAULT_SHARD_SIZE
+from aicert.verifier.provenance import parse_statement
 from aicert.verifier.session_events import INPUT_ROLES
+from aicert.verifier.streamhash import StreamingHasher
 from aicert.verifier.treehash import hash_tree
 from aicert.verifier.treemanifest import TreeManifest
 from aicert.verifier.verify import REQUIRED_PCRS
@@ -51,6 +63,12 @@ CONFIG_INPUT: Final = "job-config"
 MIN_NONCE_BYTES: Final = 8
 MAX_NONCE_BYTES: Final = 64
 MAX_COMMAND_ARGS: Final = 4096
+MAX_EVALUATIONS: Final = 32
+MAX_RESULTS_BYTES: Final = 1024 * 1024
+MAX_JSON_INT: Final = 2**53 - 1
+EVALUATION_ROLES: Final = ("eval-code", "eval-data")
+# Roles of the inputs that make weights; an evaluation-only job has none of them.
+TRAINING_ROLES: Final = ("code", "data", "base-model")
 _HEX: Final = re.compile(r"(?:[0-9a-fA-F]{2})+")
 _SCRATCH_ENTRIES: Final = (
     "incoming",
@@ -58,6 +76,7 @@ _SCRATCH_ENTRIES: Final = (
     "outputs",
     "work",
     "git",
+    "evaluations",
     "job.log",
     "certificate.json",
 )
@@ -81,13 +100,43 @@ class JobState(enum.Enum):
     REFUSED = "refused"  # the agent cannot run a session in this boot
 
 
+class EvaluationFailedError(AicertError):
+    """An evaluation did not yield a certifiable result; the job fails."""
+
+
 @dataclass(frozen=True)
 class MeasuredInput:
+    """An input received and hashed; a training input is measured at once, an evaluation's
+    input (``evaluation`` set) right before that evaluation runs."""
+
     name: str
     role: str
     digest: str
     source: str
     path: Path
+    evaluation: str = ""
+
+
+@dataclass(frozen=True)
+class EvaluationRequest:
+    """One ``evaluations`` entry of ``POST /v1/job``."""
+
+    name: str
+    command: tuple[str, ...]
+    results: str
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """Where an arriving input is staged and kept, and the key that reserves its name."""
+
+    key: str
+    name: str
+    role: str
+    evaluation: str
+    staged: Path
+    final: Path
+    git_dir: Path
 
 
 def attestation_extra_data(nonce: bytes) -> bytes:
@@ -166,6 +215,10 @@ class Agent:
         self._exit_status: int | None = None
         self._output_name = ""
         self._output_manifest: TreeManifest | None = None
+        self._evaluation_inputs: dict[str, list[MeasuredInput]] = {}
+        self._evaluations: tuple[EvaluationRequest, ...] = ()
+        self._evaluation_results: list[dict[str, JsonValue]] = []
+        self._stopping = False
         self._run: SandboxRun | None = None
         self._thread: threading.Thread | None = None
         self.finished = threading.Event()
@@ -193,6 +246,8 @@ class Agent:
         self._clean_scratch()
         for sub in ("incoming", "inputs", "outputs", "git"):
             (scratch / sub).mkdir(mode=0o755)
+        # Closed to the sandbox user until the training has ended (see the module doc).
+        (scratch / "evaluations").mkdir(mode=0o700)
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -240,6 +295,17 @@ class Agent:
                     {"name": i.name, "role": i.role, "sha256": i.digest, "source": i.source}
                     for i in self._inputs.values()
                 ],
+                "evaluationInputs": [
+                    {
+                        "evaluation": i.evaluation,
+                        "name": i.name,
+                        "role": i.role,
+                        "sha256": i.digest,
+                        "source": i.source,
+                    }
+                    for received in self._evaluation_inputs.values()
+                    for i in received
+                ],
                 "exitStatus": self._exit_status,
             }
 
@@ -284,12 +350,20 @@ class Agent:
 
     # -- inputs ------------------------------------------------------------------------------
 
-    def _reserve(self, name: str, role: str) -> None:
+    def _evaluation_dir(self, evaluation: str) -> Path:
+        return self.scratch / "evaluations" / evaluation
+
+    def _reserve(self, name: str, role: str, evaluation: str | None) -> _Slot:
         intake.check_name(name)
-        if name == CONFIG_INPUT:
-            raise ApiError(400, "bad-request", f"the input name {CONFIG_INPUT!r} is reserved")
-        if role not in INPUT_ROLES:
-            raise ApiError(400, "bad-request", f"role must be one of {', '.join(INPUT_ROLES)}")
+        if evaluation is None:
+            if name == CONFIG_INPUT:
+                raise ApiError(400, "bad-request", f"the input name {CONFIG_INPUT!r} is reserved")
+            roles = tuple(r for r in INPUT_ROLES if r not in EVALUATION_ROLES)
+        else:
+            intake.check_name(evaluation)
+            roles = EVALUATION_ROLES
+        if role not in roles:
+            raise ApiError(400, "bad-request", f"role must be one of {', '.join(roles)}")
         with self._lock:
             if self._state != JobState.CLAIMED:
                 raise ApiError(
@@ -297,45 +371,69 @@ class Agent:
                     "job-started",
                     f"inputs are accepted only before the job starts ({self._state.value})",
                 )
-            if name in self._inputs or name in self._pending:
-                raise ApiError(409, "duplicate-input", f"an input named {name!r} already exists")
-            self._pending.add(name)
+            if evaluation is None:
+                key, taken = name, name in self._inputs
+                slot = _Slot(
+                    key,
+                    name,
+                    role,
+                    "",
+                    self.scratch / "incoming" / name,
+                    self.scratch / "inputs" / name,
+                    self.scratch / "git" / name,
+                )
+            else:
+                key = f"{evaluation}/{name}"
+                taken = any(i.name == name for i in self._evaluation_inputs.get(evaluation, []))
+                base = self._evaluation_dir(evaluation)
+                for sub in ("incoming", "inputs"):
+                    (base / sub).mkdir(mode=0o755, parents=True, exist_ok=True)
+                slot = _Slot(
+                    key,
+                    name,
+                    role,
+                    evaluation,
+                    base / "incoming" / name,
+                    base / "inputs" / name,
+                    base / "git" / name,
+                )
+            if taken or key in self._pending:
+                raise ApiError(409, "duplicate-input", f"an input named {key!r} already exists")
+            self._pending.add(key)
+        return slot
 
-    def _measure_input(
-        self, name: str, role: str, staged: Path, manifest: TreeManifest, source: str
-    ) -> str:
-        final = self.scratch / "inputs" / name
+    def _keep_input(self, slot: _Slot, manifest: TreeManifest, source: str) -> str:
+        """Move the received input in place; measure it now unless it is an evaluation's."""
         with self._lock:
             try:
                 session = self._session_or_refuse()
-                os.rename(staged, final)
-                session.add_input(role, name, manifest.digest, source)
-                self._inputs[name] = MeasuredInput(name, role, manifest.digest, source, final)
+                os.rename(slot.staged, slot.final)
+                item = MeasuredInput(
+                    slot.name, slot.role, manifest.digest, source, slot.final, slot.evaluation
+                )
+                if slot.evaluation:
+                    self._evaluation_inputs.setdefault(slot.evaluation, []).append(item)
+                else:
+                    session.add_input(slot.role, slot.name, manifest.digest, source)
+                    self._inputs[slot.name] = item
             except SessionError as exc:
                 raise ApiError(409, "conflict", exc.message) from None
             finally:
-                self._pending.discard(name)
+                self._pending.discard(slot.key)
         return manifest.digest
 
-    def _staged(self, name: str) -> Path:
-        return self.scratch / "incoming" / name
-
-    def _receive(
-        self, name: str, role: str, source: str, receive: Callable[[Path], TreeManifest]
-    ) -> str:
-        self._reserve(name, role)
-        staged = self._staged(name)
+    def _receive(self, slot: _Slot, source: str, receive: Callable[[Path], TreeManifest]) -> str:
         try:
-            manifest = receive(staged)
+            manifest = receive(slot.staged)
         except BaseException:
             with self._lock:
-                self._pending.discard(name)
+                self._pending.discard(slot.key)
             raise
         try:
-            return self._measure_input(name, role, staged, manifest, source)
+            return self._keep_input(slot, manifest, source)
         except BaseException:
-            intake.remove_path(staged)
-            intake.remove_path(self.scratch / "inputs" / name)
+            intake.remove_path(slot.staged)
+            intake.remove_path(slot.final)
             raise
 
     def upload_input(
@@ -345,26 +443,29 @@ class Agent:
         fmt: str,
         expected: str | None,
         body: intake.BodyReader,
+        evaluation: str | None = None,
     ) -> str:
-        """Receive an uploaded input (``fmt`` "tar" or "file"); its tree digest."""
+        """Receive an uploaded input (``fmt`` "tar" or "file"); its tree digest.
+
+        With ``evaluation`` it is an input of that evaluation (role eval-code or eval-data).
+        """
         self._session_or_refuse()
         if expected is not None:
             intake.check_sha256(expected, "sha256")
+        if fmt not in ("tar", "file"):
+            raise ApiError(400, "bad-request", "format must be 'tar' or 'file'")
+        slot = self._reserve(name, role, evaluation)
         if fmt == "tar":
             return self._receive(
-                name,
-                role,
+                slot,
                 "upload",
                 lambda dest: intake.receive_tar(body, dest, expected_digest=expected),
             )
-        if fmt == "file":
-            return self._receive(
-                name,
-                role,
-                "upload",
-                lambda dest: intake.receive_file_input(body, dest, expected_digest=expected),
-            )
-        raise ApiError(400, "bad-request", "format must be 'tar' or 'file'")
+        return self._receive(
+            slot,
+            "upload",
+            lambda dest: intake.receive_file_input(body, dest, expected_digest=expected),
+        )
 
     def fetch_input(self, name: str, request: Mapping[str, Any]) -> str:
         """Fetch an input from an https URL or a git repository; its tree digest."""
@@ -372,6 +473,9 @@ class Agent:
         role = request.get("role")
         if not isinstance(role, str):
             raise ApiError(400, "bad-request", "role must be a string")
+        evaluation = request.get("evaluation")
+        if evaluation is not None and not isinstance(evaluation, str):
+            raise ApiError(400, "bad-request", "evaluation must be an evaluation's name")
         tree = request.get("expected")
         if tree is not None and not isinstance(tree, str):
             raise ApiError(400, "bad-request", "expected must be a tree digest (64 hex digits)")
@@ -397,21 +501,21 @@ class Agent:
                 raise ApiError(400, "bad-request", "a URL input needs the file's sha256")
             intake.check_https_url(url)
             intake.check_sha256(expected, "sha256")
+            slot = self._reserve(name, role, evaluation)
             return self._receive(
-                name, role, url, checked(lambda dest: intake.fetch_url(url, dest, expected))
+                slot, url, checked(lambda dest: intake.fetch_url(url, dest, expected))
             )
         if isinstance(git, str) and url is None:
             commit = request.get("commit")
             if not isinstance(commit, str):
                 raise ApiError(400, "bad-request", "a git input needs the commit to check out")
-            git_dir = self.scratch / "git" / name
+            slot = self._reserve(name, role, evaluation)
             return self._receive(
-                name,
-                role,
+                slot,
                 f"git+{git}@{commit}",
                 checked(
                     lambda dest: intake.fetch_git(
-                        git, commit, dest, git_dir, schemes=self._git_schemes
+                        git, commit, dest, slot.git_dir, schemes=self._git_schemes
                     )
                 ),
             )
@@ -419,13 +523,25 @@ class Agent:
 
     # -- the job -----------------------------------------------------------------------------
 
-    def start_job(self, command: object, output: object, config: object) -> None:
-        """Measure the configuration and the command, then start the confined run."""
+    def start_job(
+        self, command: object, output: object, config: object, evaluations: object = None
+    ) -> None:
+        """Measure the configuration and the command, then start the confined run.
+
+        Without ``command`` the job only evaluates its ``weights`` input.
+        """
         session = self._session_or_refuse()
-        argv = _check_command(command)
-        if not isinstance(output, str):
-            raise ApiError(400, "bad-request", "output must be a directory name")
-        intake.check_name(output)
+        requests = _check_evaluations(evaluations)
+        training = command is not None
+        argv = _check_command(command) if training else ()
+        if training:
+            if not isinstance(output, str):
+                raise ApiError(400, "bad-request", "output must be a directory name")
+            intake.check_name(output)
+        elif not requests:
+            raise ApiError(400, "bad-request", "a job needs a command, or evaluations to run")
+        elif output is not None:
+            raise ApiError(400, "bad-request", "an evaluation-only job has no output")
         if config is None:
             config = {}
         if not isinstance(config, Mapping):
@@ -438,7 +554,8 @@ class Agent:
                     409, "uploads-pending", f"inputs still arriving: {sorted(self._pending)}"
                 )
             code = [i for i in self._inputs.values() if i.role == "code"]
-            if not code:
+            weights = self._check_job_inputs(training, requests)
+            if training and not code:
                 raise ApiError(409, "no-code", "no input with role 'code' was given")
             config_dir = self.scratch / "inputs" / CONFIG_INPUT
             if CONFIG_INPUT in self._inputs:
@@ -450,15 +567,24 @@ class Agent:
             self._inputs[CONFIG_INPUT] = MeasuredInput(
                 CONFIG_INPUT, "config", manifest.digest, "job request", config_dir
             )
+            self._evaluations = requests
+            if not training:
+                assert weights is not None  # noqa: S101 - _check_job_inputs requires it
+                self._state = JobState.RUNNING
+                self._thread = threading.Thread(
+                    target=self._evaluate_only, args=(weights,), name="aicert-job", daemon=True
+                )
+                self._thread.start()
+                return
             session.start_command(argv, output)
-            self._output_name = output
+            self._output_name = str(output)
             self._state = JobState.RUNNING
             inputs = self.scratch / "inputs"
             spec = SandboxSpec(
                 command=argv,
                 cwd=code[0].path if code[0].path.is_dir() else inputs,
                 read_only=(self.scratch,),
-                output=self.scratch / "outputs" / output,
+                output=self.scratch / "outputs" / str(output),
                 work=self.scratch / "work",
                 env={
                     "AICERT_INPUTS": str(inputs),
@@ -476,6 +602,52 @@ class Agent:
                 target=self._supervise, args=(self._run, spec, log), name="aicert-job", daemon=True
             )
             self._thread.start()
+
+    def _check_job_inputs(
+        self, training: bool, requests: Sequence[EvaluationRequest]
+    ) -> MeasuredInput | None:
+        """Refuse inputs that do not fit the job; the weights an evaluation-only job evaluates."""
+        names = {r.name for r in requests}
+        for evaluation in self._evaluation_inputs:
+            if evaluation not in names:
+                raise ApiError(
+                    409,
+                    "unknown-evaluation",
+                    f"inputs were sent for evaluation {evaluation!r}, which the job does not run",
+                )
+        for request in requests:
+            received = self._evaluation_inputs.get(request.name, [])
+            if sum(i.role == "eval-code" for i in received) != 1:
+                raise ApiError(
+                    409,
+                    "no-eval-code",
+                    f"evaluation {request.name!r} needs exactly one input with role 'eval-code'",
+                )
+        if training:
+            if any(i.role in ("weights", "certificate") for i in self._inputs.values()):
+                raise ApiError(
+                    409,
+                    "job-inputs",
+                    "weights and certificate inputs belong to an evaluation-only job",
+                )
+            return None
+        if any(i.role in TRAINING_ROLES for i in self._inputs.values()):
+            raise ApiError(
+                409, "job-inputs", "an evaluation-only job takes no code, data or base model"
+            )
+        weights = [i for i in self._inputs.values() if i.role == "weights"]
+        if len(weights) != 1:
+            raise ApiError(
+                409,
+                "no-weights",
+                "an evaluation-only job needs exactly one input with role 'weights'",
+            )
+        linked = [i for i in self._inputs.values() if i.role == "certificate"]
+        if len(linked) > 1:
+            raise ApiError(409, "job-inputs", "at most one certificate input may be linked")
+        if linked:
+            _check_linked(linked[0], weights[0])
+        return weights[0]
 
     def _note(self, text: str) -> None:
         with self.log_path.open("ab") as log:
@@ -520,16 +692,98 @@ class Agent:
         with self._lock:
             try:
                 session.add_output(self._output_name, manifest.digest)
+            except AicertError as exc:
+                self._fail_locked(f"the outputs cannot be measured: {exc.message}", status)
+                return
+            self._output_manifest = manifest
+        if self._run_evaluations(spec.output, manifest.digest):
+            self._issue(f"outputs {self._output_name} = {manifest.digest}")
+
+    def _evaluate_only(self, weights: MeasuredInput) -> None:
+        if self._run_evaluations(weights.path, weights.digest):
+            self._issue(f"evaluated weights {weights.name} = {weights.digest}")
+
+    def _run_evaluations(self, weights: Path, weights_digest: str) -> bool:
+        """Run every evaluation in order; False (the job failed) at the first failure."""
+        if not self._evaluations:
+            return True
+        # The training has ended: the sandbox user may now reach the evaluations' inputs.
+        os.chmod(self.scratch / "evaluations", 0o755)  # noqa: S103
+        for request in self._evaluations:
+            try:
+                self._evaluate(request, weights, weights_digest)
+            except AicertError as exc:
+                with self._lock:
+                    self._fail_locked(f"evaluation {request.name!r}: {exc.message}", None)
+                return False
+        return True
+
+    def _evaluate(self, request: EvaluationRequest, weights: Path, weights_digest: str) -> None:
+        """Measure the evaluation's inputs, run it confined, bind its results file."""
+        session = self._session_or_refuse()
+        base = self._evaluation_dir(request.name)
+        inputs = base / "inputs"
+        with self._lock:
+            if self._stopping:
+                raise EvaluationFailedError("the agent is stopping")
+            received = self._evaluation_inputs.get(request.name, [])
+            for item in received:
+                session.add_evaluation_input(
+                    request.name, item.role, item.name, item.digest, item.source
+                )
+            code = next(i for i in received if i.role == "eval-code")
+            spec = SandboxSpec(
+                command=request.command,
+                cwd=code.path if code.path.is_dir() else inputs,
+                read_only=(self.scratch,),
+                output=base / "output",
+                work=base / "work",
+                env={
+                    "AICERT_WEIGHTS": str(weights),
+                    "AICERT_INPUTS": str(inputs),
+                    "AICERT_RESULTS": str(base / "output" / request.results),
+                },
+            )
+            self._note(f"evaluation {request.name}: running {' '.join(request.command)}")
+            log = self.log_path.open("ab")
+            try:
+                run = SandboxRun(spec, log)
+            except BaseException as exc:
+                log.close()
+                raise EvaluationFailedError(f"the command could not be started: {exc}") from None
+            self._run = run
+        try:
+            status = run.wait()
+        finally:
+            log.close()
+        if status != 0:
+            raise EvaluationFailedError(f"the command exited with status {status}")
+        digest, metrics = read_results(spec.output, request.results)
+        with self._lock:
+            session.add_evaluation(request.name, request.command, weights_digest, digest, metrics)
+            self._evaluation_results.append(
+                {
+                    "name": request.name,
+                    "results": request.results,
+                    "resultsSha256": digest,
+                    "metrics": dict(metrics),
+                }
+            )
+        self._note(f"evaluation {request.name}: results {digest}")
+
+    def _issue(self, message: str) -> None:
+        session = self._session_or_refuse()
+        with self._lock:
+            try:
                 certificate = session.finish()
                 data = json.dumps(certificate.to_json(), indent=2, sort_keys=True).encode()
                 self.certificate_path.write_bytes(data + b"\n")
             except (AicertError, OSError) as exc:
                 message = exc.message if isinstance(exc, AicertError) else str(exc)
-                self._fail_locked(f"the certificate could not be issued: {message}", status)
+                self._fail_locked(f"the certificate could not be issued: {message}", None)
                 return
-            self._output_manifest = manifest
             self._state = JobState.SUCCEEDED
-            self._message = f"outputs {self._output_name} = {manifest.digest}"
+            self._message = message
             self._note(f"certificate issued; {self._message}")
             self.finished.set()
 
@@ -545,6 +799,7 @@ class Agent:
                 "outputSha256": None
                 if self._output_manifest is None
                 else self._output_manifest.digest,
+                "evaluations": list(self._evaluation_results),
             }
 
     def read_log(self, offset: int, limit: int) -> tuple[bytes, int, bool]:
@@ -561,10 +816,10 @@ class Agent:
         except FileNotFoundError:
             raise ApiError(409, "no-job", "no job was started") from None
 
-    def _require_success(self) -> TreeManifest:
+    def _require_success(self) -> None:
         with self._lock:
-            if self._state == JobState.SUCCEEDED and self._output_manifest is not None:
-                return self._output_manifest
+            if self._state == JobState.SUCCEEDED:
+                return
             if self._state == JobState.FAILED:
                 raise ApiError(
                     409, "job-failed", f"the job failed: {self._message}; no certificate is issued"
@@ -575,10 +830,19 @@ class Agent:
         self._require_success()
         return self.certificate_path.read_bytes()
 
+    def output_manifest(self) -> TreeManifest:
+        """The measured outputs of the succeeded job (an evaluation-only job has none)."""
+        self._require_success()
+        if self._output_manifest is None:
+            raise ApiError(
+                409, "no-outputs", "an evaluation-only job has no outputs; fetch its results"
+            )
+        return self._output_manifest
+
     def write_outputs_tar(self, out: IO[bytes]) -> None:
         """Write the measured output tree as an uncompressed tar stream (exactly the
         files and directories of the measured manifest)."""
-        manifest = self._require_success()
+        manifest = self.output_manifest()
         root = self.scratch / "outputs" / self._output_name
         with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as archive:
             for directory in manifest.directories:
@@ -593,12 +857,132 @@ class Agent:
                 with _open_measured(root / entry.path, entry.size) as data:
                     archive.addfile(info, data)
 
+    def evaluation_results(self, name: str) -> bytes:
+        """The results file of evaluation ``name``, exactly as it was measured."""
+        self._require_success()
+        with self._lock:
+            found = [r for r in self._evaluation_results if r["name"] == name]
+        if not found:
+            raise ApiError(404, "not-found", f"the job ran no evaluation named {name!r}")
+        path = self._evaluation_dir(name) / "output" / str(found[0]["results"])
+        data = _read_small(path)
+        if _single_file_digest(data) != found[0]["resultsSha256"]:
+            raise ApiError(500, "outputs-changed", f"{path} changed after it was measured")
+        return data
+
     def shutdown(self, timeout: float = 30.0) -> None:
-        """Kill a running command and wait for its supervisor to record the end."""
-        if self._run is not None:
-            self._run.kill()
+        """Kill a running command or evaluation and wait for its supervisor to record the end."""
+        with self._lock:
+            self._stopping = True
+            run = self._run
+        if run is not None:
+            run.kill()
         if self._thread is not None:
             self._thread.join(timeout)
+
+
+def _single_file_digest(data: bytes) -> str:
+    hasher = StreamingHasher(DEFAULT_SHARD_SIZE)
+    hasher.update(data)
+    return intake.single_file_manifest(hasher.result()).digest
+
+
+def _read_small(path: Path) -> bytes:
+    """A regular file of at most MAX_RESULTS_BYTES, never through a symbolic link."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise EvaluationFailedError(f"the command wrote no results file {path.name}") from None
+    except OSError as exc:
+        raise EvaluationFailedError(f"cannot open the results file: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise EvaluationFailedError("the results file is not a regular file")
+        data = handle.read(MAX_RESULTS_BYTES + 1)
+    if len(data) > MAX_RESULTS_BYTES:
+        raise EvaluationFailedError(f"the results file is larger than {MAX_RESULTS_BYTES} bytes")
+    return data
+
+
+def read_results(output: Path, results: str) -> tuple[str, dict[str, int | float]]:
+    """The tree digest and metrics of the results file ``results`` under ``output``.
+
+    It must be a regular file reached without symbolic links, holding a non-empty JSON
+    object of metric name -> number (no booleans, no NaN or infinity, integers JSON keeps
+    exactly). Anything else fails the evaluation.
+    """
+    path = output / results
+    if os.path.realpath(path) != os.path.join(os.path.realpath(output), results):
+        raise EvaluationFailedError(f"the results path {results} passes through a symbolic link")
+    data = _read_small(path)
+    try:
+        manifest = hash_tree(path)
+    except (AicertError, OSError) as exc:
+        message = exc.message if isinstance(exc, AicertError) else str(exc)
+        raise EvaluationFailedError(f"the results file cannot be measured: {message}") from None
+    if _single_file_digest(data) != manifest.digest:
+        raise EvaluationFailedError("the results file changed while it was measured")
+    try:
+        doc = parse_json(data, "the results file")
+    except FormatError as exc:
+        raise EvaluationFailedError(exc.message) from None
+    if not isinstance(doc, dict) or not doc:
+        raise EvaluationFailedError("the results file must be a non-empty JSON object of metrics")
+    metrics: dict[str, int | float] = {}
+    for key, value in doc.items():
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or (isinstance(value, int) and abs(value) > MAX_JSON_INT)
+        ):
+            raise EvaluationFailedError(f"metric {key!r} in the results file is not a number")
+        metrics[key] = value
+    return manifest.digest, metrics
+
+
+def _check_linked(certificate: MeasuredInput, weights: MeasuredInput) -> None:
+    """A linked certificate must certify exactly the weights this job evaluates."""
+    if not certificate.path.is_file():
+        raise ApiError(409, "certificate-mismatch", "the certificate input must be one file")
+    try:
+        cert = load_certificate(certificate.path)
+        subjects = {s.sha256 for s in parse_statement(cert.envelope.payload).subjects}
+    except AicertError as exc:
+        raise ApiError(
+            409, "certificate-mismatch", f"the certificate input is not readable: {exc.message}"
+        ) from None
+    if subjects != {weights.digest}:
+        raise ApiError(
+            409,
+            "certificate-mismatch",
+            f"the linked certificate certifies other weights than {weights.name!r}",
+        )
+
+
+def _check_evaluations(value: object) -> tuple[EvaluationRequest, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_EVALUATIONS:
+        raise ApiError(
+            400, "bad-request", f"evaluations must be a list of at most {MAX_EVALUATIONS}"
+        )
+    requests: list[EvaluationRequest] = []
+    for i, item in enumerate(value):
+        if not isinstance(item, Mapping) or set(item) != {"name", "command", "results"}:
+            raise ApiError(
+                400, "bad-request", f"evaluations[{i}] must be {{name, command, results}}"
+            )
+        name, results = item["name"], item["results"]
+        if not isinstance(name, str) or not isinstance(results, str):
+            raise ApiError(400, "bad-request", f"evaluations[{i}]: name and results are strings")
+        intake.check_name(name)
+        if any(r.name == name for r in requests):
+            raise ApiError(400, "bad-request", f"two evaluations are named {name!r}")
+        for part in results.split("/"):
+            intake.check_name(part)
+        requests.append(EvaluationRequest(name, _check_command(item["command"]), results))
+    return tuple(requests)
 
 
 def _open_measured(path: Path, size: int) -> IO[bytes]:

@@ -59,6 +59,7 @@ ROUTES: Final = (
     _Route("GET", re.compile(r"/v1/job"), "job_status", True),
     _Route("GET", re.compile(r"/v1/job/log"), "job_log", True),
     _Route("GET", re.compile(r"/v1/outputs"), "outputs", True),
+    _Route("GET", re.compile(rf"/v1/evaluations/{_NAME}/results"), "results", True),
     _Route("GET", re.compile(r"/v1/certificate"), "certificate", True),
 )
 
@@ -231,18 +232,27 @@ class AgentRequestHandler(BaseHTTPRequestHandler):
         if role is None or fmt is None:
             raise ApiError(400, "bad-request", "the role query parameter is required")
         expected = self._param("sha256")
+        evaluation = self._param("evaluation")
         body = self._body()
-        digest = self.server.agent.upload_input(name, role, fmt, expected, body)
-        self._send_json(201, {"name": name, "role": role, "sha256": digest})
+        digest = self.server.agent.upload_input(name, role, fmt, expected, body, evaluation)
+        answer = {"name": name, "role": role, "sha256": digest}
+        if evaluation is not None:
+            answer["evaluation"] = evaluation
+        self._send_json(201, answer)
 
     def _handle_fetch_input(self, name: str) -> None:
         request = self._json()
         digest = self.server.agent.fetch_input(name, request)
-        self._send_json(201, {"name": name, "role": request.get("role"), "sha256": digest})
+        answer = {"name": name, "role": request.get("role"), "sha256": digest}
+        if request.get("evaluation") is not None:
+            answer["evaluation"] = request["evaluation"]
+        self._send_json(201, answer)
 
     def _handle_start_job(self) -> None:
         body = self._json()
-        self.server.agent.start_job(body.get("command"), body.get("output"), body.get("config"))
+        self.server.agent.start_job(
+            body.get("command"), body.get("output"), body.get("config"), body.get("evaluations")
+        )
         self._send_json(202, {"state": "running"})
 
     def _handle_job_status(self) -> None:
@@ -260,9 +270,13 @@ class AgentRequestHandler(BaseHTTPRequestHandler):
         data = self.server.agent.certificate_json()
         self._send_bytes(200, data, "application/vnd.aicert.certificate.v1+json")
 
+    def _handle_results(self, name: str) -> None:
+        data = self.server.agent.evaluation_results(name)
+        self._send_bytes(200, data, "application/json")
+
     def _handle_outputs(self) -> None:
         agent = self.server.agent
-        agent.certificate_json()  # refuses before any byte is sent unless the job succeeded
+        agent.output_manifest()  # refuses before any byte is sent unless there are outputs
         self.send_response(200)
         self.send_header("Content-Type", "application/x-tar")
         self.send_header("Transfer-Encoding", "chunked")

@@ -7,9 +7,14 @@ Typical use (``aicert-build run`` does this)::
     client.claim(job_nonce)              # becomes the owner (bearer token kept here)
     client.upload_input("code", Path("train/"), "code")
     client.upload_input("data", Path("data.csv"), "data")
-    client.start_job(["python3", "train.py"], "model", config={"epochs": 3})
+    client.upload_input("code", Path("eval/"), "eval-code", evaluation="accuracy")
+    client.start_job(
+        ["python3", "train.py"], "model", config={"epochs": 3},
+        evaluations=[EvaluationRun("accuracy", ("python3", "eval.py"), "results.json")],
+    )
     result = client.wait(lambda chunk: sys.stdout.buffer.write(chunk))
     client.download_outputs(Path("out/model"))
+    client.download_results(Path("out"))     # out/evaluations/accuracy/results.json
     Path("model.aicert.json").write_bytes(client.certificate().raw)
 
 Every connection is TLS with the agent's self-signed certificate, which is not
@@ -25,6 +30,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import secrets
 import ssl
 import tarfile
@@ -43,15 +49,15 @@ from aicert.builder.agent_attestation import (
     spki_sha256,
     verify_attestation,
 )
-from aicert.builder.job_file import GitSource, JobFile, JobInput, LocalSource
+from aicert.builder.job_file import EvaluationRun, GitSource, JobFile, JobInput, LocalSource
 from aicert.verifier.boot_reference import reference_from_recipe
-from aicert.verifier.certificate import Certificate, parse_certificate
-from aicert.verifier.errors import AicertError, InputError, NonceError
+from aicert.verifier.certificate import Certificate, load_certificate, parse_certificate
+from aicert.verifier.errors import AicertError, EvaluationError, InputError, NonceError
 from aicert.verifier.filehash import DEFAULT_SHARD_SIZE
 from aicert.verifier.progress import Progress, progress_for
 from aicert.verifier.provenance import parse_statement
 from aicert.verifier.streamhash import StreamingHasher
-from aicert.verifier.treehash import list_tree
+from aicert.verifier.treehash import hash_tree, list_tree
 from aicert.verifier.treemanifest import FileEntry, TreeManifest
 from aicert.verifier.verify import BootReference
 from cryptography import x509
@@ -74,12 +80,23 @@ class AgentRequestError(AicertError):
 
 
 @dataclass(frozen=True)
+class EvaluationResult:
+    """A completed evaluation as the agent reports it (``results`` is relative to its output)."""
+
+    name: str
+    results: str
+    results_sha256: str
+    metrics: Mapping[str, int | float]
+
+
+@dataclass(frozen=True)
 class JobResult:
     state: str
     exit_status: int | None
     message: str
     output: str
     output_sha256: str | None
+    evaluations: tuple[EvaluationResult, ...] = ()
 
     @property
     def succeeded(self) -> bool:
@@ -324,17 +341,21 @@ class AgentClient:
         *,
         expected_sha256: str | None = None,
         progress: Progress | None = None,
+        evaluation: str | None = None,
     ) -> str:
         """Stream a directory (as tar) or a file to the agent; its tree digest.
 
         The digest is also computed here from the bytes sent, and must equal the agent's.
         ``progress`` defaults to a progress line on stderr when it is a terminal.
+        With ``evaluation`` the input belongs to that evaluation (role eval-code or eval-data).
         """
         sink = progress or progress_for(label=f"uploading {name}")
         is_dir = path.is_dir() and not path.is_symlink()
         query = {"role": role, "format": "tar" if is_dir else "file"}
         if expected_sha256 is not None:
             query["sha256"] = expected_sha256
+        if evaluation is not None:
+            query["evaluation"] = evaluation
         target = f"/v1/inputs/{urllib.parse.quote(name, safe='')}?{urllib.parse.urlencode(query)}"
         stream = _TarSender(path, sink) if is_dir else _FileSender(path, sink)
         try:
@@ -367,14 +388,18 @@ class AgentClient:
         git: str | None = None,
         commit: str | None = None,
         expected_sha256: str | None = None,
+        evaluation: str | None = None,
     ) -> str:
         """Have the agent fetch an input (https URL + SHA-256, or git URL + commit).
 
-        ``expected_sha256`` is the tree digest the input must have, or it is refused.
+        ``expected_sha256`` is the tree digest the input must have, or it is refused;
+        ``evaluation`` names the evaluation the input belongs to.
         """
         request: dict[str, str] = {"role": role}
         if expected_sha256 is not None:
             request["expected"] = expected_sha256
+        if evaluation is not None:
+            request["evaluation"] = evaluation
         if url is not None and sha256 is not None and git is None:
             request |= {"url": url, "sha256": sha256}
         elif git is not None and commit is not None and url is None:
@@ -393,14 +418,24 @@ class AgentClient:
     # -- the job -----------------------------------------------------------------------------
 
     def start_job(
-        self, command: Sequence[str], output: str, config: Mapping[str, Any] | None = None
+        self,
+        command: Sequence[str] | None,
+        output: str | None,
+        config: Mapping[str, Any] | None = None,
+        *,
+        evaluations: Sequence[EvaluationRun] = (),
     ) -> None:
-        self._request(
-            "POST",
-            "/v1/job",
-            "start of the job",
-            json_body={"command": list(command), "output": output, "config": dict(config or {})},
-        )
+        """Start the job; without ``command`` (and ``output``) it only runs ``evaluations``
+        on the ``weights`` input."""
+        body: dict[str, Any] = {"config": dict(config or {})}
+        if command is not None:
+            body |= {"command": list(command), "output": output}
+        if evaluations:
+            body["evaluations"] = [
+                {"name": e.name, "command": list(e.command), "results": e.results}
+                for e in evaluations
+            ]
+        self._request("POST", "/v1/job", "start of the job", json_body=body)
 
     def job(self) -> JobResult:
         doc = self._request("GET", "/v1/job", "job status").json()
@@ -410,6 +445,7 @@ class AgentClient:
             message=str(doc.get("message", "")),
             output=str(doc.get("output", "")),
             output_sha256=doc.get("outputSha256"),
+            evaluations=tuple(_evaluation_result(e) for e in doc.get("evaluations") or []),
         )
 
     def wait(
@@ -449,12 +485,14 @@ class AgentClient:
         return DownloadedCertificate(raw, cert)
 
     def download_outputs(self, dest: Path) -> TreeManifest:
-        """Download and extract the outputs into the new directory ``dest``; their manifest.
+        """Download and extract the outputs into the new directory ``dest`` (its parents are
+        created); their manifest.
 
         The tree digest of what was written must equal the digest the agent measured.
         """
         if self._pinned is None:
             raise AgentRequestError("outputs: call attest() first; nothing is sent unattested")
+        dest.parent.mkdir(parents=True, exist_ok=True)
         conn, _key = self._connect(FETCH_TIMEOUT)
         try:
             conn.request("GET", "/v1/outputs", headers=self._headers())
@@ -471,6 +509,77 @@ class AgentClient:
         finally:
             conn.close()
         return manifest
+
+    def download_results(self, directory: Path) -> dict[str, Path]:
+        """Save each evaluation's results file as ``directory/evaluations/NAME/RESULTS``.
+
+        Each file's tree digest must equal the one the agent measured; evaluation name →
+        the file written. ``directory`` is typically the one holding the weights' directory.
+        """
+        saved: dict[str, Path] = {}
+        for result in self.job().evaluations:
+            name = urllib.parse.quote(result.name, safe="")
+            data = self._request(
+                "GET", f"/v1/evaluations/{name}/results", f"results of {result.name}"
+            ).body
+            if _single_file_digest(data) != result.results_sha256:
+                raise AgentRequestError(
+                    f"results of {result.name}: the bytes received are not the measured file"
+                )
+            path = directory / "evaluations" / result.name / result.results
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with path.open("xb") as out:
+                    out.write(data)
+            except FileExistsError:
+                raise InputError(f"{path} already exists; not overwriting it") from None
+            saved[result.name] = path
+        return saved
+
+
+_SAFE_PART: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def _evaluation_result(raw: object) -> EvaluationResult:
+    """An entry of the job status' ``evaluations``; its paths must stay relative."""
+    if not isinstance(raw, dict):
+        raise AgentRequestError("job status: an evaluation entry is not an object")
+    name, results = raw.get("name"), raw.get("results")
+    digest, metrics = raw.get("resultsSha256"), raw.get("metrics")
+    if (
+        not isinstance(name, str)
+        or not _SAFE_PART.fullmatch(name)
+        or not isinstance(results, str)
+        or not all(_SAFE_PART.fullmatch(part) for part in results.split("/"))
+        or not isinstance(digest, str)
+        or not isinstance(metrics, dict)
+    ):
+        raise AgentRequestError("job status: a malformed evaluation entry")
+    return EvaluationResult(name, results, digest, metrics)
+
+
+def _single_file_digest(data: bytes) -> str:
+    hasher = StreamingHasher(DEFAULT_SHARD_SIZE)
+    hasher.update(data)
+    result = hasher.result()
+    return TreeManifest(result.shard_size, (FileEntry("", result.size, result.digest),), ()).digest
+
+
+def check_linked_certificate(certificate: Path, weights: Path) -> str:
+    """Refuse a linked certificate whose subject is not ``weights``; their tree digest.
+
+    Run before anything is sent: a job linking another model's certificate would only
+    yield a certificate that fails verification.
+    """
+    cert = load_certificate(certificate)
+    subjects = {s.sha256 for s in parse_statement(cert.envelope.payload).subjects}
+    digest = hash_tree(weights).digest
+    if subjects != {digest}:
+        raise EvaluationError(
+            f"{certificate} certifies weights {', '.join(sorted(subjects))}, "
+            f"not {weights} (tree digest {digest})"
+        )
+    return digest
 
 
 def _late_response(conn: http.client.HTTPSConnection) -> _Response | None:
@@ -491,35 +600,58 @@ def send_inputs(
     *,
     progress: Callable[[JobInput], Progress] | None = None,
 ) -> dict[str, str]:
-    """Upload or have the agent fetch every input of ``job``; name → measured tree digest."""
+    """Upload or have the agent fetch every input of ``job``, then every evaluation's;
+    name (``EVALUATION/NAME`` for an evaluation's) → tree digest.
+
+    A linked certificate is checked against the weights before anything is sent.
+    """
+    if job.weights is not None and job.linked_certificate is not None:
+        assert isinstance(job.weights.source, LocalSource)  # noqa: S101 - the job file's rule
+        check_linked_certificate(job.linked_certificate, job.weights.source.path)
     digests: dict[str, str] = {}
     for item in job.inputs:
-        source = item.source
-        if isinstance(source, LocalSource):
-            digests[item.name] = client.upload_input(
-                item.name,
-                source.path,
-                item.role,
-                expected_sha256=item.expected_sha256,
-                progress=None if progress is None else progress(item),
-            )
-        elif isinstance(source, GitSource):
-            digests[item.name] = client.fetch_input(
-                item.name,
-                item.role,
-                git=source.url,
-                commit=source.commit,
-                expected_sha256=item.expected_sha256,
-            )
-        else:
-            digests[item.name] = client.fetch_input(
-                item.name,
-                item.role,
-                url=source.url,
-                sha256=source.sha256,
-                expected_sha256=item.expected_sha256,
+        digests[item.name] = _send(client, item, None, progress)
+    for evaluation in job.evaluations:
+        for item in evaluation.inputs:
+            digests[f"{evaluation.name}/{item.name}"] = _send(
+                client, item, evaluation.name, progress
             )
     return digests
+
+
+def _send(
+    client: AgentClient,
+    item: JobInput,
+    evaluation: str | None,
+    progress: Callable[[JobInput], Progress] | None,
+) -> str:
+    source = item.source
+    if isinstance(source, LocalSource):
+        return client.upload_input(
+            item.name,
+            source.path,
+            item.role,
+            expected_sha256=item.expected_sha256,
+            progress=None if progress is None else progress(item),
+            evaluation=evaluation,
+        )
+    if isinstance(source, GitSource):
+        return client.fetch_input(
+            item.name,
+            item.role,
+            git=source.url,
+            commit=source.commit,
+            expected_sha256=item.expected_sha256,
+            evaluation=evaluation,
+        )
+    return client.fetch_input(
+        item.name,
+        item.role,
+        url=source.url,
+        sha256=source.sha256,
+        expected_sha256=item.expected_sha256,
+        evaluation=evaluation,
+    )
 
 
 # --------------------------------------------------------------------------- upload bodies

@@ -21,6 +21,19 @@
     [config]                          # free-form; measured as the job configuration
     epochs = 3
 
+    [[evaluation]]                    # any number: benchmarks run on the trained weights
+    name = "accuracy"
+    code = { path = "eval/" }         # an input as above (role eval-code)
+    data = [{ name = "test-set", path = "test.csv" }]   # role eval-data
+    command = ["python3", "eval.py"]
+    results = "results.json"          # written under $AICERT_OUTPUT: {"metric": number, ...}
+
+An evaluation-only job has no ``command``, ``output``, ``code``, ``data`` or
+``base_model``; it evaluates existing weights::
+
+    weights = { path = "model/", sha256 = "<expected tree digest, optional>" }
+    linked_certificate = "model.aicert.json"   # optional: the weights' training certificate
+
 Relative paths are relative to the job file's directory. Parsing fails with one line
 naming the file and the key.
 """
@@ -46,9 +59,26 @@ NONCE: Final = re.compile(r"(?:[0-9a-f]{2}){8,64}")
 NONCE_BYTES: Final = 32
 MAX_JSON_INT: Final = 2**53 - 1
 RESERVED_NAMES: Final = frozenset({"job-config"})
+WEIGHTS_INPUT: Final = "weights"
+CERTIFICATE_INPUT: Final = "training-certificate"
 
-_TOP_KEYS: Final = frozenset({"nonce", "command", "output", "code", "data", "base_model", "config"})
+_TOP_KEYS: Final = frozenset(
+    {
+        "nonce",
+        "command",
+        "output",
+        "code",
+        "data",
+        "base_model",
+        "config",
+        "evaluation",
+        "weights",
+        "linked_certificate",
+    }
+)
+_TRAINING_KEYS: Final = ("command", "output", "code", "data", "base_model")
 _INPUT_KEYS: Final = frozenset({"name", "path", "git", "commit", "url", "sha256", "expected"})
+_EVALUATION_KEYS: Final = frozenset({"name", "code", "data", "command", "results"})
 
 
 @dataclass(frozen=True)
@@ -86,9 +116,32 @@ class JobInput:
 
 
 @dataclass(frozen=True)
-class JobFile:
-    path: Path
+class EvaluationRun:
+    """What the agent runs for one evaluation: ``command`` writes ``results``."""
+
+    name: str
+    command: tuple[str, ...]
+    results: str
+
+
+@dataclass(frozen=True)
+class JobEvaluation(EvaluationRun):
+    """An ``[[evaluation]]`` table: the run and its inputs (code, then data sets)."""
+
     code: JobInput
+    data: tuple[JobInput, ...] = ()
+
+    @property
+    def inputs(self) -> tuple[JobInput, ...]:
+        return (self.code, *self.data)
+
+
+@dataclass(frozen=True)
+class JobFile:
+    """A checked job file; an evaluation-only job has no code or command but ``weights``."""
+
+    path: Path
+    code: JobInput | None
     data: tuple[JobInput, ...]
     base_model: JobInput | None
     command: tuple[str, ...]
@@ -96,10 +149,28 @@ class JobFile:
     config: Mapping[str, Any]
     nonce: str
     nonce_generated: bool
+    evaluations: tuple[JobEvaluation, ...] = ()
+    weights: JobInput | None = None
+    linked_certificate: Path | None = None
+
+    @property
+    def evaluation_only(self) -> bool:
+        return self.weights is not None
 
     @property
     def inputs(self) -> tuple[JobInput, ...]:
-        """Every input in the order they are sent: code, base model, data sets."""
+        """Every job input in the order they are sent: code, base model, data sets, or
+        (evaluation only) weights and the linked certificate."""
+        if self.weights is not None:
+            linked = ()
+            if self.linked_certificate is not None:
+                linked = (
+                    JobInput(
+                        CERTIFICATE_INPUT, "certificate", LocalSource(self.linked_certificate)
+                    ),
+                )
+            return (self.weights, *linked)
+        assert self.code is not None  # noqa: S101 - parse_job requires code for training
         base = () if self.base_model is None else (self.base_model,)
         return (self.code, *base, *self.data)
 
@@ -138,37 +209,25 @@ def parse_job(doc: Mapping[str, Any], path: Path) -> JobFile:
     if unknown:
         raise where.fail(unknown[0], f"unknown key (allowed: {', '.join(sorted(_TOP_KEYS))})")
     base = path.parent
-    if "code" not in doc:
-        raise where.fail("code", "missing: the training code is required")
-    code = _input(doc["code"], "code", "code", "code", base, where)
-    data_raw = doc.get("data", [])
-    if not isinstance(data_raw, list):
-        raise where.fail("data", "must be an array of tables ([[data]])")
-    data = tuple(
-        _input(item, f"data[{i}]", "data", None, base, where) for i, item in enumerate(data_raw)
-    )
-    base_model = None
-    if "base_model" in doc:
-        base_model = _input(
-            doc["base_model"], "base_model", "base-model", "base-model", base, where
-        )
-    names: dict[str, str] = {}
-    for key, item in (("code", code), ("base_model", base_model), *_keyed(data)):
-        if item is None:
-            continue
-        if item.name in names:
-            raise where.fail(key, f"name {item.name!r} is also used by {names[item.name]}")
-        names[item.name] = key
-    command = doc.get("command")
-    if (
-        not isinstance(command, list)
-        or not command
-        or not all(isinstance(a, str) and a and "\x00" not in a for a in command)
-    ):
-        raise where.fail("command", "must be a non-empty array of non-empty strings")
-    output = doc.get("output")
-    if not isinstance(output, str) or not NAME.fullmatch(output):
-        raise where.fail("output", _name_rule())
+    evaluations = _evaluations(doc.get("evaluation", []), base, where)
+    if "weights" in doc:
+        training = next((k for k in _TRAINING_KEYS if k in doc), None)
+        if training is not None:
+            raise where.fail(training, "an evaluation-only job (with weights) has no training")
+        if not evaluations:
+            raise where.fail("evaluation", "an evaluation-only job needs [[evaluation]] tables")
+        weights = _weights(doc["weights"], base, where)
+        linked = _linked_certificate(doc.get("linked_certificate"), base, where)
+        code, data, base_model, command, output = None, (), None, (), ""
+    else:
+        if "linked_certificate" in doc:
+            raise where.fail("linked_certificate", "only goes with weights (evaluation only)")
+        weights, linked = None, None
+        code, data, base_model = _training_inputs(doc, base, where)
+        command = _command(doc.get("command"), "command", where)
+        output = doc.get("output")
+        if not isinstance(output, str) or not NAME.fullmatch(output):
+            raise where.fail("output", _name_rule())
     config = doc.get("config", {})
     if not isinstance(config, dict):
         raise where.fail("config", "must be a table ([config])")
@@ -184,16 +243,129 @@ def parse_job(doc: Mapping[str, Any], path: Path) -> JobFile:
         code=code,
         data=data,
         base_model=base_model,
-        command=tuple(command),
+        command=command,
         output=output,
         config=config,
         nonce=nonce,
         nonce_generated=generated,
+        evaluations=evaluations,
+        weights=weights,
+        linked_certificate=linked,
     )
 
 
-def _keyed(data: tuple[JobInput, ...]) -> list[tuple[str, JobInput | None]]:
-    return [(f"data[{i}]", item) for i, item in enumerate(data)]
+def _training_inputs(
+    doc: Mapping[str, Any], base: Path, where: _Where
+) -> tuple[JobInput, tuple[JobInput, ...], JobInput | None]:
+    if "code" not in doc:
+        raise where.fail("code", "missing: the training code is required")
+    code = _input(doc["code"], "code", "code", "code", base, where)
+    data_raw = doc.get("data", [])
+    if not isinstance(data_raw, list):
+        raise where.fail("data", "must be an array of tables ([[data]])")
+    data = tuple(
+        _input(item, f"data[{i}]", "data", None, base, where) for i, item in enumerate(data_raw)
+    )
+    base_model = None
+    if "base_model" in doc:
+        base_model = _input(
+            doc["base_model"], "base_model", "base-model", "base-model", base, where
+        )
+    _unique([("code", code), ("base_model", base_model), *_keyed("data", data)], where)
+    return code, data, base_model
+
+
+def _unique(items: list[tuple[str, JobInput | None]], where: _Where) -> None:
+    names: dict[str, str] = {}
+    for key, item in items:
+        if item is None:
+            continue
+        if item.name in names:
+            raise where.fail(key, f"name {item.name!r} is also used by {names[item.name]}")
+        names[item.name] = key
+
+
+def _command(command: object, key: str, where: _Where) -> tuple[str, ...]:
+    if (
+        not isinstance(command, list)
+        or not command
+        or not all(isinstance(a, str) and a and "\x00" not in a for a in command)
+    ):
+        raise where.fail(key, "must be a non-empty array of non-empty strings")
+    return tuple(command)
+
+
+def _evaluations(raw: object, base: Path, where: _Where) -> tuple[JobEvaluation, ...]:
+    if not isinstance(raw, list):
+        raise where.fail("evaluation", "must be an array of tables ([[evaluation]])")
+    evaluations: list[JobEvaluation] = []
+    for i, item in enumerate(raw):
+        key = f"evaluation[{i}]"
+        if not isinstance(item, dict):
+            raise where.fail(key, "must be a table")
+        unknown = sorted(set(item) - _EVALUATION_KEYS)
+        if unknown:
+            raise where.fail(f"{key}.{unknown[0]}", "unknown key")
+        name = item.get("name")
+        if not isinstance(name, str) or not NAME.fullmatch(name):
+            raise where.fail(f"{key}.name", _name_rule())
+        if any(e.name == name for e in evaluations):
+            raise where.fail(f"{key}.name", f"another evaluation is named {name!r}")
+        if "code" not in item:
+            raise where.fail(f"{key}.code", "missing: the evaluation's code is required")
+        code = _input(item["code"], f"{key}.code", "eval-code", "code", base, where)
+        data_raw = item.get("data", [])
+        if not isinstance(data_raw, list):
+            raise where.fail(f"{key}.data", "must be an array of tables")
+        data = tuple(
+            _input(d, f"{key}.data[{j}]", "eval-data", None, base, where)
+            for j, d in enumerate(data_raw)
+        )
+        _unique([(f"{key}.code", code), *_keyed(f"{key}.data", data)], where)
+        results = item.get("results")
+        if (
+            not isinstance(results, str)
+            or not results
+            or not all(NAME.fullmatch(part) for part in results.split("/"))
+        ):
+            raise where.fail(
+                f"{key}.results", "must be a relative path of names (" + _name_rule() + ")"
+            )
+        command = _command(item.get("command"), f"{key}.command", where)
+        evaluations.append(JobEvaluation(name, command, results, code, data))
+    return tuple(evaluations)
+
+
+def _weights(raw: object, base: Path, where: _Where) -> JobInput:
+    if not isinstance(raw, dict):
+        raise where.fail("weights", "must be a table: { path = ..., sha256 = ... }")
+    unknown = sorted(set(raw) - {"path", "sha256"})
+    if unknown:
+        raise where.fail(f"weights.{unknown[0]}", "unknown key")
+    local = raw.get("path")
+    if not isinstance(local, str) or not local:
+        raise where.fail("weights.path", "missing: the path of the weights to evaluate")
+    expected = raw.get("sha256")
+    if expected is not None and (not isinstance(expected, str) or not SHA256.fullmatch(expected)):
+        raise where.fail("weights.sha256", "must be a tree digest (64 lowercase hex)")
+    return JobInput(WEIGHTS_INPUT, "weights", LocalSource(_resolve(local, base)), expected)
+
+
+def _linked_certificate(raw: object, base: Path, where: _Where) -> Path | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not raw:
+        raise where.fail("linked_certificate", "must be the path of an aicert certificate")
+    return _resolve(raw, base)
+
+
+def _resolve(raw: str, base: Path) -> Path:
+    local = Path(raw).expanduser()
+    return local if local.is_absolute() else base / local
+
+
+def _keyed(key: str, data: tuple[JobInput, ...]) -> list[tuple[str, JobInput | None]]:
+    return [(f"{key}[{i}]", item) for i, item in enumerate(data)]
 
 
 def _name_rule() -> str:
@@ -226,8 +398,7 @@ def _input(
         for extra in ("commit", "sha256"):
             if extra in raw:
                 raise where.fail(f"{key}.{extra}", "only goes with git or url")
-        local = Path(raw["path"]).expanduser()
-        source = LocalSource(local if local.is_absolute() else base / local)
+        source = LocalSource(_resolve(raw["path"], base))
     elif kinds[0] == "git":
         commit = raw.get("commit")
         if commit is None or not COMMIT.fullmatch(commit):
