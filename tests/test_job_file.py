@@ -141,3 +141,93 @@ def test_not_toml(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="does not exist"):
         load_job_file(tmp_path / "nope.toml")
+
+
+TRAINED = BASE + '[code]\npath = "a"\n'
+EVALUATION = (
+    '[[evaluation]]\nname = "accuracy"\ncode = { path = "eval" }\n'
+    'command = ["python3", "evaluate.py"]\nresults = "metrics/results.json"\n'
+)
+WEIGHTS = 'weights = { path = "model", sha256 = "' + SHA + '" }\n'
+
+
+def test_evaluations_after_training(tmp_path: Path) -> None:
+    text = (
+        TRAINED
+        + EVALUATION
+        + '[[evaluation.data]]\nname = "test-set"\nurl = "https://x/t.csv"\nsha256 = "'
+        + SHA
+        + '"\n[[evaluation]]\nname = "speed"\ncode = { git = "https://x/e.git", commit = "'
+        + COMMIT
+        + '" }\ncommand = ["./bench"]\nresults = "r.json"\n'
+    )
+    job = load_job_file(_write(tmp_path, text))
+    assert not job.evaluation_only
+    accuracy, speed = job.evaluations
+    assert accuracy.name == "accuracy"
+    assert accuracy.command == ("python3", "evaluate.py")
+    assert accuracy.results == "metrics/results.json"
+    assert [(i.name, i.role) for i in accuracy.inputs] == [
+        ("code", "eval-code"),
+        ("test-set", "eval-data"),
+    ]
+    assert accuracy.code.source == LocalSource(tmp_path / "eval")
+    assert accuracy.data[0].source == UrlSource("https://x/t.csv", SHA)
+    assert speed.code.source == GitSource("https://x/e.git", COMMIT)
+    assert [i.name for i in job.inputs] == ["code"]
+
+
+def test_evaluation_only_job(tmp_path: Path) -> None:
+    text = WEIGHTS + 'linked_certificate = "model.aicert.json"\n' + EVALUATION
+    job = load_job_file(_write(tmp_path, text))
+    assert job.evaluation_only
+    assert job.code is None
+    assert job.command == ()
+    assert job.linked_certificate == tmp_path / "model.aicert.json"
+    assert [(i.name, i.role, i.source, i.expected_sha256) for i in job.inputs] == [
+        ("weights", "weights", LocalSource(tmp_path / "model"), SHA),
+        ("training-certificate", "certificate", LocalSource(tmp_path / "model.aicert.json"), None),
+    ]
+    unlinked = load_job_file(_write(tmp_path, 'weights = { path = "/m" }\n' + EVALUATION))
+    assert [i.name for i in unlinked.inputs] == ["weights"]
+    assert unlinked.weights is not None
+    assert unlinked.weights.expected_sha256 is None
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        (TRAINED + EVALUATION.replace('name = "accuracy"', 'name = "a/b"'), "evaluation[0].name"),
+        (TRAINED + EVALUATION + EVALUATION, "evaluation[1].name"),
+        (TRAINED + EVALUATION.replace('code = { path = "eval" }\n', ""), "evaluation[0].code"),
+        (
+            TRAINED + EVALUATION.replace('"metrics/results.json"', '"../r.json"'),
+            "evaluation[0].results",
+        ),
+        (
+            TRAINED + EVALUATION.replace('"metrics/results.json"', '"/r.json"'),
+            "evaluation[0].results",
+        ),
+        (TRAINED + EVALUATION.replace('["python3", "evaluate.py"]', "[]"), "evaluation[0].command"),
+        (TRAINED + EVALUATION + 'colour = "red"\n', "evaluation[0].colour"),
+        (TRAINED + EVALUATION + 'data = [{ path = "t.csv" }]\n', "evaluation[0].data[0].name"),
+        (
+            TRAINED + EVALUATION + 'data = [{ name = "code", path = "t" }]\n',
+            "evaluation[0].data[0]",
+        ),
+        ('evaluation = "x"\n' + TRAINED, "evaluation"),
+        (WEIGHTS + TRAINED + EVALUATION, "command"),
+        (WEIGHTS, "evaluation"),
+        ('weights = "model"\n' + EVALUATION, "weights"),
+        ('weights = { path = "m", sha256 = "x" }\n' + EVALUATION, "weights.sha256"),
+        ('weights = { path = "m", git = "https://x" }\n' + EVALUATION, "weights.git"),
+        ('weights = { sha256 = "' + SHA + '" }\n' + EVALUATION, "weights.path"),
+        ('linked_certificate = "c.json"\n' + TRAINED, "linked_certificate"),
+        (WEIGHTS + "linked_certificate = 3\n" + EVALUATION, "linked_certificate"),
+    ],
+)
+def test_evaluation_mistakes_name_file_and_key(tmp_path: Path, text: str, key: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(FormatError) as refused:
+        load_job_file(path)
+    assert refused.value.message.startswith(f"{path}: {key}: ")
