@@ -88,7 +88,16 @@ def kvm_works() -> bool:
             return False
 
 
+_kvm_failed_at_run_time = False
+KVM_FAILURE_MARKERS = ("KVM internal error", "emulation failure")
+
+
 def choose_accel() -> str:
+    """KVM if it runs guests here, else TCG. A probe that only starts OVMF can pass on
+    hosts where the guest kernel later stops with "KVM internal error" (seen: MSR 0x10a),
+    so :meth:`Vm.wait_ready` also falls back to TCG at run time and remembers it."""
+    if _kvm_failed_at_run_time:
+        return "tcg"
     return "kvm" if kvm_works() else "tcg"
 
 
@@ -120,6 +129,7 @@ class Vm:
             if not firmware.is_file():
                 raise ToolError(f"{firmware} is missing; run scripts/install-host-deps.sh")
         self.spec = spec
+        self._auto_accel = spec.accel is None
         self.accel = spec.accel or choose_accel()
         self.host_port = spec.host_port if spec.host_port is not None else free_port()
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -179,13 +189,14 @@ class Vm:
             self._swtpm.start()
             argv = self.argv()
             log.info("$ %s", " ".join(argv))
-            self._proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=open(self.workdir / "qemu.stderr", "wb"),  # noqa: SIM115 - closed with the process
-                start_new_session=True,
-            )
+            with (self.workdir / "qemu.stderr").open("ab") as stderr:
+                self._proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=stderr,
+                    start_new_session=True,
+                )
             self._started = time.monotonic()
         except BaseException:
             self.stop()
@@ -205,6 +216,10 @@ class Vm:
             start = text.find(READY_PREFIX)
             if start >= 0 and "\n" in text[start:]:
                 return parse_ready_line(text), time.monotonic() - self._started
+            if self.accel == "kvm" and self._auto_accel and self._kvm_failed():
+                self._restart_under_tcg()
+                deadline = time.monotonic() + timeout
+                continue
             if self._proc is None or self._proc.poll() is not None:
                 raise ToolError(
                     "QEMU exited before the image reported readiness" + self._failure_detail(text)
@@ -215,6 +230,21 @@ class Vm:
                     + self._failure_detail(text)
                 )
             time.sleep(0.5)
+
+    def _kvm_failed(self) -> bool:
+        try:
+            stderr = (self.workdir / "qemu.stderr").read_text(errors="replace")
+        except OSError:
+            return False
+        return any(marker in stderr for marker in KVM_FAILURE_MARKERS)
+
+    def _restart_under_tcg(self) -> None:
+        global _kvm_failed_at_run_time  # noqa: PLW0603 - one answer per process
+        _kvm_failed_at_run_time = True
+        log.warning("KVM failed while running the guest; booting again under TCG")
+        self.stop(grace=0)
+        self.accel = "tcg"
+        self.start()
 
     def _failure_detail(self, console: str) -> str:
         stderr = ""

@@ -61,3 +61,19 @@ def provisioned_swtpm(
 def swtpm_tcti(provisioned_swtpm: ProvisionedSwtpm) -> str:
     """The TCTI string of a fresh provisioned swtpm."""
     return provisioned_swtpm.tcti
+
+
+# --------------------------------------------------------------------------- image
+# The qemu-profile image, built once per test run (warm mkosi caches: about a minute)
+# into .cache/test-image, and shared by every system test that boots it.
+
+
+@pytest.fixture(scope="session")
+def built_image() -> Path:
+    """Directory with disk.raw, uki.efi and recipe.json of the current source tree."""
+    from aicert.builder.image import DEFAULT_CACHE, ImageRequest, build_image
+
+    output = DEFAULT_CACHE.parent / "test-image" / "qemu"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    build_image(ImageRequest(output=output), on_line=lambda _line: None)
+    return output
