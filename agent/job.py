@@ -705,16 +705,15 @@ class Agent:
 
     def _run_evaluations(self, weights: Path, weights_digest: str) -> bool:
         """Run every evaluation in order; False (the job failed) at the first failure."""
-        if not self._evaluations:
-            return True
-        # The training has ended: the sandbox user may now reach the evaluations' inputs.
-        os.chmod(self.scratch / "evaluations", 0o755)  # noqa: S103
         for request in self._evaluations:
             try:
+                # The training has ended: the sandbox user may now reach the evaluations.
+                os.chmod(self.scratch / "evaluations", 0o755)  # noqa: S103
                 self._evaluate(request, weights, weights_digest)
-            except AicertError as exc:
+            except (AicertError, OSError) as exc:
+                message = exc.message if isinstance(exc, AicertError) else str(exc)
                 with self._lock:
-                    self._fail_locked(f"evaluation {request.name!r}: {exc.message}", None)
+                    self._fail_locked(f"evaluation {request.name!r}: {message}", None)
                 return False
         return True
 
@@ -744,6 +743,7 @@ class Agent:
                     "AICERT_RESULTS": str(base / "output" / request.results),
                 },
             )
+            self._message = f"evaluating {request.name}"
             self._note(f"evaluation {request.name}: running {' '.join(request.command)}")
             log = self.log_path.open("ab")
             try:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from agent_harness import SYSTEM_PYTHON, RunningAgent, running_agent
 from aicert.builder.agent_client import AgentClient, AgentRequestError, send_inputs
-from aicert.builder.job_file import JobFile, load_job_file
+from aicert.builder.job_file import EvaluationRun, JobFile, load_job_file
 from aicert.builder.swtpm import Swtpm
 from aicert.builder.vtpm_provision import provision_like_azure
 from aicert.verifier.errors import EvaluationError, InputDigestError, WeightsError
@@ -55,11 +55,16 @@ EVALUATE = textwrap.dedent(
         open(os.path.join(weights, "weights.bin"), "ab").write(b"tampered")
     if mode == "exit":
         sys.exit(1)
+    if mode == "symlink":
+        os.symlink(os.path.join(weights, "weights.bin"), results)
+        sys.exit(0)
     with open(results, "w") as out:
         if mode == "not-json":
             out.write("accuracy: high\\n")
         elif mode == "nan":
             out.write('{"accuracy": NaN}')
+        elif mode == "boolean":
+            out.write('{"accuracy": true}')
         else:
             json.dump({"accuracy": (w[0] % 100) / 100, "samples": len(rows)}, out)
     """
@@ -229,7 +234,7 @@ def test_evaluation_data_altered_before_upload_is_refused(
     assert certificate.value.status == 409
 
 
-@pytest.mark.parametrize("mode", ["not-json", "nan", "exit", "write-weights"])
+@pytest.mark.parametrize("mode", ["not-json", "nan", "boolean", "symlink", "exit", "write-weights"])
 def test_failed_evaluation_gets_no_certificate(
     live: RunningAgent, project: Path, mode: str
 ) -> None:
@@ -358,3 +363,45 @@ def test_linked_certificate_of_other_weights_is_refused(
             client.start_job(None, None, evaluations=job.evaluations)
         assert refused.value.code == "certificate-mismatch"
         assert client.status()["state"] == "claimed"
+
+
+def test_inputs_that_do_not_fit_the_job_are_refused(live: RunningAgent, project: Path) -> None:
+    client = live.client()
+    client.attest()
+    client.claim("ab" * 16)
+    with pytest.raises(AgentRequestError) as untagged:
+        client.upload_input("test-set", project / "test.csv", "eval-data")
+    assert untagged.value.status == 400
+    with pytest.raises(AgentRequestError) as wrong_role:
+        client.upload_input("code", project / "eval", "code", evaluation="accuracy")
+    assert wrong_role.value.status == 400
+    client.upload_input("test-set", project / "test.csv", "eval-data", evaluation="accuracy")
+    with pytest.raises(AgentRequestError) as twice:
+        client.upload_input("test-set", project / "test.csv", "eval-data", evaluation="accuracy")
+    assert twice.value.code == "duplicate-input"
+    run = [EvaluationRun("accuracy", (SYSTEM_PYTHON, "evaluate.py"), "results.json")]
+    with pytest.raises(AgentRequestError) as no_eval_code:
+        client.start_job(None, None, evaluations=run)
+    assert no_eval_code.value.code == "no-eval-code"
+    client.upload_input("code", project / "eval", "eval-code", evaluation="accuracy")
+    with pytest.raises(AgentRequestError) as no_weights:
+        client.start_job(None, None, evaluations=run)
+    assert no_weights.value.code == "no-weights"
+    client.upload_input("code", project / "train", "code")
+    with pytest.raises(AgentRequestError) as unknown:
+        client.start_job([SYSTEM_PYTHON, "train.py"], "model")
+    assert unknown.value.code == "unknown-evaluation"
+    with pytest.raises(AgentRequestError) as no_training:
+        client.start_job(None, None, evaluations=run)
+    assert no_training.value.code == "job-inputs"
+    with pytest.raises(AgentRequestError) as bad_results:
+        client.start_job(
+            [SYSTEM_PYTHON, "train.py"],
+            "model",
+            evaluations=[EvaluationRun("accuracy", ("true",), "../escape.json")],
+        )
+    assert bad_results.value.status == 400
+    assert client.status()["state"] == "claimed"
+    # Only the training code is measured: no evaluation input, no job configuration.
+    measured = [e for e in client.attest().events if isinstance(e, InputMeasured)]
+    assert [(e.role, e.name) for e in measured] == [("code", "code")]
