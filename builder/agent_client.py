@@ -425,10 +425,10 @@ class AgentClient:
         *,
         evaluations: Sequence[EvaluationRun] = (),
     ) -> None:
-        """Start the job; without ``command`` (and ``output``) it only runs ``evaluations``
-        on the ``weights`` input."""
+        """Start the job; without ``command`` (None or empty, as in an evaluation-only
+        JobFile) it only runs ``evaluations`` on the ``weights`` input."""
         body: dict[str, Any] = {"config": dict(config or {})}
-        if command is not None:
+        if command:
             body |= {"command": list(command), "output": output}
         if evaluations:
             body["evaluations"] = [

@@ -123,9 +123,7 @@ def _run(live: RunningAgent, job: JobFile) -> tuple[AgentClient, bytes]:
     client.attest()
     client.claim(job.nonce)
     send_inputs(client, job)
-    client.start_job(
-        job.command or None, job.output or None, job.config, evaluations=job.evaluations
-    )
+    client.start_job(job.command, job.output, job.config, evaluations=job.evaluations)
     log = bytearray()
     client.wait(log.extend, poll_interval=0.1, timeout=120)
     return client, bytes(log)
