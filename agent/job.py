@@ -571,6 +571,8 @@ class Agent:
             if not training:
                 assert weights is not None  # noqa: S101 - _check_job_inputs requires it
                 self._state = JobState.RUNNING
+                # Written before answering, so the log exists once the job has started.
+                self._note(f"evaluation-only job on weights {weights.name} = {weights.digest}")
                 self._thread = threading.Thread(
                     target=self._evaluate_only, args=(weights,), name="aicert-job", daemon=True
                 )
