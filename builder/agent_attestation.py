@@ -166,12 +166,7 @@ def verify_attestation(
         )
     boot_checked = "no boot reference given: the booted image was not checked"
     if boot_reference is not None:
-        for pcr, want in sorted(boot_reference.pcrs.items()):
-            if pcrs.get(pcr) != want:
-                got = pcrs[pcr].hex() if pcr in pcrs else "missing"
-                raise BootPcrError(
-                    f"PCR {pcr} is {got}, but {boot_reference.source} predicts {want.hex()}"
-                )
+        boot_reference.check(pcrs)
         boot_checked = f"boot PCRs equal {boot_reference.source}"
     return AttestedAgent(
         agent_key_sha256=start.agent_key_sha256,

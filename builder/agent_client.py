@@ -50,7 +50,7 @@ from aicert.builder.agent_attestation import (
     verify_attestation,
 )
 from aicert.builder.job_file import EvaluationRun, GitSource, JobFile, JobInput, LocalSource
-from aicert.verifier.boot_reference import reference_from_recipe
+from aicert.verifier.boot_reference import BootReference, reference_from_recipe
 from aicert.verifier.certificate import Certificate, load_certificate, parse_certificate
 from aicert.verifier.errors import AicertError, EvaluationError, InputError, NonceError
 from aicert.verifier.filehash import DEFAULT_SHARD_SIZE
@@ -59,7 +59,6 @@ from aicert.verifier.provenance import parse_statement
 from aicert.verifier.streamhash import StreamingHasher
 from aicert.verifier.treehash import hash_tree, list_tree
 from aicert.verifier.treemanifest import FileEntry, TreeManifest
-from aicert.verifier.verify import BootReference
 from cryptography import x509
 
 CHUNK: Final = 1024 * 1024

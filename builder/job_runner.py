@@ -22,10 +22,11 @@ from pathlib import Path
 from aicert.builder.agent_client import AgentClient, send_inputs
 from aicert.builder.job_file import JobFile
 from aicert.verifier.ak_chain import bundled_roots
+from aicert.verifier.boot_reference import BootReference
 from aicert.verifier.certificate import load_certificate
 from aicert.verifier.errors import AicertError, InputError
 from aicert.verifier.platform_profile import PlatformProfile
-from aicert.verifier.verify import BootReference, Policy, Report, verify_certificate
+from aicert.verifier.verify import Policy, Report, verify_certificate
 from aicert.verifier.weights import tree_digest_of
 from cryptography import x509
 

@@ -84,6 +84,7 @@ def describe_outputs(disk: Path, uki_path: Path) -> tuple[dict[str, Any], dict[s
     """The ``outputs`` and ``expected_pcrs`` objects for a finished disk and UKI."""
     uki = uki_path.read_bytes()
     prediction = predict_boot_pcrs(uki)
+    secure_boot = predict_boot_pcrs(uki, secure_boot=True).pcrs
     outputs = {
         "disk": {"file": disk.name, "sha256": sha256_file(disk), "size": disk.stat().st_size},
         "uki": {
@@ -95,7 +96,12 @@ def describe_outputs(disk: Path, uki_path: Path) -> tuple[dict[str, Any], dict[s
         },
         "roothash": roothash_of(uki),
     }
-    return outputs, prediction.to_json()
+    expected = prediction.to_json()
+    # Under Secure Boot (Azure), the firmware verifies the kernel instead of measuring it.
+    expected["secure_boot_pcrs"] = {
+        str(pcr): value.hex() for pcr, value in secure_boot.items() if value != prediction.pcrs[pcr]
+    }
+    return outputs, expected
 
 
 def recipe_json(inputs: BuildInputs, outputs: dict[str, Any], pcrs: dict[str, Any]) -> str:

@@ -22,10 +22,11 @@ from aicert.agent.tpm import AgentTpm
 from aicert.builder.agent_attestation import AttestedKeyError
 from aicert.builder.agent_client import AgentClient, AgentRequestError, send_inputs
 from aicert.builder.job_file import load_job_file
+from aicert.verifier.boot_reference import BootReference
 from aicert.verifier.errors import BindingError, BootPcrError
 from aicert.verifier.session_events import CommandExited, InputMeasured, SessionLocked
 from aicert.verifier.treehash import hash_tree
-from aicert.verifier.verify import BootReference, Policy, Status, verify_certificate
+from aicert.verifier.verify import Policy, Status, verify_certificate
 from conftest import ProvisionedSwtpm
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -499,7 +500,9 @@ def test_attestation_checks_boot_pcrs_against_a_reference(
     pcrs = live.client().attest().pcrs
     expected = {p: pcrs[p] for p in (4, 9, 11, 12, 13)}
     recipe = tmp_path / "recipe.json"
-    recipe.write_text(json.dumps({"expected_pcrs": {str(p): v.hex() for p, v in expected.items()}}))
+    recipe.write_text(
+        json.dumps({"expected_pcrs": {"pcrs": {str(p): v.hex() for p, v in expected.items()}}})
+    )
     matching = AgentClient(live.url, trust_roots=[live.ca.root_certificate], recipe=recipe)
     assert "recipe.json" in matching.attest().boot_checked
     wrong = BootReference("another image", {**expected, 4: b"\x01" * 32})

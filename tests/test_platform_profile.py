@@ -105,4 +105,3 @@ def test_unknown_profile_name_says_what_exists() -> None:
 
     with pytest.raises(InputError, match="neither a bundled profile"):
         load_profile("no-such-platform")
-

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aicert.verifier.boot_reference import BootReference
 from aicert.verifier.certificate import parse_certificate
 from aicert.verifier.cli import main as verify_main
 from aicert.verifier.errors import (
@@ -27,7 +28,7 @@ from aicert.verifier.errors import (
     VerificationError,
     WeightsError,
 )
-from aicert.verifier.verify import BootReference, Policy, Report, Status, verify_certificate
+from aicert.verifier.verify import Policy, Report, Status, verify_certificate
 from aicert.verifier.weights import tree_digest_of
 from certgen import IssuedCertificate, issue_certificate
 from conftest import ProvisionedSwtpm

@@ -3,49 +3,90 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .canonical_json import parse_json
-from .errors import FormatError, InputError
+from .errors import BootPcrError, FormatError, InputError
 from .uki import BOOT_PCRS, predict_boot_pcrs
-from .verify import BootReference
 
 MAX_UKI_BYTES = 512 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BootReference:
+    """Expected boot PCRs (4, 9, 11, 12, 13) and where they came from."""
+
+    source: str
+    pcrs: Mapping[int, bytes]
+    profile: str = ""
+    secure_boot_pcrs: Mapping[int, bytes] = field(default_factory=dict)
+    """What some PCRs hold instead when the firmware booted with Secure Boot on.
+
+    With Secure Boot on, systemd-stub has the firmware verify the kernel without a
+    second LoadImage measurement, so PCR 4 lacks the kernel's Authenticode event.
+    Accepting either is safe: the UKI's own Authenticode, in both, covers the kernel.
+    """
+
+    def check(self, quoted: Mapping[int, bytes]) -> None:
+        """Raise BootPcrError at the first PCR that matches neither prediction."""
+        for pcr, want in sorted(self.pcrs.items()):
+            got = quoted.get(pcr)
+            if got == want or (got is not None and got == self.secure_boot_pcrs.get(pcr)):
+                continue
+            raise BootPcrError(
+                f"PCR {pcr} is {got.hex() if got else 'not quoted'}, "
+                f"but {self.source} predicts {want.hex()}"
+            )
 
 
 def reference_from_uki(path: Path) -> BootReference:
     """Predict PCRs 4, 9, 11, 12, 13 from the UKI itself (e.g. an auditor's rebuild)."""
     data = _read(path, "UKI", MAX_UKI_BYTES)
     prediction = predict_boot_pcrs(data)
+    secure = predict_boot_pcrs(data, secure_boot=True)
     return BootReference(
         source=f"UKI {path.name} (systemd-stub {prediction.stub_version})",
         pcrs=prediction.pcrs,
+        secure_boot_pcrs={p: v for p, v in secure.pcrs.items() if v != prediction.pcrs[p]},
     )
 
 
 def reference_from_recipe(path: Path) -> BootReference:
-    """The ``expected_pcrs`` that ``aicert-build image`` recorded in recipe.json."""
+    """The PCRs that ``aicert-build image`` predicted into recipe.json's ``expected_pcrs``."""
     doc = parse_json(_read(path, "recipe", 16 * 1024 * 1024), f"recipe {path}")
     if not isinstance(doc, Mapping):
         raise FormatError(f"recipe {path} must be a JSON object")
-    raw = doc.get("expected_pcrs")
-    if not isinstance(raw, Mapping):
+    expected = doc.get("expected_pcrs")
+    if not isinstance(expected, Mapping):
         raise FormatError(f"recipe {path} has no expected_pcrs object")
-    pcrs: dict[int, bytes] = {}
-    for pcr in BOOT_PCRS:
-        value = raw.get(str(pcr))
-        if not isinstance(value, str) or len(value) != 64:
-            raise FormatError(f"recipe {path}: expected_pcrs[{pcr}] must be 64 hex digits")
-        try:
-            pcrs[pcr] = bytes.fromhex(value)
-        except ValueError:
-            raise FormatError(f"recipe {path}: expected_pcrs[{pcr}] is not hex") from None
-    profile = doc.get("profile", "")
+    where = f"recipe {path}: expected_pcrs"
+    secure = expected.get("secure_boot_pcrs", {})
+    inputs = doc.get("inputs")
+    profile = inputs.get("profile", "") if isinstance(inputs, Mapping) else ""
     return BootReference(
         source=f"recipe {path.name}",
-        pcrs=pcrs,
+        pcrs=_hex_pcrs(expected.get("pcrs"), BOOT_PCRS, f"{where}.pcrs"),
         profile=profile if isinstance(profile, str) else "",
+        secure_boot_pcrs=_hex_pcrs(secure, tuple(secure), f"{where}.secure_boot_pcrs")
+        if isinstance(secure, Mapping)
+        else _hex_pcrs(None, (), f"{where}.secure_boot_pcrs"),
     )
+
+
+def _hex_pcrs(raw: object, required: tuple[object, ...], where: str) -> dict[int, bytes]:
+    if not isinstance(raw, Mapping):
+        raise FormatError(f"{where} must be an object")
+    pcrs: dict[int, bytes] = {}
+    for key in required:
+        value = raw.get(str(key))
+        if not isinstance(value, str) or len(value) != 64 or not str(key).isdigit():
+            raise FormatError(f"{where}[{key}] must be 64 hex digits")
+        try:
+            pcrs[int(str(key))] = bytes.fromhex(value)
+        except ValueError:
+            raise FormatError(f"{where}[{key}] is not hex") from None
+    return pcrs
 
 
 def _read(path: Path, what: str, limit: int) -> bytes:

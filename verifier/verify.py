@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from .ak_chain import verify_ak_chain
+from .boot_reference import BootReference
 from .cel import verify_cel
 from .certificate import Certificate, agent_key_id, load_certificate
 from .dsse import IN_TOTO_PAYLOAD_TYPE, verify_envelope
@@ -67,15 +68,6 @@ class CheckResult:
     check: str
     status: Status
     detail: str
-
-
-@dataclass(frozen=True)
-class BootReference:
-    """Expected boot PCRs (4, 9, 11, 12, 13) and where they came from."""
-
-    source: str
-    pcrs: Mapping[int, bytes]
-    profile: str = ""
 
 
 @dataclass(frozen=True)
@@ -346,12 +338,7 @@ def _boot_pcrs(state: _State) -> str | tuple[Status, str]:
             "no reference image: pass --recipe RECIPE.json or --uki UKI.efi "
             "to check which OS image booted"
         )
-    quoted = state.cert.tpm.pcrs
-    for pcr, want in sorted(reference.pcrs.items()):
-        if quoted[pcr] != want:
-            raise BootPcrError(
-                f"PCR {pcr} is {quoted[pcr].hex()}, but {reference.source} predicts {want.hex()}"
-            )
+    reference.check(state.cert.tpm.pcrs)
     state.enforce(reference.pcrs, f"predicted by {reference.source}")
     note = f" (profile {reference.profile})" if reference.profile else ""
     return f"PCRs {_ranges(sorted(reference.pcrs))} equal {reference.source}{note}"
