@@ -15,12 +15,12 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from aicert.builder.agent_client import AgentClient, send_inputs
-from aicert.builder.job_file import JobFile
+from aicert.builder.job_file import JobFile, LocalSource
 from aicert.verifier.ak_chain import bundled_roots
 from aicert.verifier.boot_reference import BootReference
 from aicert.verifier.certificate import load_certificate
@@ -88,38 +88,67 @@ def run_job(
         say(f"session claimed with nonce {job.nonce}")
         for name, digest in send_inputs(client, job).items():
             say(f"input {name}: measured sha256:{digest}")
-        client.start_job(job.command, job.output, job.config)
-        say(f"job started: {' '.join(job.command)}")
+        client.start_job(job.command, job.output, job.config, evaluations=job.evaluations)
+        say(f"job started: {' '.join(job.command) or 'evaluations only'}")
         result = client.wait(log_sink or _echo)
         if not result.succeeded:
             raise JobFailedError(f"the job failed, no certificate was issued: {result.message}")
-        weights = stage / job.output
-        manifest = client.download_outputs(weights)
-        say(f"outputs downloaded: {len(manifest.files)} files, tree digest {manifest.digest}")
+        weights = _collect_weights(client, job, stage, say)
+        results = client.download_results(stage)
+        for evaluation in result.evaluations:
+            say(f"evaluation {evaluation.name}: {_metrics(evaluation.metrics)}")
         certificate = stage / CERTIFICATE_NAME
         certificate.write_bytes(client.certificate().raw)
-        report = verify_result(certificate, weights, job.nonce, verification)
+        report = verify_result(certificate, weights, job, verification, results=results)
         if output.exists():
             output.rmdir()  # empty, checked by staging_dir
         os.replace(stage, output)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    return JobOutcome(output, output / CERTIFICATE_NAME, output / job.output, report)
+    if weights.is_relative_to(stage):
+        weights = output / weights.relative_to(stage)
+    return JobOutcome(output, output / CERTIFICATE_NAME, weights, report)
+
+
+def _collect_weights(
+    client: AgentClient, job: JobFile, stage: Path, say: Callable[[str], None]
+) -> Path:
+    """The weights to verify: the downloaded outputs, or (evaluation only) the local input."""
+    if job.weights is not None:
+        source = job.weights.source
+        if not isinstance(source, LocalSource):
+            raise InputError("an evaluation-only job's weights must be a local path")
+        return source.path
+    weights = stage / job.output
+    manifest = client.download_outputs(weights)
+    say(f"outputs downloaded: {len(manifest.files)} files, tree digest {manifest.digest}")
+    return weights
+
+
+def _metrics(metrics: Mapping[str, float]) -> str:
+    return ", ".join(f"{name} = {value}" for name, value in sorted(metrics.items()))
 
 
 def verify_result(
-    certificate: Path, weights: Path, nonce: str, verification: Verification
+    certificate: Path,
+    weights: Path,
+    job: JobFile,
+    verification: Verification,
+    *,
+    results: Mapping[str, Path],
 ) -> Report:
     """Verify the downloaded certificate exactly as ``aicert-verify`` would."""
     policy = Policy(
         trust_roots=(*bundled_roots(), *verification.trust_roots),
-        expected_nonce=nonce,
+        expected_nonce=job.nonce,
         boot_reference=verification.boot_reference,
         accept_any_image=verification.boot_reference is None,
         platform_profile=verification.platform_profile,
         weights_path=weights,
         tree_digest=tree_digest_of,
+        linked_certificate=job.linked_certificate,
+        results_paths=results,
     )
     report = verify_certificate(load_certificate(certificate), policy)
     if report.error is not None:

@@ -21,7 +21,14 @@ from conftest import ProvisionedSwtpm
 pytestmark = pytest.mark.swtpm
 
 
-def _job(tmp_path: Path, exit_status: int = 0) -> Path:
+EVALUATE = """
+import json, os
+size = os.path.getsize(os.path.join(os.environ["AICERT_WEIGHTS"], "weights.bin"))
+json.dump({"size": size, "score": 0.5}, open(os.environ["AICERT_RESULTS"], "w"))
+"""
+
+
+def _job(tmp_path: Path, exit_status: int = 0, *, evaluate: bool = False) -> Path:
     code = tmp_path / "code"
     code.mkdir()
     (code / "train.py").write_text(
@@ -50,6 +57,22 @@ def _job(tmp_path: Path, exit_status: int = 0) -> Path:
             """
         )
     )
+    if evaluate:
+        (tmp_path / "eval").mkdir()
+        (tmp_path / "eval" / "evaluate.py").write_text(EVALUATE)
+        with job.open("a") as f:
+            f.write(
+                textwrap.dedent(
+                    f"""
+                    [[evaluation]]
+                    name = "size"
+                    command = ["{SYSTEM_PYTHON}", "evaluate.py"]
+                    results = "results.json"
+                    [evaluation.code]
+                    path = "eval"
+                    """
+                )
+            )
     return job
 
 
@@ -76,6 +99,28 @@ def test_a_job_runs_and_its_verified_result_appears(
     assert outcome.report.provenance.subjects[0].sha256 == hash_tree(outcome.weights).digest
     assert any(line.startswith("agent attested") for line in said)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.partial")] == []
+
+
+def test_evaluations_are_run_downloaded_and_verified(
+    provisioned_swtpm: ProvisionedSwtpm, tmp_path: Path
+) -> None:
+    job = load_job_file(_job(tmp_path, evaluate=True))
+    ca = provisioned_swtpm.ca
+    said: list[str] = []
+    with running_agent(provisioned_swtpm.tcti, ca) as agent:
+        outcome = run_job(
+            agent.client(),
+            job,
+            tmp_path / "out",
+            Verification((ca.root_certificate,), None, None),
+            say=said.append,
+            log_sink=lambda _chunk: None,
+        )
+    results = outcome.output_dir / "evaluations" / "size" / "results.json"
+    assert results.is_file()
+    assert "evaluation size: score = 0.5, size = 1000" in said
+    statuses = {r.check: r.status.value for r in outcome.report.results}
+    assert statuses["evaluations"] == statuses["files"] == "passed"
 
 
 def test_a_failed_job_leaves_nothing(provisioned_swtpm: ProvisionedSwtpm, tmp_path: Path) -> None:
