@@ -59,11 +59,16 @@ class ImageRequest:
     output: Path
     profile: str = DEFAULT_PROFILE
     mirror: str | None = None
+    # Defaults to Debian's security archive, unless ``mirror`` is set (a snapshot mirror
+    # then needs its matching debian-security snapshot here).
+    security_mirror: str | None = None
     package_cache: Path = DEFAULT_CACHE / "packages"
     # None: no incremental cache, the build starts from a clean state.
     incremental_cache: Path | None = DEFAULT_CACHE / "incremental"
     lock_path: Path = LOCK_PATH
     min_free_bytes: int = MIN_FREE_BYTES
+    # The source tree to build from: this checkout, or a snapshot of it.
+    source_root: Path = REPO_ROOT
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,7 @@ def source_state() -> dict[str, Any]:
 def build_image(request: ImageRequest, on_line: Callable[[str], None]) -> BuildResult:
     """Build the image for ``request``; raise an AicertError (one line) on any failure."""
     started = time.monotonic()
-    profile = check_profile(request.profile)
+    profile = check_profile(request.profile, request.source_root)
     output = request.output.absolute()
     parent = output.parent
     if not parent.is_dir():
@@ -123,14 +128,15 @@ def build_image(request: ImageRequest, on_line: Callable[[str], None]) -> BuildR
     params = BuildParameters(
         profile=profile,
         mirror=request.mirror or DEFAULT_MIRROR,
-        security_mirror=None if request.mirror else DEFAULT_SECURITY_MIRROR,
+        security_mirror=request.security_mirror
+        or (None if request.mirror else DEFAULT_SECURITY_MIRROR),
         source_date_epoch=SOURCE_DATE_EPOCH,
         seed=SEED,
         lock=lock,
     )
     tmp = Path(tempfile.mkdtemp(prefix=f"{output.name}.tmp-", dir=parent))
     try:
-        config_digest = render_config(params, tmp / "config")
+        config_digest = render_config(params, tmp / "config", request.source_root)
         dirs = MkosiDirs(
             config=tmp / "config",
             output=tmp / "mkosi-out",

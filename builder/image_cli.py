@@ -70,13 +70,21 @@ _profile_option = click.option(
     help="Directory to write disk.raw, uki.efi and recipe.json to (replaced only when done).",
 )
 @click.option("--mirror", default=None, help="Debian mirror URL, e.g. a snapshot.debian.org one.")
+@click.option(
+    "--security-mirror",
+    default=None,
+    help="Debian security archive URL (default: security.debian.org unless --mirror is given).",
+)
 @click.option("--verbose", is_flag=True, help="Show all of mkosi's output.")
 @_one_line_errors
-def image_command(profile: str, output: Path, mirror: str | None, verbose: bool) -> None:
+def image_command(
+    profile: str, output: Path, mirror: str | None, security_mirror: str | None, verbose: bool
+) -> None:
     """Build the measured OS image (mkosi) and write its recipe with the expected PCRs."""
-    result = build_image(
-        ImageRequest(output=output, profile=profile, mirror=mirror), _step_printer(verbose)
+    request = ImageRequest(
+        output=output, profile=profile, mirror=mirror, security_mirror=security_mirror
     )
+    result = build_image(request, _step_printer(verbose))
     outputs = result.recipe["outputs"]
     click.echo(
         f"built {result.output} in {result.seconds:.0f} s: uki {outputs['uki']['sha256']} "

@@ -70,26 +70,40 @@ class BuildParameters:
         }
 
 
-def check_profile(profile: str) -> str:
+def check_profile(profile: str, root: Path = REPO_ROOT) -> str:
     if profile not in PROFILES:
         raise InputError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
-    if not (PROFILE_DIR / f"{profile}.conf").is_file():
-        raise InputError(f"profile file {PROFILE_DIR / (profile + '.conf')} is missing")
+    path = root / PROFILE_DIR.name / f"{profile}.conf"
+    if not path.is_file():
+        raise InputError(f"profile file {path} is missing")
     return profile
 
 
-def render_config(params: BuildParameters, dest: Path) -> str:
-    """Write the complete mkosi project into ``dest`` (must not exist); return its digest."""
-    check_profile(params.profile)
+def snapshot_sources(dest: Path) -> Path:
+    """Copy what a build reads from this source tree (recipe, profiles, package) to ``dest``,
+    so that several builds see the same files while the tree changes."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in (IMAGE_DIR.name, PROFILE_DIR.name, *PACKAGE_DIRS):
+        shutil.copytree(REPO_ROOT / name, dest / name, symlinks=True, ignore=ignore)
+    return dest
+
+
+def render_config(params: BuildParameters, dest: Path, root: Path = REPO_ROOT) -> str:
+    """Write the complete mkosi project into ``dest`` (must not exist); return its digest.
+
+    ``root`` is the source tree to read (this checkout, or a :func:`snapshot_sources`).
+    """
+    check_profile(params.profile, root)
+    image_dir = root / IMAGE_DIR.name
     env = jinja2.Environment(
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,  # noqa: S701 - config files, not HTML
     )
-    shutil.copytree(IMAGE_DIR, dest, symlinks=True, ignore=shutil.ignore_patterns("*.j2"))
+    shutil.copytree(image_dir, dest, symlinks=True, ignore=shutil.ignore_patterns("*.j2"))
     (dest / "package-lock.json").unlink(missing_ok=True)
-    for template in sorted(IMAGE_DIR.rglob("*.j2")):
-        target = dest / template.relative_to(IMAGE_DIR).with_suffix("")
+    for template in sorted(image_dir.rglob("*.j2")):
+        target = dest / template.relative_to(image_dir).with_suffix("")
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             text = env.from_string(template.read_text()).render(**params.template_values())
@@ -98,19 +112,22 @@ def render_config(params: BuildParameters, dest: Path) -> str:
         target.write_text(text)
     profile_dir = dest / "mkosi.conf.d"
     profile_dir.mkdir(exist_ok=True)
-    shutil.copy2(PROFILE_DIR / f"{params.profile}.conf", profile_dir / f"50-{params.profile}.conf")
+    shutil.copy2(
+        root / PROFILE_DIR.name / f"{params.profile}.conf",
+        profile_dir / f"50-{params.profile}.conf",
+    )
     preferences = dest / LOCK_PREFERENCES
     preferences.parent.mkdir(parents=True, exist_ok=True)
     preferences.write_text(params.lock.apt_preferences())
-    write_package_tree(dest / AICERT_TREE, params.source_date_epoch)
+    write_package_tree(dest / AICERT_TREE, params.source_date_epoch, root)
     normalize_tree(dest, params.source_date_epoch)
     return tree_digest(dest)
 
 
-def write_package_tree(dest: Path, epoch: int) -> None:
-    """Copy this source tree's aicert package into ``dest`` as Debian's python3 expects it."""
+def write_package_tree(dest: Path, epoch: int, root: Path = REPO_ROOT) -> None:
+    """Copy the source tree's aicert package into ``dest`` as Debian's python3 expects it."""
     for source, target in PACKAGE_DIRS.items():
-        src = REPO_ROOT / source
+        src = root / source
         out = dest / SITE_PACKAGES / target
         out.mkdir(parents=True, exist_ok=True)
         for path in sorted(src.glob("*.py")):

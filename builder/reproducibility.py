@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from aicert.builder.image import BuildResult, ImageRequest, build_image
+from aicert.builder.mkosi import snapshot_sources
 from aicert.verifier.errors import FormatError
 from aicert.verifier.pe import parse_pe
 
@@ -141,9 +142,18 @@ def _range_digest(path: Path, start: int, size: int) -> str:
 
 
 def check_reproducible(
-    profile: str, workdir: Path, package_cache: Path, on_line: Callable[[str], None]
+    profile: str,
+    workdir: Path,
+    package_cache: Path,
+    on_line: Callable[[str], None],
+    source: Path | None = None,
 ) -> tuple[Comparison, list[BuildResult]]:
-    """Build ``profile`` twice from a clean state under ``workdir`` and compare the results."""
+    """Build ``profile`` twice from a clean state under ``workdir`` and compare the results.
+
+    Both builds read one snapshot of the source tree (``source``, or one taken first),
+    so edits made to the checkout meanwhile do not count as irreproducibility.
+    """
+    source = source or snapshot_sources(workdir / "source")
     results = []
     for n in (1, 2):
         request = ImageRequest(
@@ -151,6 +161,7 @@ def check_reproducible(
             profile=profile,
             package_cache=package_cache,
             incremental_cache=None,
+            source_root=source,
         )
         results.append(build_image(request, on_line))
     return compare_builds(results[0].output, results[1].output), results

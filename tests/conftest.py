@@ -70,10 +70,20 @@ def swtpm_tcti(provisioned_swtpm: ProvisionedSwtpm) -> str:
 
 @pytest.fixture(scope="session")
 def built_image() -> Path:
-    """Directory with disk.raw, uki.efi and recipe.json of the current source tree."""
-    from aicert.builder.image import DEFAULT_CACHE, ImageRequest, build_image
+    """Directory with disk.raw, uki.efi and recipe.json of the current source tree.
 
-    output = DEFAULT_CACHE.parent / "test-image" / "qemu"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    build_image(ImageRequest(output=output), on_line=lambda _line: None)
+    It is built from a snapshot of the tree, kept next to it as ``../source``, so that
+    tests can rebuild exactly the same sources.
+    """
+    import shutil
+
+    from aicert.builder.image import DEFAULT_CACHE, ImageRequest, build_image
+    from aicert.builder.mkosi import snapshot_sources
+
+    base = DEFAULT_CACHE.parent / "test-image"
+    shutil.rmtree(base / "source", ignore_errors=True)
+    base.mkdir(parents=True, exist_ok=True)
+    source = snapshot_sources(base / "source")
+    output = base / "qemu"
+    build_image(ImageRequest(output=output, source_root=source), on_line=lambda _line: None)
     return output
