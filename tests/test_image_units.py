@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import struct
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 from aicert.agent import readiness
 from aicert.builder import image as image_mod
 from aicert.builder import mkosi as mkosi_mod
+from aicert.builder import qemu
 from aicert.builder.image import ImageRequest, build_image, lock_from_builds
 from aicert.builder.mkosi import BuildParameters, render_config, tree_digest
 from aicert.builder.package_lock import (
@@ -28,6 +30,7 @@ from aicert.builder.package_lock import (
 )
 from aicert.builder.recipe import roothash_of, uki_cmdline
 from aicert.builder.reproducibility import partition_differences, read_gpt, uki_differences
+from aicert.builder.swtpm import Swtpm
 from aicert.verifier.errors import FormatError, InputError, ToolError
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -416,3 +419,32 @@ def test_ready_line_size_is_reasonable() -> None:
     line = report.to_line()
     assert len(line) < 30000
     assert base64.b64decode(json.loads(line.split(" ", 1)[1])["event_log"]) == report.event_log
+
+
+# ------------------------------------------------------------------- QEMU reference machine
+
+
+@pytest.mark.skipif(not qemu.OVMF_VARS.is_file(), reason="OVMF is not installed")
+def test_qemu_command_line_is_the_reference_machine(tmp_path: Path) -> None:
+    disk = tmp_path / "disk.raw"
+    disk.write_bytes(bytes(512))
+    vm = qemu.Vm(qemu.VmSpec(disk=disk, accel="tcg", host_port=18443))
+    vm._tmp = tempfile.TemporaryDirectory(prefix="aicert-vm-test-")
+    try:
+        vm.console_log = vm.workdir / "console.log"
+        vm._swtpm = Swtpm.for_qemu(vm.workdir / "tpm", vm.workdir / "swtpm.sock")
+        argv = " ".join(vm.argv())
+    finally:
+        vm._tmp.cleanup()
+    assert "-machine q35 -accel tcg -m 2048 -smp 2" in argv
+    assert f"readonly=on,file={qemu.OVMF_CODE}" in argv
+    assert "-device tpm-crb,tpmdev=tpm0" in argv
+    assert f"snapshot=on,file={disk}" in argv
+    assert "virtio-net-pci,netdev=net0,romfile=" in argv
+    assert "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:18443-:8443" in argv
+    assert argv.count("-drive") == 3
+
+
+def test_vm_refuses_missing_disk(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="does not exist"):
+        qemu.Vm(qemu.VmSpec(disk=tmp_path / "none.raw", accel="tcg"))
