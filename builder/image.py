@@ -9,6 +9,7 @@ tools tree, downloaded packages) are shared between builds under ``.cache/mkosi`
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -141,7 +142,7 @@ def build_image(request: ImageRequest, on_line: Callable[[str], None]) -> BuildR
             config=tmp / "config",
             output=tmp / "mkosi-out",
             workspace=tmp / "workspace",
-            cache=request.incremental_cache or tmp / "incremental",
+            cache=_incremental_dir(request, profile, lock, tmp),
             package_cache=request.package_cache,
         )
         run_mkosi(dirs, on_line)
@@ -180,6 +181,15 @@ def build_image(request: ImageRequest, on_line: Callable[[str], None]) -> BuildR
         recipe=json.loads(text),
         seconds=time.monotonic() - started,
     )
+
+
+def _incremental_dir(request: ImageRequest, profile: str, lock: PackageLock, tmp: Path) -> Path:
+    """Per profile and package lock: mkosi does not notice a changed APT preferences file,
+    and a cached image with other package versions would then fail the lock check."""
+    if request.incremental_cache is None:
+        return tmp / "incremental"
+    key = hashlib.sha256(lock.to_json().encode()).hexdigest()[:16]
+    return request.incremental_cache / f"{profile}-{key}"
 
 
 def _install(result: Path, output: Path, tmp: Path) -> None:
