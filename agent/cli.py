@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 from aicert.agent import readiness, server
 from aicert.agent.tpm import FIRMWARE_EVENT_LOG
+from aicert.verifier.cli_runner import run_cli
 from aicert.verifier.errors import AicertError
 
 from aicert import __version__
@@ -87,3 +88,8 @@ def serve_command(
         )
     except AicertError as exc:
         raise click.ClickException(exc.message) from exc
+
+
+def run() -> None:
+    """Entry point: one top-level handler maps errors to a line and an exit code."""
+    run_cli(main, "aicert-agent")

@@ -50,12 +50,12 @@ from aicert.verifier.certificate import TpmEvidence, load_certificate
 from aicert.verifier.dsse import b64decode
 from aicert.verifier.errors import AicertError, FormatError
 from aicert.verifier.filehash import DEFAULT_SHARD_SIZE
+from aicert.verifier.pcr import QUOTED_PCRS
 from aicert.verifier.provenance import parse_statement
 from aicert.verifier.session_events import INPUT_ROLES
 from aicert.verifier.streamhash import StreamingHasher
 from aicert.verifier.treehash import hash_tree
 from aicert.verifier.treemanifest import TreeManifest
-from aicert.verifier.verify import REQUIRED_PCRS
 from cryptography.hazmat.primitives.asymmetric import ec
 
 ATTESTATION_DOMAIN: Final = b"aicert-attestation-v1"
@@ -314,7 +314,7 @@ class Agent:
         session = self._session_or_refuse()
         ak_public, ak_certificates, firmware_log = self._evidence_parts
         with self._lock:
-            quote = self._tpm.quote(REQUIRED_PCRS, attestation_extra_data(nonce))
+            quote = self._tpm.quote(QUOTED_PCRS, attestation_extra_data(nonce))
             records = session.records
         evidence = TpmEvidence(
             attest=quote.attest,

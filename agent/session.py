@@ -20,6 +20,7 @@ from aicert.verifier.cel import CelRecord, make_record
 from aicert.verifier.certificate import Certificate, TpmEvidence, agent_key_id
 from aicert.verifier.dsse import IN_TOTO_PAYLOAD_TYPE, sign_envelope
 from aicert.verifier.errors import AicertError
+from aicert.verifier.pcr import QUOTED_PCRS
 from aicert.verifier.provenance import Artifact, Evaluation, TrainingProvenance
 from aicert.verifier.session_events import (
     INPUT_ROLES,
@@ -33,7 +34,6 @@ from aicert.verifier.session_events import (
     SessionEvent,
     SessionLocked,
 )
-from aicert.verifier.verify import REQUIRED_PCRS
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -273,7 +273,7 @@ class MeasuredSession:
             self._key,
             self._start.agent_key_sha256,
         )
-        quote = self._tpm.quote(REQUIRED_PCRS, envelope.pae_sha256())
+        quote = self._tpm.quote(QUOTED_PCRS, envelope.pae_sha256())
         return Certificate(
             envelope=envelope,
             agent_public_key=self._public_der,

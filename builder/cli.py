@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
+from aicert.verifier.cli_runner import run_cli
 
 from aicert import __version__
 
 from .azure_cli import deploy, destroy_command
 from .image_cli import COMMANDS as IMAGE_COMMANDS
+from .profile_cli import profile_group
+from .run_cli import run_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="aicert-build")
-def main() -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Log every external command run.")
+def main(verbose: bool) -> None:
     """Build the measured aicert OS image, predict its PCRs, and run or deploy it."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
 
 
-main.add_command(deploy)
-main.add_command(destroy_command)
-
-for _command in IMAGE_COMMANDS:
+for _command in (*IMAGE_COMMANDS, run_command, deploy, destroy_command, profile_group):
     main.add_command(_command)
+
+
+def run() -> None:
+    """Entry point: one top-level handler maps errors to a line and an exit code."""
+    run_cli(main, "aicert-build")

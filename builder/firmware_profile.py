@@ -4,12 +4,12 @@
 reference machine of :mod:`aicert.builder.qemu`, takes the firmware event log
 and the PCRs from the AICERT-READY line, checks that the log's digests match
 their event data and replay to the reported PCRs, and stores the replayed
-values of the firmware PCRs (0-3, 5, 7) with a description of how they were
+values of the firmware PCRs (0-3, 7) with a description of how they were
 obtained (QEMU and OVMF package versions, machine type, devices). The verifier
 reads it with ``--platform-profile qemu``.
 
-PCR 5 also holds the disk's GPT (partition UUIDs, sizes), which mkosi derives
-from the image: a recorded PCR 5 matches the image it was recorded with.
+PCR 5 is left out: it holds the disk's GPT (partition UUIDs, sizes), which mkosi
+derives from the image, so it changes with every image and is only replayed.
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ def profile_from_report(report: ReadinessReport, vm: qemu.Vm, image: Path) -> Pl
         f"ovmf {package_version('ovmf')} ({qemu.OVMF_CODE.name} + fresh {qemu.OVMF_VARS.name}); "
         f"swtpm {package_version('swtpm')}; machine {qemu.MACHINE}, accel {vm.accel}, "
         f"-m {vm.spec.memory_mib} -smp {vm.spec.cpus}; devices: tpm-crb, "
-        "virtio-blk-pci (bootindex 0), virtio-net-pci with romfile= (no option ROM); "
-        "PCR 5 includes this image's GPT"
+        "virtio-blk-pci (bootindex 0), virtio-blk-pci scratch disk (ext4, serial "
+        f"{qemu.SCRATCH_LABEL}), virtio-net-pci with romfile= (no option ROM)"
     )
     return PlatformProfile(
         name="qemu",

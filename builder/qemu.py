@@ -58,6 +58,12 @@ class VmSpec:
     memory_mib: int = MEMORY_MIB
     cpus: int = CPUS
     extra_args: tuple[str, ...] = field(default_factory=tuple)
+    tpm_state: Path | None = None
+    """A provisioned swtpm state directory (default: a fresh, empty TPM for this boot)."""
+    scratch: Path | None = None
+    """The scratch disk for the agent (raw ext4, see :func:`make_scratch_disk`); default:
+    an empty one made for this boot. It is always attached: the firmware's boot options,
+    and so PCR 1, depend on the disks present."""
 
 
 def kvm_works() -> bool:
@@ -113,6 +119,18 @@ def _pflash_args(variables: Path) -> list[str]:
     ]
 
 
+SCRATCH_LABEL = "aicert-scratch"
+DEFAULT_SCRATCH_BYTES = 8 * 1024**3
+
+
+def make_scratch_disk(path: Path, size: int = DEFAULT_SCRATCH_BYTES) -> Path:
+    """A sparse raw disk holding an empty ext4 file system the image mounts as scratch."""
+    with path.open("wb") as f:
+        f.truncate(size)
+    run(["mkfs.ext4", "-q", "-F", "-L", SCRATCH_LABEL, "-m", "0", path])
+    return path
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -134,6 +152,7 @@ class Vm:
         self.host_port = spec.host_port if spec.host_port is not None else free_port()
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._swtpm: Swtpm | None = None
+        self._scratch = Path()
         self._proc: subprocess.Popen[bytes] | None = None
         self._started = 0.0
         self.console_log = Path()
@@ -171,6 +190,8 @@ class Vm:
             *self._swtpm.qemu_args(),
             *("-drive", f"if=none,id=disk0,format=raw,snapshot=on,file={spec.disk}"),
             *("-device", "virtio-blk-pci,drive=disk0,bootindex=0"),
+            *("-drive", f"if=none,id=scratch,format=raw,cache=unsafe,file={self._scratch}"),
+            *("-device", f"virtio-blk-pci,drive=scratch,serial={SCRATCH_LABEL}"),
             *("-netdev", f"user,id=net0,restrict=on,{forward}"),
             *("-device", "virtio-net-pci,netdev=net0,romfile="),
             *("-chardev", f"file,id=serial0,path={self.console_log}"),
@@ -185,7 +206,9 @@ class Vm:
             shutil.copyfile(OVMF_VARS, self.workdir / "OVMF_VARS_4M.fd")
             self.console_log = self.workdir / "console.log"
             self.console_log.touch()
-            self._swtpm = Swtpm.for_qemu(self.workdir / "tpm", self.workdir / "swtpm.sock")
+            self._scratch = self.spec.scratch or make_scratch_disk(self.workdir / "scratch.raw")
+            tpm_state = self.spec.tpm_state or self.workdir / "tpm"
+            self._swtpm = Swtpm.for_qemu(tpm_state, self.workdir / "swtpm.sock")
             self._swtpm.start()
             argv = self.argv()
             log.info("$ %s", " ".join(argv))

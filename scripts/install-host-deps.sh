@@ -33,7 +33,7 @@ apt-get update -qq || echo "install-host-deps: apt-get update reported errors (c
 apt-get install -y -qq --no-install-recommends \
     ca-certificates gcc git make pkg-config python3 python3-dev python3-venv \
     libtss2-dev tpm2-tools swtpm swtpm-tools \
-    ovmf systemd-boot-efi zstd cpio libc6-dev sbsigntool >/dev/null
+    ovmf systemd-boot-efi zstd e2fsprogs cpio libc6-dev sbsigntool >/dev/null
 
 apt-get install -y -qq --no-install-recommends "${backports[@]}" \
     qemu-system-x86 qemu-utils >/dev/null

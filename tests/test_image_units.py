@@ -442,7 +442,8 @@ def test_qemu_command_line_is_the_reference_machine(tmp_path: Path) -> None:
     assert f"snapshot=on,file={disk}" in argv
     assert "virtio-net-pci,netdev=net0,romfile=" in argv
     assert "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:18443-:8443" in argv
-    assert argv.count("-drive") == 3
+    assert f"virtio-blk-pci,drive=scratch,serial={qemu.SCRATCH_LABEL}" in argv
+    assert argv.count("-drive") == 4  # OVMF code, OVMF variables, image, scratch
 
 
 def test_vm_refuses_missing_disk(tmp_path: Path) -> None:

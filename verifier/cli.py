@@ -151,7 +151,7 @@ def verify(
     else:
         reference = None
     policy = Policy(
-        trust_roots=(*bundled_roots(), *(_load_root(p) for p in trust_roots)),
+        trust_roots=(*bundled_roots(), *(load_root(p) for p in trust_roots)),
         expected_nonce=nonce,
         boot_reference=reference,
         accept_any_image=any_image,
@@ -187,7 +187,7 @@ def _named_paths(values: Sequence[str], option: str) -> dict[str, Path]:
 cli.add_command(digest_command)
 
 
-def _load_root(path: Path) -> x509.Certificate:
+def load_root(path: Path) -> x509.Certificate:
     try:
         return x509.load_pem_x509_certificate(path.read_bytes())
     except OSError as exc:

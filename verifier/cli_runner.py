@@ -6,6 +6,7 @@ single line on stderr: never a traceback for an error aicert raised on purpose.
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -18,7 +19,13 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 5
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    # SIGTERM unwinds like Ctrl-C, so `with` blocks stop VMs and remove temporary files.
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def run_cli(group: click.Group, prog_name: str, argv: Sequence[str] | None = None) -> NoReturn:
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         result = group.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except AicertError as exc:

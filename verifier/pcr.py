@@ -28,6 +28,9 @@ SHA256 = HashAlgorithm(0x000B, "sha256", 32)
 SHA384 = HashAlgorithm(0x000C, "sha384", 48)
 SHA512 = HashAlgorithm(0x000D, "sha512", 64)
 
+# Every quote covers the SHA-256 bank of PCRs 0-15: firmware, boot and the application PCR.
+QUOTED_PCRS = tuple(range(16))
+
 ALGORITHMS_BY_ID: dict[int, HashAlgorithm] = {a.tpm_id: a for a in (SHA1, SHA256, SHA384, SHA512)}
 ALGORITHMS_BY_NAME: dict[str, HashAlgorithm] = {a.name: a for a in ALGORITHMS_BY_ID.values()}
 

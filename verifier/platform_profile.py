@@ -1,7 +1,9 @@
 """Firmware reference profiles: expected values of the firmware PCRs per platform.
 
-PCRs 0-3, 5 and 7 depend on the firmware, not on aicert's image: QEMU/OVMF and
-Azure Trusted Launch each get a profile recorded from a reference boot. A profile
+PCRs 0-3 and 7 depend on the firmware, not on aicert's image: QEMU/OVMF and
+Azure Trusted Launch each get a profile recorded from a reference boot. PCR 5 is
+not part of a profile: it holds the boot disk's GPT, which changes with the image,
+so it is only replayed from the firmware log. A profile
 is a JSON file ``{"name", "description", "obtained", "pcrs": {"0": hex, ...}}``;
 bundled ones live in ``verifier/data/platform-<name>.json``.
 """
@@ -16,7 +18,7 @@ from pathlib import Path
 from .canonical_json import parse_json
 from .errors import FormatError, InputError, PlatformProfileError
 
-FIRMWARE_PCRS = (0, 1, 2, 3, 5, 7)
+FIRMWARE_PCRS = (0, 1, 2, 3, 7)
 
 
 @dataclass(frozen=True)

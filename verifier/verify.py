@@ -40,7 +40,7 @@ from .errors import (
     WeightsError,
 )
 from .firmware_replay import check_event_digests, verify_against_pcrs
-from .pcr import SHA256
+from .pcr import QUOTED_PCRS, SHA256
 from .platform_profile import PlatformProfile, check_profile
 from .provenance import TrainingProvenance, parse_statement
 from .quote import verify_pcr_digest, verify_quote_signature
@@ -51,7 +51,7 @@ from .tpm2_structures import Attest, TpmPublic, parse_tpm2b_public
 # The quote must cover every PCR whose value the verifier relies on.
 _T = TypeVar("_T")
 
-REQUIRED_PCRS = tuple(range(16))
+REQUIRED_PCRS = QUOTED_PCRS
 FIRMWARE_LOG_PCRS = tuple(range(8))
 ZERO_PCRS = (12, 13)
 

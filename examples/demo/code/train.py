@@ -1,18 +1,34 @@
-"""Train a softmax classifier on 8x8 handwritten digits with numpy (deterministic).
+"""Train a softmax classifier on 8x8 hand-written digits (pure Python, deterministic).
 
-Reads the data set from $AICERT_INPUTS/digits, writes the weights into $AICERT_OUTPUT.
-Hyper-parameters come from the job's [config] ($AICERT_CONFIG).
+Reads the data set from $AICERT_INPUTS/digits and the hyper-parameters from the job's
+[config] ($AICERT_CONFIG); writes the weights to $AICERT_OUTPUT/weights.json.
+It needs nothing beyond the image's Python standard library.
 """
 
+import csv
 import json
+import math
 import os
+import random
+from operator import mul
 
-import numpy as np
+CLASSES = 10
 
 
 def load(path):
-    table = np.loadtxt(path, delimiter=",", skiprows=1)
-    return table[:, :-1] / 16.0, table[:, -1].astype(int)
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    return [[float(v) / 16.0 for v in row[:-1]] + [1.0] for row in rows], [
+        int(row[-1]) for row in rows
+    ]
+
+
+def softmax(weights, x):
+    logits = [sum(map(mul, w, x)) for w in weights]
+    top = max(logits)
+    exps = [math.exp(v - top) for v in logits]
+    total = sum(exps)
+    return [e / total for e in exps]
 
 
 def main():
@@ -20,27 +36,28 @@ def main():
         config = json.load(f)
     epochs, rate = int(config["epochs"]), float(config["learning_rate"])
     features, labels = load(os.path.join(os.environ["AICERT_INPUTS"], "digits"))
-    classes = 10
-    onehot = np.eye(classes)[labels]
-    weights = np.zeros((features.shape[1], classes))
-    bias = np.zeros(classes)
+    weights = [[0.0] * len(features[0]) for _ in range(CLASSES)]  # last column: bias
+    order = list(range(len(labels)))
+    rng = random.Random(int(config.get("seed", 0)))  # noqa: S311 - data order, not secrets
     for epoch in range(1, epochs + 1):
-        logits = features @ weights + bias
-        logits -= logits.max(axis=1, keepdims=True)
-        probs = np.exp(logits)
-        probs /= probs.sum(axis=1, keepdims=True)
-        grad = probs - onehot
-        weights -= rate * features.T @ grad / len(labels)
-        bias -= rate * grad.mean(axis=0)
-        if epoch % 50 == 0 or epoch == epochs:
-            loss = -np.log(probs[np.arange(len(labels)), labels] + 1e-12).mean()
-            accuracy = (probs.argmax(axis=1) == labels).mean()
-            print(f"epoch {epoch:4d}  loss {loss:.4f}  train accuracy {accuracy:.4f}", flush=True)
-    out = os.environ["AICERT_OUTPUT"]
-    np.save(os.path.join(out, "weights.npy"), weights)
-    np.save(os.path.join(out, "bias.npy"), bias)
-    with open(os.path.join(out, "model.json"), "w") as f:
-        json.dump({"kind": "softmax-regression", "features": 64, "classes": classes}, f)
+        rng.shuffle(order)
+        loss = correct = 0
+        for i in order:
+            x, y = features[i], labels[i]
+            probs = softmax(weights, x)
+            loss -= math.log(probs[y] + 1e-12)
+            correct += probs.index(max(probs)) == y
+            for k in range(CLASSES):
+                step = rate * (probs[k] - (k == y))
+                if step:
+                    weights[k] = [w - step * v for w, v in zip(weights[k], x, strict=True)]
+        print(
+            f"epoch {epoch:3d}  loss {loss / len(labels):.4f}  "
+            f"train accuracy {correct / len(labels):.4f}",
+            flush=True,
+        )
+    with open(os.path.join(os.environ["AICERT_OUTPUT"], "weights.json"), "w") as f:
+        json.dump({"kind": "softmax-regression", "classes": CLASSES, "weights": weights}, f)
         f.write("\n")
 
 

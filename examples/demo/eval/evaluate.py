@@ -1,28 +1,29 @@
-"""Accuracy of the trained digits classifier on the held-out test set.
+"""Accuracy of the trained digits classifier on the held-out test set (pure Python).
 
-Reads the weights from $AICERT_WEIGHTS and the test set from $AICERT_INPUTS/digits-test,
-writes {"accuracy": ..., "samples": ...} to $AICERT_RESULTS.
+Reads the weights from $AICERT_WEIGHTS/weights.json and the test set from
+$AICERT_INPUTS/digits-test; writes {"accuracy": ..., "samples": ...} to $AICERT_RESULTS.
 """
 
+import csv
 import json
 import os
-
-import numpy as np
+from operator import mul
 
 
 def main():
-    weights_dir = os.environ["AICERT_WEIGHTS"]
-    weights = np.load(os.path.join(weights_dir, "weights.npy"))
-    bias = np.load(os.path.join(weights_dir, "bias.npy"))
-    table = np.loadtxt(
-        os.path.join(os.environ["AICERT_INPUTS"], "digits-test"), delimiter=",", skiprows=1
-    )
-    features, labels = table[:, :-1] / 16.0, table[:, -1].astype(int)
-    predicted = (features @ weights + bias).argmax(axis=1)
-    accuracy = float((predicted == labels).mean())
-    print(f"test accuracy {accuracy:.4f} on {len(labels)} samples", flush=True)
+    with open(os.path.join(os.environ["AICERT_WEIGHTS"], "weights.json")) as f:
+        weights = json.load(f)["weights"]
+    with open(os.path.join(os.environ["AICERT_INPUTS"], "digits-test"), newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    correct = 0
+    for row in rows:
+        x = [float(v) / 16.0 for v in row[:-1]] + [1.0]
+        scores = [sum(map(mul, w, x)) for w in weights]
+        correct += scores.index(max(scores)) == int(row[-1])
+    accuracy = correct / len(rows)
+    print(f"test accuracy {accuracy:.4f} on {len(rows)} samples", flush=True)
     with open(os.environ["AICERT_RESULTS"], "w") as f:
-        json.dump({"accuracy": round(accuracy, 4), "samples": len(labels)}, f)
+        json.dump({"accuracy": round(accuracy, 4), "samples": len(rows)}, f)
         f.write("\n")
 
 

@@ -1,0 +1,97 @@
+"""``aicert-build run --platform local``: the measured image in QEMU, a job, a verified result.
+
+The local platform imitates Azure Trusted Launch: a swtpm is provisioned like
+Azure's vTPM (AK at 0x81000003, its certificate in NV 0x01C101D0, issued by the
+local CA), the image boots in QEMU with OVMF, the agent is reached through one
+forwarded port on 127.0.0.1, and everything (QEMU, swtpm, scratch disk, TPM
+state) is removed at the end, on success, failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from aicert.builder import qemu
+from aicert.builder.agent_client import AgentClient
+from aicert.builder.job_file import JobFile
+from aicert.builder.job_runner import JobOutcome, Verification, run_job
+from aicert.builder.local_ca import LocalCa
+from aicert.builder.swtpm import Swtpm
+from aicert.builder.vtpm_provision import provision_like_azure
+from aicert.verifier.boot_reference import reference_from_recipe
+from aicert.verifier.errors import InputError
+from aicert.verifier.platform_profile import load_profile
+from cryptography.hazmat.primitives import serialization
+
+DEFAULT_SCRATCH_BYTES = 16 * 1024**3
+LOCAL_PROFILE = "qemu"
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    image: Path
+    """Directory with disk.raw, uki.efi and recipe.json from ``aicert-build image``."""
+    output: Path
+    ca_dir: Path
+    scratch_bytes: int = DEFAULT_SCRATCH_BYTES
+    boot_timeout: float = 900.0
+
+
+def default_ca_dir() -> Path:
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "aicert" / "local-ca"
+
+
+def _image_files(image: Path) -> tuple[Path, Path]:
+    disk, recipe = image / "disk.raw", image / "recipe.json"
+    for path in (disk, recipe):
+        if not path.is_file():
+            raise InputError(
+                f"{path} is missing: build the image first with "
+                f"'aicert-build image --output {image}'"
+            )
+    return disk, recipe
+
+
+def run_local(
+    spec: LocalRun,
+    job: JobFile,
+    *,
+    say: Callable[[str], None],
+    log_sink: Callable[[bytes], None] | None = None,
+) -> JobOutcome:
+    disk, recipe = _image_files(spec.image)
+    ca = LocalCa.load_or_create(spec.ca_dir)
+    intermediate = ca.intermediate_certificate.public_bytes(serialization.Encoding.DER)
+    verification = Verification(
+        trust_roots=(ca.root_certificate,),
+        boot_reference=reference_from_recipe(recipe),
+        platform_profile=load_profile(LOCAL_PROFILE),
+    )
+    with tempfile.TemporaryDirectory(prefix="aicert-run-") as tmp:
+        work = Path(tmp)
+        tpm_state = work / "tpm"
+        vm_id = secrets.token_hex(8)
+        say(f"provisioning the local vTPM like Azure's (VM {vm_id}, CA {spec.ca_dir})")
+        with Swtpm.tcp(tpm_state) as tpm:
+            provision_like_azure(tpm.tcti, ca, vm_id)
+        scratch = qemu.make_scratch_disk(work / "scratch.raw", spec.scratch_bytes)
+        with qemu.Vm(qemu.VmSpec(disk=disk, tpm_state=tpm_state, scratch=scratch)) as vm:
+            say(f"booting {disk} in QEMU ({vm.accel}), agent port 127.0.0.1:{vm.host_port}")
+            _, seconds = vm.wait_ready(spec.boot_timeout)
+            say(f"image booted and reported ready in {seconds:.0f} s")
+            client = AgentClient(
+                f"https://127.0.0.1:{vm.host_port}",
+                trust_roots=[ca.root_certificate],
+                recipe=verification.boot_reference,
+                intermediates=[intermediate],
+            )
+            outcome = run_job(client, job, spec.output, verification, say=say, log_sink=log_sink)
+        shutil.copyfile(ca.root_path, outcome.output_dir / "local-ca-root.pem")
+    return outcome
