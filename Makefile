@@ -27,5 +27,9 @@ test: lint
 unit: setup
 	$(VENV)/bin/pytest -m 'not system'
 
+# The main job end to end: build the image, boot it, train, verify, tamper, refuse.
+demo: setup
+	bash scripts/demo.sh out
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -40,6 +40,7 @@ naming the file and the key.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import math
 import re
@@ -437,3 +438,10 @@ def _check_json(value: object, key: str, where: _Where) -> None:
         raise where.fail(key, "inf and nan are not JSON numbers")
     elif isinstance(value, int) and abs(value) > MAX_JSON_INT:
         raise where.fail(key, "integers beyond 2**53-1 lose precision in JSON: use a string")
+
+
+def with_nonce(job: JobFile, nonce: str) -> JobFile:
+    """``job`` with the caller's nonce (e.g. from the command line) instead of its own."""
+    if not NONCE.fullmatch(nonce):
+        raise InputError(f"nonce {nonce!r} must be 8 to 64 bytes as lowercase hex")
+    return dataclasses.replace(job, nonce=nonce, nonce_generated=False)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import click
-from aicert.builder.job_file import load_job_file
+from aicert.builder.job_file import load_job_file, with_nonce
 from aicert.builder.local_run import LocalRun, default_ca_dir, run_local
 from aicert.verifier.report import render_json, render_text
 
@@ -42,9 +42,21 @@ from aicert.verifier.report import render_json, render_text
     default=None,
     help="Local vTPM CA directory (default: $XDG_DATA_HOME/aicert/local-ca; made if missing).",
 )
+@click.option(
+    "--nonce",
+    metavar="HEX",
+    default=None,
+    help="Freshness nonce for this job (8-64 bytes, hex); overrides the job file's.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the verification report as JSON.")
 def run_command(
-    job: Path, platform: str, image: Path, output: Path, ca_dir: Path | None, as_json: bool
+    job: Path,
+    platform: str,
+    image: Path,
+    output: Path,
+    ca_dir: Path | None,
+    nonce: str | None,
+    as_json: bool,
 ) -> None:
     """Run JOB (a job file, see docs/job-file.md) in the measured image and verify the result.
 
@@ -55,6 +67,8 @@ def run_command(
     """
     del platform  # one platform so far; the option fixes the interface
     parsed = load_job_file(job)
+    if nonce is not None:
+        parsed = with_nonce(parsed, nonce)
     spec = LocalRun(image=image, output=output, ca_dir=ca_dir or default_ca_dir())
     outcome = run_local(spec, parsed, say=lambda line: click.echo(f"‣ {line}", err=True))
     if as_json:

@@ -231,3 +231,16 @@ def test_evaluation_mistakes_name_file_and_key(tmp_path: Path, text: str, key: s
     with pytest.raises(FormatError) as refused:
         load_job_file(path)
     assert refused.value.message.startswith(f"{path}: {key}: ")
+
+
+def test_a_nonce_from_the_command_line_replaces_the_files(tmp_path: Path) -> None:
+    from aicert.builder.job_file import with_nonce
+
+    (tmp_path / "code").mkdir()
+    job_path = tmp_path / "job.toml"
+    job_path.write_text('command = ["python3", "t.py"]\noutput = "m"\n[code]\npath = "code"\n')
+    job = with_nonce(load_job_file(job_path), "ab" * 16)
+    assert job.nonce == "ab" * 16
+    assert not job.nonce_generated
+    with pytest.raises(InputError, match="nonce"):
+        with_nonce(job, "xyz")
