@@ -8,13 +8,15 @@ from pathlib import Path
 import click
 from aicert.agent import readiness, server
 from aicert.agent.tpm import FIRMWARE_EVENT_LOG
-from aicert.verifier.cli_runner import run_cli
-from aicert.verifier.errors import AicertError
+from aicert.verifier.cli_runner import AicertGroup, run_cli
+from aicert.verifier.errors import InputError
 
 from aicert import __version__
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    "aicert-agent", cls=AicertGroup, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.version_option(__version__, prog_name="aicert-agent")
 def main() -> None:
     """The aicert agent: runs inside the measured image, measures one training job into the TPM."""
@@ -31,10 +33,8 @@ def ready_report(console: Path | None) -> None:
     """Print the AICERT-READY line: PCRs 0-23, firmware event log, boot id."""
     try:
         readiness.write_line(readiness.read_report().to_line(), console)
-    except AicertError as exc:
-        raise click.ClickException(exc.message) from exc
     except OSError as exc:
-        raise click.ClickException(f"cannot write to {console}: {exc.strerror}") from exc
+        raise InputError(f"cannot write to {console}: {exc.strerror}") from exc
 
 
 @main.command("serve")
@@ -77,17 +77,14 @@ def serve_command(
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     logging.getLogger("aicert.agent").setLevel(logging.INFO)
-    try:
-        server.serve(
-            scratch=scratch,
-            tcti=tcti,
-            host=host,
-            port=port,
-            event_log=event_log,
-            intermediates=intermediates,
-        )
-    except AicertError as exc:
-        raise click.ClickException(exc.message) from exc
+    server.serve(
+        scratch=scratch,
+        tcti=tcti,
+        host=host,
+        port=port,
+        event_log=event_log,
+        intermediates=intermediates,
+    )
 
 
 def run() -> None:

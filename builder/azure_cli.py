@@ -10,14 +10,12 @@ DefaultAzureCredential and the SDK's own transport.
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 import click
-from aicert.verifier.errors import AicertError, InputError
+from aicert.verifier.errors import InputError
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -25,22 +23,6 @@ from aicert import __version__
 
 if TYPE_CHECKING:
     from .azure_clients import AzureClients
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _one_line_errors(fn: F) -> F:
-    """Print an AicertError as one line and exit with its code, instead of a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except AicertError as exc:
-            click.echo(f"aicert-build: error: {exc.message}", err=True)
-            raise SystemExit(exc.exit_code) from exc
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _clients(ctx: click.Context, subscription: str) -> AzureClients:
@@ -138,7 +120,6 @@ def deploy() -> None:
     help="Parallel page writes during the upload.",
 )
 @click.pass_context
-@_one_line_errors
 def deploy_azure(
     ctx: click.Context,
     subscription: str,
@@ -184,7 +165,6 @@ def deploy_azure(
 )
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
-@_one_line_errors
 def destroy_command(
     ctx: click.Context,
     subscription: str,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import click
-from aicert.verifier.cli_runner import run_cli
+from aicert.verifier.cli_runner import AicertGroup, run_cli
 
 from aicert import __version__
 
@@ -15,7 +15,9 @@ from .profile_cli import profile_group
 from .run_cli import run_command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    "aicert-build", cls=AicertGroup, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.version_option(__version__, prog_name="aicert-build")
 @click.option("-v", "--verbose", is_flag=True, help="Log every external command run.")
 def main(verbose: bool) -> None:

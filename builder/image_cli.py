@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 from aicert.builder import firmware_profile
@@ -20,25 +18,8 @@ from aicert.builder.image import (
 )
 from aicert.builder.mkosi import DEFAULT_PROFILE, PROFILES
 from aicert.builder.reproducibility import check_reproducible
-from aicert.verifier.errors import AicertError, InputError
+from aicert.verifier.errors import InputError
 from aicert.verifier.uki import predict_boot_pcrs
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _one_line_errors(fn: F) -> F:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except AicertError as exc:
-            click.echo(f"aicert-build: error: {exc.message}", err=True)
-            raise SystemExit(exc.exit_code) from exc
-        except KeyboardInterrupt:
-            click.echo("aicert-build: interrupted", err=True)
-            raise SystemExit(5) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _step_printer(verbose: bool) -> Callable[[str], None]:
@@ -76,7 +57,6 @@ _profile_option = click.option(
     help="Debian security archive URL (default: security.debian.org unless --mirror is given).",
 )
 @click.option("--verbose", is_flag=True, help="Show all of mkosi's output.")
-@_one_line_errors
 def image_command(
     profile: str, output: Path, mirror: str | None, security_mirror: str | None, verbose: bool
 ) -> None:
@@ -96,7 +76,6 @@ def image_command(
 @click.command("measure")
 @click.argument("uki", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print {pcr: hex} as JSON.")
-@_one_line_errors
 def measure_command(uki: Path, as_json: bool) -> None:
     """Print the PCRs 4, 9, 11, 12, 13 expected when booting UKI directly."""
     try:
@@ -121,7 +100,6 @@ def measure_command(uki: Path, as_json: bool) -> None:
     default=LOCK_PATH,
     show_default=True,
 )
-@_one_line_errors
 def lock_command(builds: tuple[Path, ...], lock_file: Path) -> None:
     """Write the package lock from the recipes of BUILDS (one per profile)."""
     lock = lock_from_builds(list(builds))
@@ -139,7 +117,6 @@ def lock_command(builds: tuple[Path, ...], lock_file: Path) -> None:
     help="Where to keep the two builds (default: a temporary directory, removed afterwards).",
 )
 @click.option("--verbose", is_flag=True, help="Show all of mkosi's output.")
-@_one_line_errors
 def check_reproducible_command(profile: str, workdir: Path | None, verbose: bool) -> None:
     """Build twice from a clean state (sharing only the package download cache) and compare."""
     with tempfile.TemporaryDirectory(prefix="aicert-repro-", dir=DEFAULT_CACHE.parent) as tmp:
@@ -187,7 +164,6 @@ def check_reproducible_command(profile: str, workdir: Path | None, verbose: bool
     default=firmware_profile.PROFILE_PATH,
     show_default=True,
 )
-@_one_line_errors
 def record_profile_command(platform: str, image_dir: Path, out: Path) -> None:
     """Boot IMAGE on the reference QEMU machine and record its firmware PCRs."""
     profile = firmware_profile.record_profile(image_dir, out)

@@ -22,7 +22,7 @@ from .ak_chain import bundled_roots
 from .bom import export_cyclonedx
 from .boot_reference import reference_from_recipe, reference_from_uki
 from .certificate import load_certificate
-from .cli_runner import run_cli
+from .cli_runner import AicertGroup, run_cli
 from .digest_cli import digest_command
 from .errors import EXIT_CODES, InputError
 from .platform_profile import bundled_profile_names, load_profile
@@ -31,7 +31,7 @@ from .verify import Policy, verify_certificate
 from .weights import tree_digest_of
 
 
-class _VerifyByDefault(click.Group):
+class _VerifyByDefault(AicertGroup):
     """``aicert-verify CERT`` means ``aicert-verify verify CERT``."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
@@ -44,6 +44,7 @@ _EPILOG = "Exit status: " + "; ".join(f"{code} {text}" for code, text in EXIT_CO
 
 
 @click.group(
+    "aicert-verify",
     cls=_VerifyByDefault,
     context_settings={"help_option_names": ["-h", "--help"]},
     epilog=_EPILOG,
