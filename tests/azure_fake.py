@@ -178,6 +178,9 @@ class FakeAzure:
         self.page_in_flight = 0
         self.max_page_in_flight = 0
         self.page_write_count = 0
+        # The address every new public IP gets (None: a fresh 20.50.x.y each); tests that
+        # stand a local agent in for the VM's set it to 127.0.0.1.
+        self.public_ip_address: str | None = None
         self._ids = itertools.count(1)
         self.session = requests.Session()
         self.session.mount("https://", _Adapter(self))
@@ -365,7 +368,10 @@ class FakeAzure:
             props["uniqueId"] = str(uuid.uuid4())
             props["timeCreated"] = "2026-01-01T00:00:00Z"
         elif rtype == "microsoft.network/publicipaddresses":
-            props["ipAddress"] = f"20.50.{len(self.resources) % 250}.{next(self._ids) % 250 + 1}"
+            props["ipAddress"] = (
+                self.public_ip_address
+                or f"20.50.{len(self.resources) % 250}.{next(self._ids) % 250 + 1}"
+            )
         elif rtype == "microsoft.network/virtualnetworks":
             for subnet in props.get("subnets", []):
                 subnet["id"] = f"{rid}/subnets/{subnet['name']}"
@@ -403,6 +409,8 @@ class FakeAzure:
                 stored["properties"]["diskState"] = "ReadyToUpload"
                 stored["properties"]["diskSizeBytes"] = creation["uploadSizeBytes"] - 512
         self.resources[rid.lower()] = stored
+        if rtype == "microsoft.compute/virtualmachines" and existing is None:
+            self._make_os_disk(stored)
         failure = self.failing_operations.get(rtype)
 
         def finish() -> None:
@@ -413,6 +421,21 @@ class FakeAzure:
         op = self._new_operation(finish, error=failure)
         status = CREATE_STATUS[rtype] if existing is None else 200
         return _json(status, stored, self._async_headers(op, location=False))
+
+    def _make_os_disk(self, vm: dict[str, Any]) -> None:
+        """The VM's OS disk, as ARM makes it: named after the VM, without the VM's tags."""
+        rg_path = vm["id"].split("/providers/")[0]
+        name = f"{vm['name']}_OsDisk_1_{uuid.uuid4().hex}"
+        rid = f"{rg_path}/providers/Microsoft.Compute/disks/{name}"
+        body = {
+            "location": vm["location"],
+            "properties": {"creationData": {"createOption": "FromImage"}},
+        }
+        disk = self._stored(rid, "microsoft.compute/disks", name, body, "Succeeded")
+        disk["properties"]["diskState"] = "Attached"
+        self.resources[rid.lower()] = disk
+        os_disk = vm["properties"]["storageProfile"]["osDisk"]
+        os_disk.setdefault("managedDisk", {})["id"] = rid
 
     def _patch(self, rid: str, rtype: str, name: str, body: dict[str, Any]) -> Reply:
         found = self.resources.get(rid.lower())
@@ -461,6 +484,9 @@ class FakeAzure:
                 for nic in found["properties"]["networkProfile"]["networkInterfaces"]:
                     if nic.get("properties", {}).get("deleteOption") == "Delete":
                         self.resources.pop(nic["id"].lower(), None)
+                os_disk = found["properties"]["storageProfile"]["osDisk"]
+                if os_disk.get("deleteOption") == "Delete":
+                    self.resources.pop(os_disk["managedDisk"]["id"].lower(), None)
             blob = self.blobs.pop(rid.lower(), None)
             if blob is not None:
                 self.retired_blobs[rid.lower()] = blob

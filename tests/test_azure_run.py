@@ -1,0 +1,325 @@
+"""``run --platform azure``: the real Azure SDK against the local fake of Azure, and a real
+agent on a provisioned swtpm standing in for the VM's (the fake gives the VM 127.0.0.1).
+
+The local CA's root is the extra trust root: Azure's own root cannot sign a test AK.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from agent_harness import SYSTEM_PYTHON, running_agent
+from aicert.agent.tpm import AgentTpm
+from aicert.builder.agent_client import AgentRequestError
+from aicert.builder.azure_clients import AzureClients, ClientOptions
+from aicert.builder.azure_deploy import TAG_DEPLOYMENT, DeploymentSpec, deploy_image
+from aicert.builder.azure_run import AzureRun, run_azure
+from aicert.builder.azure_upload import RetryPolicy
+from aicert.builder.job_file import JobFile, load_job_file
+from aicert.builder.job_runner import CERTIFICATE_NAME, JobFailedError
+from aicert.verifier.errors import BootPcrError, CloudError
+from aicert.verifier.treehash import hash_tree
+from aicert.verifier.uki import BOOT_PCRS
+from azure_fake import FakeAzure, FakeCredential
+from conftest import ProvisionedSwtpm
+from tpm_replay import OVMF_LOG, replay_log_into_tpm
+
+MIB = 1 << 20
+RG = "aicert-rg"
+CALLER = "52.174.10.20"
+VM = "aicert-run-test"
+GALLERY_TYPES = {
+    "Microsoft.Compute/galleries",
+    "Microsoft.Compute/galleries/images",
+    "Microsoft.Compute/galleries/images/versions",
+}
+VM_TYPES = {
+    "Microsoft.Compute/virtualMachines",
+    "Microsoft.Compute/disks",
+    "Microsoft.Network/networkSecurityGroups",
+    "Microsoft.Network/publicIPAddresses",
+    "Microsoft.Network/virtualNetworks",
+    "Microsoft.Network/networkInterfaces",
+}
+
+
+@pytest.fixture
+def fake() -> FakeAzure:
+    azure = FakeAzure()
+    azure.add_resource_group(RG)
+    azure.public_ip_address = "127.0.0.1"
+    return azure
+
+
+@pytest.fixture
+def clients(fake: FakeAzure) -> AzureClients:
+    return AzureClients(
+        fake.subscription,
+        FakeCredential(),
+        ClientOptions(transport=fake.transport(), polling_interval=0),
+    )
+
+
+@pytest.fixture
+def image_version(clients: AzureClients, tmp_path: Path) -> str:
+    disk = tmp_path / "disk.raw"
+    with disk.open("wb") as f:
+        f.truncate(24 * MIB)
+        f.write(os.urandom(MIB))
+    spec = DeploymentSpec(
+        resource_group=RG, location="westeurope", disk=disk, image_version="1.0.0"
+    )
+    return deploy_image(clients, spec, retry=RetryPolicy(first_delay=0)).image_version_id
+
+
+def _types(fake: FakeAzure) -> set[str]:
+    return {r["type"] for r in fake.resources.values()}
+
+
+def _job(tmp_path: Path, exit_status: int = 0) -> JobFile:
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "train.py").write_text(
+        textwrap.dedent(
+            f"""
+            import os, sys
+            out = os.environ["AICERT_OUTPUT"]
+            open(os.path.join(out, "weights.bin"), "wb").write(b"w" * 1000)
+            sys.exit({exit_status})
+            """
+        )
+    )
+    (tmp_path / "data.txt").write_text("1 2 3\n")
+    job = tmp_path / "job.toml"
+    job.write_text(
+        textwrap.dedent(
+            f"""
+            command = ["{SYSTEM_PYTHON}", "train.py"]
+            output = "model"
+            [code]
+            path = "code"
+            [[data]]
+            name = "numbers"
+            path = "data.txt"
+            """
+        )
+    )
+    return load_job_file(job)
+
+
+def _recipe_for(tcti: str, path: Path) -> Path:
+    """A recipe.json predicting the swtpm's boot PCRs, PCR 4 only as the Secure Boot variant.
+
+    The plain prediction of PCR 4 is made wrong on purpose: the run must accept the
+    Secure Boot variant, which is what an Azure VM with Secure Boot on measures.
+    """
+    replay_log_into_tpm(tcti, OVMF_LOG.read_bytes())
+    with AgentTpm(tcti, event_log_path=OVMF_LOG) as tpm:
+        pcrs = tpm.read_pcrs(pcrs=BOOT_PCRS)
+    plain = {str(n): v.hex() for n, v in pcrs.items()} | {"4": "ab" * 32}
+    path.write_text(
+        json.dumps(
+            {
+                "inputs": {"profile": "azure"},
+                "expected_pcrs": {"pcrs": plain, "secure_boot_pcrs": {"4": pcrs[4].hex()}},
+            }
+        )
+    )
+    return path
+
+
+def _spec(tmp_path: Path, image_version: str, recipe: Path, port: int, **kw: object) -> AzureRun:
+    args: dict[str, object] = {
+        "subscription": "00000000-0000-0000-0000-000000000000",
+        "resource_group": RG,
+        "location": "westeurope",
+        "image_version_id": image_version,
+        "output": tmp_path / "out",
+        "recipe": recipe,
+        "caller_ip": CALLER,
+        "vm_size": "Standard_D2s_v5",
+        "agent_port": port,
+        "boot_timeout": 10.0,
+    }
+    args.update(kw)
+    return AzureRun(**args)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def agent_on_swtpm(
+    provisioned_swtpm: ProvisionedSwtpm, tmp_path: Path
+) -> Iterator[tuple[int, Path]]:
+    """The agent's port and a recipe.json matching its swtpm's boot PCRs."""
+    recipe = _recipe_for(provisioned_swtpm.tcti, tmp_path / "recipe.json")
+    with running_agent(provisioned_swtpm.tcti, provisioned_swtpm.ca, replay=False) as agent:
+        yield agent.server.port, recipe
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.swtpm
+def test_a_job_runs_on_a_trusted_launch_vm_and_everything_is_deleted(
+    fake: FakeAzure,
+    clients: AzureClients,
+    image_version: str,
+    provisioned_swtpm: ProvisionedSwtpm,
+    agent_on_swtpm: tuple[int, Path],
+    tmp_path: Path,
+) -> None:
+    port, recipe = agent_on_swtpm
+    spec = _spec(
+        tmp_path, image_version, recipe, port, trust_roots=(provisioned_swtpm.ca.root_certificate,)
+    )
+    during: list[set[str]] = []
+    said: list[str] = []
+
+    def say(line: str) -> None:
+        said.append(line)
+        if line.startswith("agent attested"):
+            during.append(_types(fake))
+
+    outcome = run_azure(
+        spec, _job(tmp_path), clients=clients, say=say, log_sink=lambda _c: None, vm_name=VM
+    )
+
+    (vm,) = [r for r in fake.put_bodies if r.endswith(f"/virtualmachines/{VM}")]
+    props = fake.put_bodies[vm][0]["properties"]
+    assert props["securityProfile"] == {
+        "securityType": "TrustedLaunch",
+        "uefiSettings": {"secureBootEnabled": True, "vTpmEnabled": True},
+    }
+    assert props["storageProfile"]["imageReference"] == {"id": image_version}
+    (nsg,) = [r for r in fake.put_bodies if r.endswith("/networksecuritygroups/" + VM + "-nsg")]
+    (rule,) = fake.put_bodies[nsg][0]["properties"]["securityRules"]
+    assert rule["properties"]["access"] == "Allow"
+    assert rule["properties"]["sourceAddressPrefix"] == f"{CALLER}/32"
+    assert rule["properties"]["destinationPortRange"] == str(port)
+    for rid, bodies in fake.put_bodies.items():
+        if f"/{VM}" in rid:
+            assert bodies[0]["tags"][TAG_DEPLOYMENT] == f"vm/{VM}"
+
+    assert during == [GALLERY_TYPES | VM_TYPES]  # OS disk included
+    assert _types(fake) == GALLERY_TYPES
+    assert any(line.startswith("deleting Microsoft.Compute/virtualMachines") for line in said)
+    assert f"deleted 5 resources of vm/{VM}" in said
+
+    assert outcome.output_dir == tmp_path / "out"
+    assert (outcome.output_dir / CERTIFICATE_NAME).is_file()
+    assert (outcome.weights / "weights.bin").read_bytes() == b"w" * 1000
+    assert outcome.report.ok
+    assert outcome.report.provenance is not None
+    assert outcome.report.provenance.subjects[0].sha256 == hash_tree(outcome.weights).digest
+    statuses = {r.check: r.status.value for r in outcome.report.results}
+    assert "failed" not in statuses.values()
+    assert statuses["boot-pcrs"] == statuses["ak-chain"] == statuses["weights"] == "passed"
+
+
+@pytest.mark.swtpm
+def test_a_failed_job_deletes_everything_and_leaves_no_output(
+    fake: FakeAzure,
+    clients: AzureClients,
+    image_version: str,
+    provisioned_swtpm: ProvisionedSwtpm,
+    agent_on_swtpm: tuple[int, Path],
+    tmp_path: Path,
+) -> None:
+    port, recipe = agent_on_swtpm
+    spec = _spec(
+        tmp_path, image_version, recipe, port, trust_roots=(provisioned_swtpm.ca.root_certificate,)
+    )
+    with pytest.raises(JobFailedError, match="no certificate"):
+        run_azure(
+            spec,
+            _job(tmp_path, exit_status=3),
+            clients=clients,
+            say=lambda _l: None,
+            log_sink=lambda _c: None,
+        )
+    assert _types(fake) == GALLERY_TYPES
+    assert not (tmp_path / "out").exists()
+    assert [p for p in tmp_path.iterdir() if p.name.startswith(".out.partial")] == []
+
+
+@pytest.mark.swtpm
+def test_an_agent_that_does_not_match_the_recipe_is_refused_and_everything_deleted(
+    fake: FakeAzure,
+    clients: AzureClients,
+    image_version: str,
+    provisioned_swtpm: ProvisionedSwtpm,
+    agent_on_swtpm: tuple[int, Path],
+    tmp_path: Path,
+) -> None:
+    port, recipe = agent_on_swtpm
+    doc = json.loads(recipe.read_text())
+    doc["expected_pcrs"]["secure_boot_pcrs"] = {}  # only the wrong plain PCR 4 is left
+    recipe.write_text(json.dumps(doc))
+    spec = _spec(
+        tmp_path, image_version, recipe, port, trust_roots=(provisioned_swtpm.ca.root_certificate,)
+    )
+    with pytest.raises(BootPcrError, match="PCR 4"):
+        run_azure(spec, _job(tmp_path), clients=clients, say=lambda _l: None)
+    assert _types(fake) == GALLERY_TYPES
+    assert not (tmp_path / "out").exists()
+
+
+def _plain_recipe(tmp_path: Path) -> Path:
+    recipe = tmp_path / "recipe.json"
+    pcrs = {str(n): "00" * 32 for n in BOOT_PCRS}
+    recipe.write_text(json.dumps({"expected_pcrs": {"pcrs": pcrs}}))
+    return recipe
+
+
+def test_an_agent_that_never_comes_up_deletes_everything(
+    fake: FakeAzure, clients: AzureClients, image_version: str, tmp_path: Path
+) -> None:
+    spec = _spec(tmp_path, image_version, _plain_recipe(tmp_path), _closed_port(), boot_timeout=1.5)
+    said: list[str] = []
+    with pytest.raises(AgentRequestError, match="did not come up"):
+        run_azure(spec, _job(tmp_path), clients=clients, say=said.append)
+    assert _types(fake) == GALLERY_TYPES
+    assert not (tmp_path / "out").exists()
+    assert any(line.startswith("deleting Microsoft.Network/networkSecurityGroups") for line in said)
+
+
+def test_ctrl_c_deletes_everything(
+    fake: FakeAzure, clients: AzureClients, image_version: str, tmp_path: Path
+) -> None:
+    spec = _spec(tmp_path, image_version, _plain_recipe(tmp_path), _closed_port())
+
+    def interrupt_once_created(line: str) -> None:
+        if line.startswith(f"VM {VM} created"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_azure(spec, _job(tmp_path), clients=clients, say=interrupt_once_created, vm_name=VM)
+    assert _types(fake) == GALLERY_TYPES
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_deletion_names_the_command_that_finishes_it(
+    fake: FakeAzure, clients: AzureClients, image_version: str, tmp_path: Path
+) -> None:
+    spec = _spec(tmp_path, image_version, _plain_recipe(tmp_path), _closed_port(), boot_timeout=0)
+    fake.inject("DELETE", rf"/virtualMachines/{VM}\?", 403, "AuthorizationFailed", times=None)
+    with pytest.raises(CloudError, match=rf"aicert-build destroy .*--deployment vm/{VM}"):
+        run_azure(spec, _job(tmp_path), clients=clients, say=lambda _l: None, vm_name=VM)
+    assert "Microsoft.Compute/virtualMachines" in _types(fake)
+
+
+def test_a_vm_size_without_trusted_launch_leaves_nothing(
+    fake: FakeAzure, clients: AzureClients, image_version: str, tmp_path: Path
+) -> None:
+    spec = _spec(tmp_path, image_version, _plain_recipe(tmp_path), 8443, vm_size="Standard_A1_v2")
+    with pytest.raises(CloudError, match="TrustedLaunch"):
+        run_azure(spec, _job(tmp_path), clients=clients, say=lambda _l: None)
+    assert _types(fake) == GALLERY_TYPES
