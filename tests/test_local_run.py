@@ -65,6 +65,18 @@ def test_demo_job_runs_in_the_measured_image_and_verifies(
         verify_main(args)
     assert verified.value.code == 0, capsys.readouterr().out
 
+    # Benchmark linking: altered results or evaluation data are refused as well.
+    forged = tmp_path / "results.json"
+    forged.write_text(results.read_text().replace('"accuracy": 0.', '"accuracy": 1.'))
+    out = _refused([*args[:-1], f"accuracy={forged}"], capsys)
+    assert "NOT VERIFIED: files: " in out
+    assert "results file of evaluation 'accuracy'" in out
+    test_set = tmp_path / "digits-test.csv"
+    data = (DEMO_JOB.parent / "data" / "digits-test.csv").read_text()
+    test_set.write_text(data.replace("\n0,", "\n1,", 1))
+    out = _refused([*args, "--input", f"accuracy/digits-test={test_set}"], capsys)
+    assert "is not the input 'accuracy/digits-test'" in out
+
     tampered = tmp_path / "tampered"
     shutil.copytree(outcome.weights, tampered)
     weights = tampered / "weights.json"
@@ -76,3 +88,10 @@ def test_demo_job_runs_in_the_measured_image_and_verifies(
         verify_main(args)
     assert refused.value.code == 1
     assert "NOT VERIFIED: weights:" in capsys.readouterr().out
+
+
+def _refused(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as refused:
+        verify_main(args)
+    assert refused.value.code == 1
+    return capsys.readouterr().out
