@@ -7,26 +7,34 @@ import sys
 from pathlib import Path
 
 import click
-from aicert.builder.job_file import load_job_file, with_nonce
+from aicert.builder.job_file import JobFile, load_job_file, with_nonce
+from aicert.builder.job_runner import JobOutcome
 from aicert.builder.local_run import LocalRun, default_ca_dir, run_local
+from aicert.verifier.cli import load_root
+from aicert.verifier.errors import InputError
 from aicert.verifier.report import render_json, render_text
+
+# Kept in step with aicert.builder.azure_run.DEFAULT_VM_SIZE, which imports the Azure SDK.
+DEFAULT_AZURE_VM_SIZE = "Standard_NC4as_T4_v3"
 
 
 @click.command("run")
 @click.argument("job", type=click.Path(path_type=Path))
 @click.option(
     "--platform",
-    type=click.Choice(["local"]),
+    type=click.Choice(["local", "azure"]),
     default="local",
     show_default=True,
-    help="Where to boot the image: local = QEMU + OVMF + swtpm on this machine.",
+    help="Where to boot the image: local = QEMU + OVMF + swtpm on this machine; azure = a "
+    "Trusted Launch VM from a published gallery image version (see docs/azure.md).",
 )
 @click.option(
     "--image",
     type=click.Path(path_type=Path, file_okay=False),
     default=Path("out/image"),
     show_default=True,
-    help="Output directory of 'aicert-build image' (disk.raw, uki.efi, recipe.json).",
+    help="Output directory of 'aicert-build image' (disk.raw, uki.efi, recipe.json); "
+    "on Azure only its recipe.json is read.",
 )
 @click.option(
     "--output",
@@ -49,7 +57,59 @@ from aicert.verifier.report import render_json, render_text
     help="Freshness nonce for this job (8-64 bytes, hex); overrides the job file's.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the verification report as JSON.")
+@click.option(
+    "--boot-timeout",
+    type=click.FloatRange(0),
+    default=900.0,
+    show_default=True,
+    help="Seconds to wait for the booted image's agent to answer.",
+)
+@click.option(
+    "--subscription",
+    envvar="AZURE_SUBSCRIPTION_ID",
+    default=None,
+    help="Azure: subscription id (default: $AZURE_SUBSCRIPTION_ID).",
+)
+@click.option("--resource-group", default=None, help="Azure: an existing resource group.")
+@click.option("--location", default=None, help="Azure: region of the VM, e.g. westeurope.")
+@click.option(
+    "--image-version",
+    "image_version_id",
+    default=None,
+    help="Azure: the gallery image version resource id printed by 'deploy azure'.",
+)
+@click.option(
+    "--recipe",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Azure: recipe.json of the published image (default: IMAGE/recipe.json).",
+)
+@click.option(
+    "--caller-ip",
+    default=None,
+    help="Azure: this machine's public IP address, the only one the VM admits "
+    "(e.g. from 'curl -s https://api.ipify.org').",
+)
+@click.option(
+    "--vm-size",
+    default=None,
+    help=f"Azure: VM size; it must support Trusted Launch [default: {DEFAULT_AZURE_VM_SIZE}].",
+)
+@click.option(
+    "--platform-profile",
+    default=None,
+    help="Azure: platform profile (bundled name or JSON file from 'profile capture').",
+)
+@click.option(
+    "--trust-root",
+    "trust_roots",
+    type=click.Path(path_type=Path, dir_okay=False),
+    multiple=True,
+    help="Azure: a PEM root accepted besides the bundled Azure vTPM root. Repeatable.",
+)
+@click.pass_context
 def run_command(
+    ctx: click.Context,
     job: Path,
     platform: str,
     image: Path,
@@ -57,27 +117,133 @@ def run_command(
     ca_dir: Path | None,
     nonce: str | None,
     as_json: bool,
+    boot_timeout: float,
+    subscription: str | None,
+    resource_group: str | None,
+    location: str | None,
+    image_version_id: str | None,
+    recipe: Path | None,
+    caller_ip: str | None,
+    vm_size: str | None,
+    platform_profile: str | None,
+    trust_roots: tuple[Path, ...],
 ) -> None:
     """Run JOB (a job file, see docs/job-file.md) in the measured image and verify the result.
 
-    The image boots with a TPM provisioned like Azure's vTPM; the agent is attested
-    before anything is sent; the weights, evaluation results and certificate land in
-    OUTPUT only after they verify. Every process and temporary file is removed at the
+    The image boots with a TPM provisioned like Azure's vTPM (local) or on a Trusted
+    Launch VM with Azure's vTPM (azure); the agent is attested before anything is
+    sent; the weights, evaluation results and certificate land in OUTPUT only after
+    they verify. Every process, temporary file and cloud resource is removed at the
     end, also on failure or Ctrl-C.
     """
-    del platform  # one platform so far; the option fixes the interface
     parsed = load_job_file(job)
     if nonce is not None:
         parsed = with_nonce(parsed, nonce)
-    spec = LocalRun(image=image, output=output, ca_dir=ca_dir or default_ca_dir())
-    outcome = run_local(spec, parsed, say=lambda line: click.echo(f"‣ {line}", err=True))
+    azure_only = {
+        "--resource-group": resource_group,
+        "--location": location,
+        "--image-version": image_version_id,
+        "--recipe": recipe,
+        "--caller-ip": caller_ip,
+        "--vm-size": vm_size,
+        "--platform-profile": platform_profile,
+        "--trust-root": trust_roots or None,
+    }
+    if platform == "local":
+        given = [name for name, value in azure_only.items() if value is not None]
+        if given:
+            raise InputError(f"{', '.join(given)}: only for --platform azure")
+        spec = LocalRun(
+            image=image,
+            output=output,
+            ca_dir=ca_dir or default_ca_dir(),
+            boot_timeout=boot_timeout,
+        )
+        outcome = run_local(spec, parsed, say=_say)
+        verify_hint = (
+            f"--recipe {image / 'recipe.json'} --platform-profile qemu "
+            f"--trust-root {outcome.output_dir / 'local-ca-root.pem'}"
+        )
+    else:
+        if ca_dir is not None:
+            raise InputError("--ca: only for --platform local (Azure's vTPM has its own CA)")
+        required = {
+            "--subscription (or $AZURE_SUBSCRIPTION_ID)": subscription,
+            "--resource-group": resource_group,
+            "--location": location,
+            "--image-version": image_version_id,
+            "--caller-ip": caller_ip,
+        }
+        missing = [name for name, value in required.items() if not value]
+        if missing:
+            raise InputError(f"--platform azure needs {', '.join(missing)}")
+        recipe = recipe or image / "recipe.json"
+        outcome = _run_on_azure(
+            ctx,
+            parsed,
+            subscription=str(subscription),
+            resource_group=str(resource_group),
+            location=str(location),
+            image_version_id=str(image_version_id),
+            output=output,
+            recipe=recipe,
+            caller_ip=str(caller_ip),
+            vm_size=vm_size or DEFAULT_AZURE_VM_SIZE,
+            platform_profile=platform_profile,
+            trust_roots=trust_roots,
+            boot_timeout=boot_timeout,
+        )
+        verify_hint = f"--recipe {recipe}" + "".join(
+            [
+                f" --platform-profile {platform_profile}" if platform_profile else "",
+                *(f" --trust-root {p}" for p in trust_roots),
+            ]
+        )
     if as_json:
         click.echo(json.dumps(render_json(outcome.report, outcome.certificate), indent=2))
     else:
         click.echo(render_text(outcome.report, outcome.certificate, color=sys.stdout.isatty()))
         click.echo(
-            "\nAuditors verify it with:\n  aicert-verify "
-            f"{outcome.certificate} --recipe {image / 'recipe.json'} --platform-profile qemu "
-            f"--trust-root {outcome.output_dir / 'local-ca-root.pem'} --nonce {parsed.nonce} "
-            f"--weights {outcome.weights}"
+            f"\nAuditors verify it with:\n  aicert-verify {outcome.certificate} {verify_hint} "
+            f"--nonce {parsed.nonce} --weights {outcome.weights}"
         )
+
+
+def _say(line: str) -> None:
+    click.echo(f"‣ {line}", err=True)
+
+
+def _run_on_azure(
+    ctx: click.Context,
+    job: JobFile,
+    *,
+    subscription: str,
+    resource_group: str,
+    location: str,
+    image_version_id: str,
+    output: Path,
+    recipe: Path,
+    caller_ip: str,
+    vm_size: str,
+    platform_profile: str | None,
+    trust_roots: tuple[Path, ...],
+    boot_timeout: float,
+) -> JobOutcome:
+    # The Azure SDK is an optional extra and slow to import: only when it is used.
+    from aicert.builder.azure_cli import _clients  # noqa: PLC0415
+    from aicert.builder.azure_run import AzureRun, run_azure  # noqa: PLC0415
+
+    spec = AzureRun(
+        subscription=subscription,
+        resource_group=resource_group,
+        location=location,
+        image_version_id=image_version_id,
+        output=output,
+        recipe=recipe,
+        caller_ip=caller_ip,
+        vm_size=vm_size,
+        platform_profile=platform_profile,
+        trust_roots=tuple(load_root(p) for p in trust_roots),
+        boot_timeout=boot_timeout,
+    )
+    return run_azure(spec, job, clients=_clients(ctx, subscription), say=_say)

@@ -19,14 +19,18 @@ from aicert.agent.tpm import AgentTpm
 from aicert.builder.agent_client import AgentRequestError
 from aicert.builder.azure_clients import AzureClients, ClientOptions
 from aicert.builder.azure_deploy import TAG_DEPLOYMENT, DeploymentSpec, deploy_image
-from aicert.builder.azure_run import AzureRun, run_azure
+from aicert.builder.azure_run import DEFAULT_VM_SIZE, AzureRun, run_azure
 from aicert.builder.azure_upload import RetryPolicy
+from aicert.builder.cli import main as build_main
 from aicert.builder.job_file import JobFile, load_job_file
 from aicert.builder.job_runner import CERTIFICATE_NAME, JobFailedError
+from aicert.builder.local_ca import LocalCa
+from aicert.builder.run_cli import DEFAULT_AZURE_VM_SIZE
 from aicert.verifier.errors import BootPcrError, CloudError
 from aicert.verifier.treehash import hash_tree
 from aicert.verifier.uki import BOOT_PCRS
 from azure_fake import FakeAzure, FakeCredential
+from click.testing import CliRunner
 from conftest import ProvisionedSwtpm
 from tpm_replay import OVMF_LOG, replay_log_into_tpm
 
@@ -323,3 +327,87 @@ def test_a_vm_size_without_trusted_launch_leaves_nothing(
     with pytest.raises(CloudError, match="TrustedLaunch"):
         run_azure(spec, _job(tmp_path), clients=clients, say=lambda _l: None)
     assert _types(fake) == GALLERY_TYPES
+
+
+# -- the command line ----------------------------------------------------------------------
+
+
+def _cli_args(tmp_path: Path, image_version: str, *extra: str) -> list[str]:
+    job = tmp_path / "job.toml"
+    if not job.exists():
+        _job(tmp_path)
+    return [
+        "run",
+        str(job),
+        "--platform",
+        "azure",
+        "--subscription",
+        "00000000-0000-0000-0000-000000000000",
+        "--resource-group",
+        RG,
+        "--location",
+        "westeurope",
+        "--image-version",
+        image_version,
+        "--caller-ip",
+        CALLER,
+        "--output",
+        str(tmp_path / "out"),
+        *extra,
+    ]
+
+
+def test_the_command_creates_the_vm_waits_for_its_agent_and_deletes_everything(
+    fake: FakeAzure, image_version: str, local_ca: LocalCa, tmp_path: Path
+) -> None:
+    obj = {
+        "azure_credential": FakeCredential(),
+        "azure_options": ClientOptions(transport=fake.transport(), polling_interval=0),
+    }
+    args = _cli_args(
+        tmp_path,
+        image_version,
+        "--recipe",
+        str(_plain_recipe(tmp_path)),
+        "--trust-root",
+        str(local_ca.root_path),
+        "--boot-timeout",
+        "0",
+    )
+    result = CliRunner().invoke(build_main, args, obj=obj)
+    assert result.exit_code != 0
+    assert "did not come up" in result.output
+    (vm,) = [b for r, b in fake.put_bodies.items() if "/virtualmachines/aicert-run-" in r]
+    assert vm[0]["properties"]["hardwareProfile"]["vmSize"] == DEFAULT_AZURE_VM_SIZE
+    assert "deleting Microsoft.Compute/virtualMachines aicert-run-" in result.output
+    assert _types(fake) == GALLERY_TYPES
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_azure_options_are_named_in_one_line(tmp_path: Path) -> None:
+    _job(tmp_path)
+    result = CliRunner().invoke(
+        build_main,
+        ["run", str(tmp_path / "job.toml"), "--platform", "azure", "--location", "westeurope"],
+        env={"AZURE_SUBSCRIPTION_ID": ""},
+    )
+    assert result.exit_code != 0
+    (line,) = result.output.strip().splitlines()
+    assert "--subscription" in line
+    assert "--resource-group" in line
+    assert "--image-version" in line
+    assert "--caller-ip" in line
+    assert "--location" not in line
+
+
+def test_azure_options_are_refused_for_the_local_platform(tmp_path: Path) -> None:
+    _job(tmp_path)
+    result = CliRunner().invoke(
+        build_main, ["run", str(tmp_path / "job.toml"), "--caller-ip", CALLER]
+    )
+    assert result.exit_code != 0
+    assert "--caller-ip: only for --platform azure" in result.output
+
+
+def test_the_default_vm_size_is_the_same_in_both_places() -> None:
+    assert DEFAULT_AZURE_VM_SIZE == DEFAULT_VM_SIZE
