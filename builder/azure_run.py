@@ -29,8 +29,9 @@ from aicert.verifier.platform_profile import load_profile
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-# A T4 GPU and 4 vCPUs: the smallest NVIDIA size that supports Trusted Launch (NCasT4_v3).
-DEFAULT_VM_SIZE = "Standard_NC4as_T4_v3"
+# 4 vCPUs, 16 GiB, Gen2 and Trusted Launch: within the default quota of most subscriptions
+# (GPU families start at a quota of 0), and the image has no GPU driver yet. See docs/azure.md.
+DEFAULT_VM_SIZE = "Standard_D4s_v5"
 AGENT_PORT = 8443
 DEFAULT_BOOT_TIMEOUT = 900.0
 

@@ -15,7 +15,7 @@ from aicert.verifier.errors import InputError
 from aicert.verifier.report import render_json, render_text
 
 # Kept in step with aicert.builder.azure_run.DEFAULT_VM_SIZE, which imports the Azure SDK.
-DEFAULT_AZURE_VM_SIZE = "Standard_NC4as_T4_v3"
+DEFAULT_AZURE_VM_SIZE = "Standard_D4s_v5"
 
 
 @click.command("run")
