@@ -6,6 +6,7 @@ The local CA's root is the extra trust root: Azure's own root cannot sign a test
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -26,7 +27,7 @@ from aicert.builder.job_file import JobFile, load_job_file
 from aicert.builder.job_runner import CERTIFICATE_NAME, JobFailedError
 from aicert.builder.local_ca import LocalCa
 from aicert.builder.run_cli import DEFAULT_AZURE_VM_SIZE
-from aicert.verifier.errors import BootPcrError, CloudError
+from aicert.verifier.errors import BootPcrError, CloudError, InputError
 from aicert.verifier.treehash import hash_tree
 from aicert.verifier.uki import BOOT_PCRS
 from azure_fake import FakeAzure, FakeCredential
@@ -411,3 +412,29 @@ def test_azure_options_are_refused_for_the_local_platform(tmp_path: Path) -> Non
 
 def test_the_default_vm_size_is_the_same_in_both_places() -> None:
     assert DEFAULT_AZURE_VM_SIZE == DEFAULT_VM_SIZE
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"recipe": Path("/nonexistent/recipe.json")}, "does not exist"),
+        ({"caller_ip": "192.168.1.10"}, "not a public address"),
+        ({"platform_profile": "no-such-profile"}, "neither a bundled profile"),
+    ],
+)
+def test_bad_input_is_refused_before_anything_is_created(
+    fake: FakeAzure,
+    clients: AzureClients,
+    image_version: str,
+    tmp_path: Path,
+    change: dict[str, object],
+    error: str,
+) -> None:
+    spec = dataclasses.replace(
+        _spec(tmp_path, image_version, _plain_recipe(tmp_path), 8443),
+        **change,  # type: ignore[arg-type]
+    )
+    with pytest.raises(InputError, match=error):
+        run_azure(spec, _job(tmp_path), clients=clients, say=lambda _l: None)
+    assert _types(fake) == GALLERY_TYPES
+    assert fake.count("PUT", "/providers/Microsoft.(Network/|Compute/virtualMachines)") == 0
