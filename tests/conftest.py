@@ -87,3 +87,27 @@ def built_image() -> Path:
     output = base / "qemu"
     build_image(ImageRequest(output=output, source_root=source), on_line=lambda _line: None)
     return output
+
+
+# --------------------------------------------------------------------------- UKI oracles
+# Debian's ukify, systemd-stub 252/254/257, systemd-measure and trixie's kernel, fetched
+# once per run into .cache/uki-oracles by scripts/fetch-ukify.sh (private APT configs).
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def uki_oracles() -> Path:
+    """The oracle cache; skips only when the Debian mirror cannot be reached."""
+    import subprocess
+
+    proc = subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts/fetch-ukify.sh"), "--with-kernel"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode == 2:
+        pytest.skip(f"Debian mirror unreachable: {proc.stderr.strip()}")
+    assert proc.returncode == 0, proc.stderr
+    return Path(proc.stdout.strip().splitlines()[-1])

@@ -16,17 +16,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pe_build import CERT_ENTRY_OFFSET, CHECKSUM_OFFSET, SectionSpec, build_pe
 
-REPO = Path(__file__).resolve().parent.parent
 HOST_EFI_BINARIES = [
     Path("/usr/lib/systemd/boot/efi/linuxx64.efi.stub"),
     Path("/usr/lib/systemd/boot/efi/systemd-bootx64.efi"),
-    # Present once scripts/fetch-ukify.sh has run (the UKI tests run it).
-    REPO / ".cache/uki-oracles/root/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
-    REPO / ".cache/uki-oracles/root/usr/lib/systemd/boot/efi/addonx64.efi.stub",
-    REPO / ".cache/uki-oracles/root/usr/lib/systemd/boot/efi/systemd-bootx64.efi",
-    REPO / ".cache/uki-oracles/bpo/root/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
-    # Debian trixie's kernel (scripts/fetch-ukify.sh --with-kernel).
-    REPO / ".cache/uki-oracles/kernel/vmlinuz",
+]
+# Relative to the oracle cache (the uki_oracles fixture): trixie's and backports' stubs,
+# and Debian trixie's kernel.
+ORACLE_EFI_BINARIES = [
+    "root/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
+    "root/usr/lib/systemd/boot/efi/addonx64.efi.stub",
+    "root/usr/lib/systemd/boot/efi/systemd-bootx64.efi",
+    "bpo/root/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
+    "kernel/vmlinuz",
 ]
 
 
@@ -38,14 +39,21 @@ def lief_authentihash(data: bytes, tmp_path: Path, alg: str = "SHA_256") -> byte
     return bytes(binary.authentihash(getattr(lief.PE.ALGORITHMS, alg)))
 
 
-@pytest.mark.parametrize("path", HOST_EFI_BINARIES, ids=lambda p: p.name)
-def test_real_efi_binaries_match_lief(path: Path, tmp_path: Path) -> None:
-    if not path.exists():
-        pytest.skip(f"{path} not present")
+def _matches_lief(path: Path, tmp_path: Path) -> None:
     data = path.read_bytes()
     assert authenticode_digest(data) == lief_authentihash(data, tmp_path)
     assert authenticode_digest(data, SHA1) == lief_authentihash(data, tmp_path, "SHA_1")
     assert authenticode_digest(data, SHA384) == lief_authentihash(data, tmp_path, "SHA_384")
+
+
+@pytest.mark.parametrize("path", HOST_EFI_BINARIES, ids=lambda p: p.name)
+def test_host_efi_binaries_match_lief(path: Path, tmp_path: Path) -> None:
+    _matches_lief(path, tmp_path)  # systemd-boot-efi: scripts/install-host-deps.sh
+
+
+@pytest.mark.parametrize("relative", ORACLE_EFI_BINARIES)
+def test_debian_efi_binaries_match_lief(relative: str, uki_oracles: Path, tmp_path: Path) -> None:
+    _matches_lief(uki_oracles / relative, tmp_path)
 
 
 def test_regular_layout_matches_lief(tmp_path: Path) -> None:

@@ -18,7 +18,6 @@ import hashlib
 import json
 import re
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -371,19 +370,10 @@ class UkiInputs:
 
 
 @pytest.fixture(scope="module")
-def trixie_tools() -> Path:
+def trixie_tools(uki_oracles: Path) -> Path:
     """Debian trixie's ukify, stub 257 and systemd-measure 257 (scripts/fetch-ukify.sh)."""
     pytest.importorskip("pefile", reason="ukify needs the 'pefile' Python package")
-    proc = subprocess.run(
-        ["bash", str(REPO / "scripts/fetch-ukify.sh")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode == 2:
-        pytest.skip(f"Debian mirror unreachable: {proc.stderr.strip()}")
-    assert proc.returncode == 0, proc.stderr
-    return Path(proc.stdout.strip().splitlines()[-1])
+    return uki_oracles
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,18 +37,9 @@ CMDLINE = "console=ttyS0 panic=-1"
 
 
 @pytest.fixture(scope="module")
-def oracles() -> Path:
+def oracles(uki_oracles: Path) -> Path:
     pytest.importorskip("pefile", reason="ukify needs the 'pefile' Python package")
-    proc = subprocess.run(
-        ["bash", str(REPO / "scripts/fetch-ukify.sh"), "--with-kernel"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode == 2:
-        pytest.skip(f"Debian mirror unreachable: {proc.stderr.strip()}")
-    assert proc.returncode == 0, proc.stderr
-    return Path(proc.stdout.strip().splitlines()[-1])
+    return uki_oracles
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
  * firmware event log on the console, then powers the VM off. Built with gcc -static. */
 #include <fcntl.h>
 #include <stdio.h>
+#include <sys/klog.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <unistd.h>
@@ -13,6 +14,8 @@ int main(void) {
         dup2(console, 1);
         dup2(console, 2);
     }
+    /* Kernel messages on the console would split the lines below (seen under load). */
+    klogctl(8 /* SYSLOG_ACTION_CONSOLE_LEVEL */, NULL, 1);
     mount("sysfs", "/sys", "sysfs", 0, NULL);
     mount("securityfs", "/sys/kernel/security", "securityfs", 0, NULL);
 
