@@ -21,32 +21,11 @@ if [ "${1:-}" = "--with-kernel" ]; then
 fi
 dest=${1:-"$(cd "$(dirname "$0")/.." && pwd)/.cache/uki-oracles"}
 
+. "$(dirname "$0")/private-apt.sh"
+
 # apt_config SUITE DIR: a private APT configuration for SUITE under DIR/apt, updated.
 apt_config() {
-    local suite=$1 apt_root="$2/apt"
-    mkdir -p "$apt_root"/{lists/partial,archives/partial,etc/preferences.d,etc/apt.conf.d,debs}
-    echo "deb http://deb.debian.org/debian $suite main" >"$apt_root/etc/sources.list"
-    : >"$apt_root/status"
-    cat >"$apt_root/apt.conf" <<EOF
-Dir::State "$apt_root";
-Dir::State::Lists "$apt_root/lists";
-Dir::State::status "$apt_root/status";
-Dir::Cache "$apt_root";
-Dir::Cache::archives "$apt_root/archives";
-Dir::Etc::SourceList "$apt_root/etc/sources.list";
-Dir::Etc::SourceParts "$apt_root/etc/sources.list.d";
-Dir::Etc::Preferences "$apt_root/etc/preferences";
-Dir::Etc::PreferencesParts "$apt_root/etc/preferences.d";
-Dir::Etc::Parts "$apt_root/etc/apt.conf.d";
-APT::Architecture "amd64";
-APT::Sandbox::User "root";
-Acquire::Languages "none";
-EOF
-    if ! APT_CONFIG="$apt_root/apt.conf" apt-get update -qq 2>"$apt_root/update.log" ||
-        grep -q '^[EW]:' "$apt_root/update.log"; then
-        echo "fetch-ukify: the Debian $suite mirror is unreachable (see $apt_root/update.log)" >&2
-        exit 2
-    fi
+    private_apt "$2/apt" "$1" fetch-ukify
 }
 
 # fetch DIR PACKAGE...: download PACKAGEs with DIR's APT configuration, unpack into DIR/root.

@@ -31,30 +31,9 @@ done
 
 apt_root="$dest.apt"
 rm -rf "$dest" "$apt_root"
-mkdir -p "$apt_root"/{lists/partial,archives/partial,etc/preferences.d,etc/apt.conf.d,etc/sources.list.d,debs}
-echo "deb http://deb.debian.org/debian trixie main" >"$apt_root/etc/sources.list"
-: >"$apt_root/status"
-cat >"$apt_root/apt.conf" <<CONF
-Dir::State "$apt_root";
-Dir::State::Lists "$apt_root/lists";
-Dir::State::status "$apt_root/status";
-Dir::Cache "$apt_root";
-Dir::Cache::archives "$apt_root/archives";
-Dir::Etc::SourceList "$apt_root/etc/sources.list";
-Dir::Etc::SourceParts "$apt_root/etc/sources.list.d";
-Dir::Etc::Preferences "$apt_root/etc/preferences";
-Dir::Etc::PreferencesParts "$apt_root/etc/preferences.d";
-Dir::Etc::Parts "$apt_root/etc/apt.conf.d";
-APT::Architecture "amd64";
-Acquire::Languages "none";
-APT::Sandbox::User "root";
-CONF
+. "$(dirname "$0")/private-apt.sh"
+private_apt "$apt_root" trixie install-mkosi
 export APT_CONFIG="$apt_root/apt.conf"
-
-if ! apt-get update -qq 2>"$apt_root/update.log" || grep -q '^[EW]:' "$apt_root/update.log"; then
-    echo "install-mkosi: the Debian trixie mirror is unreachable (see $apt_root/update.log)" >&2
-    exit 2
-fi
 
 candidate=$(apt-cache policy mkosi | awk '/Candidate:/ {print $2}')
 case "$candidate" in
