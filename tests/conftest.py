@@ -11,6 +11,8 @@ from aicert.builder.local_ca import LocalCa
 from aicert.builder.swtpm import Swtpm
 from aicert.builder.vtpm_provision import ProvisionResult, provision_like_azure
 
+pytest_plugins = ["azure_fixtures"]
+
 # --------------------------------------------------------------------------- swtpm
 # A real swtpm, provisioned like Azure's vTPM (AK at 0x81000003, its certificate in
 # NV 0x01C101D0) under a local test CA. ``provisioned_swtpm`` gives the whole set;

@@ -46,6 +46,7 @@ from aicert.verifier.errors import InputError
 from azure.core.credentials import AccessToken
 from azure.mgmt.compute import models as cm
 from azure_fake import FakeAzure, FakeCredential
+from azure_fixtures import MIB, RG
 from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -53,29 +54,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-MIB = 1 << 20
-RG = "aicert-rg"
 NO_WAIT = RetryPolicy(attempts=4, first_delay=0.0)
 DISKS = "Microsoft.Compute/disks"
 VERSIONS = "Microsoft.Compute/galleries/images/versions"
 IMAGES = "Microsoft.Compute/galleries/images"
 GALLERIES = "Microsoft.Compute/galleries"
-
-
-@pytest.fixture
-def fake() -> FakeAzure:
-    azure = FakeAzure()
-    azure.add_resource_group(RG)
-    return azure
-
-
-@pytest.fixture
-def clients(fake: FakeAzure) -> AzureClients:
-    return AzureClients(
-        fake.subscription,
-        FakeCredential(),
-        ClientOptions(transport=fake.transport(), polling_interval=0),
-    )
 
 
 def _disk(path: Path, size: int, chunks: dict[int, bytes]) -> Path:

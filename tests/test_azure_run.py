@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import socket
 import textwrap
 from collections.abc import Iterator
@@ -19,9 +18,8 @@ from agent_harness import SYSTEM_PYTHON, running_agent
 from aicert.agent.tpm import AgentTpm
 from aicert.builder.agent_client import AgentRequestError
 from aicert.builder.azure_clients import AzureClients, ClientOptions
-from aicert.builder.azure_deploy import TAG_DEPLOYMENT, DeploymentSpec, deploy_image
+from aicert.builder.azure_deploy import TAG_DEPLOYMENT
 from aicert.builder.azure_run import DEFAULT_VM_SIZE, AzureRun, run_azure
-from aicert.builder.azure_upload import RetryPolicy
 from aicert.builder.cli import main as build_main
 from aicert.builder.job_file import JobFile, load_job_file
 from aicert.builder.job_runner import CERTIFICATE_NAME, JobFailedError
@@ -31,12 +29,11 @@ from aicert.verifier.errors import BootPcrError, CloudError, InputError
 from aicert.verifier.treehash import hash_tree
 from aicert.verifier.uki import BOOT_PCRS
 from azure_fake import FakeAzure, FakeCredential
+from azure_fixtures import RG
 from click.testing import CliRunner
 from conftest import ProvisionedSwtpm
 from tpm_replay import OVMF_LOG, replay_log_into_tpm
 
-MIB = 1 << 20
-RG = "aicert-rg"
 CALLER = "52.174.10.20"
 VM = "aicert-run-test"
 GALLERY_TYPES = {
@@ -55,32 +52,10 @@ VM_TYPES = {
 
 
 @pytest.fixture
-def fake() -> FakeAzure:
-    azure = FakeAzure()
-    azure.add_resource_group(RG)
-    azure.public_ip_address = "127.0.0.1"
-    return azure
-
-
-@pytest.fixture
-def clients(fake: FakeAzure) -> AzureClients:
-    return AzureClients(
-        fake.subscription,
-        FakeCredential(),
-        ClientOptions(transport=fake.transport(), polling_interval=0),
-    )
-
-
-@pytest.fixture
-def image_version(clients: AzureClients, tmp_path: Path) -> str:
-    disk = tmp_path / "disk.raw"
-    with disk.open("wb") as f:
-        f.truncate(24 * MIB)
-        f.write(os.urandom(MIB))
-    spec = DeploymentSpec(
-        resource_group=RG, location="westeurope", disk=disk, image_version="1.0.0"
-    )
-    return deploy_image(clients, spec, retry=RetryPolicy(first_delay=0)).image_version_id
+def fake(fake: FakeAzure) -> FakeAzure:
+    # The VM's public address is where the test's agent listens.
+    fake.public_ip_address = "127.0.0.1"
+    return fake
 
 
 def _types(fake: FakeAzure) -> set[str]:

@@ -2,60 +2,25 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
-from aicert.builder.azure_clients import AzureClients, ClientOptions
+from aicert.builder.azure_clients import AzureClients
 from aicert.builder.azure_deploy import (
     TAG_DEPLOYMENT,
     TAG_MANAGED,
-    DeploymentSpec,
-    deploy_image,
     destroy,
 )
 from aicert.builder.azure_errors import CloudQuotaError, CloudUnsupportedError
-from aicert.builder.azure_upload import RetryPolicy
 from aicert.builder.azure_vm import VmSpec, create_vm
 from aicert.verifier.errors import InputError
-from azure_fake import FakeAzure, FakeCredential
+from azure_fake import FakeAzure
+from azure_fixtures import RG
 
-MIB = 1 << 20
-RG = "aicert-rg"
 NETWORK_TYPES = {
     "Microsoft.Network/networkSecurityGroups",
     "Microsoft.Network/publicIPAddresses",
     "Microsoft.Network/virtualNetworks",
     "Microsoft.Network/networkInterfaces",
 }
-
-
-@pytest.fixture
-def fake() -> FakeAzure:
-    azure = FakeAzure()
-    azure.add_resource_group(RG)
-    return azure
-
-
-@pytest.fixture
-def clients(fake: FakeAzure) -> AzureClients:
-    return AzureClients(
-        fake.subscription,
-        FakeCredential(),
-        ClientOptions(transport=fake.transport(), polling_interval=0),
-    )
-
-
-@pytest.fixture
-def image_version(clients: AzureClients, tmp_path: Path) -> str:
-    disk = tmp_path / "disk.raw"
-    with disk.open("wb") as f:
-        f.truncate(24 * MIB)
-        f.write(os.urandom(MIB))
-    spec = DeploymentSpec(
-        resource_group=RG, location="westeurope", disk=disk, image_version="1.0.0"
-    )
-    return deploy_image(clients, spec, retry=RetryPolicy(first_delay=0)).image_version_id
 
 
 def _vm_spec(image_version: str, **kw: object) -> VmSpec:
