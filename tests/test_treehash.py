@@ -527,7 +527,7 @@ def mutate(obj: dict[str, object], change: Callable[[dict[str, object]], None]) 
 
 BAD_MANIFESTS: list[tuple[str, Callable[[dict[str, object]], None], str]] = [
     ("version", lambda m: m.update(version=2), "version"),
-    ("float", lambda m: m.update(shard_size=1.5), "not an integer"),
+    ("float", lambda m: m.update(shard_size=1.5), "shard_size must be 0 or an integer"),
     ("tiny shard", lambda m: m.update(shard_size=4096), "shard_size"),
     ("escape", lambda m: m["files"][0].update(path="../b.bin"), "plain relative"),
     ("absolute", lambda m: m["files"][0].update(path="/a/b.bin"), "plain relative"),
@@ -567,7 +567,7 @@ def test_invalid_manifests_are_refused(
         (b"[" * 100_000, "nested|JSON"),
         (b"{", "not valid JSON"),
         (b'{"a":1,"a":2}', "duplicate"),
-        (b"NaN", "not allowed"),
+        (b"NaN", "NaN is not valid JSON"),
         (b"[]", "JSON object"),
         (b'{"directories":["\\ud800"],"files":[],"shard_size":0,"version":1}', "Unicode"),
     ],

@@ -1,7 +1,7 @@
 """The tree manifest: every file's path, size and digest, in canonical JSON.
 
-Schema (version 1), serialised with sorted keys, no white space, UTF-8 — with only strings
-and integers this is also RFC 8785 (JCS) canonical form::
+Schema (version 1), serialised in RFC 8785 (JCS) canonical form — with only strings and
+integers that is sorted keys, no white space, UTF-8::
 
     {"directories":["a","a/b"],
      "files":[{"digest":"<64 hex>","path":"a/b/c.bin","size":123}],
@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
+from .canonical_json import canonicalize, parse_json
 from .errors import FormatError, InputError
 from .filehash import MAX_JSON_INT, MIN_SHARD_SIZE, is_sharded
 
@@ -58,10 +58,8 @@ class TreeManifest:
         validate(self)
 
     def canonical_bytes(self) -> bytes:
-        """The canonical JSON encoding whose SHA-256 is the tree digest."""
-        return json.dumps(
-            self.to_json(), ensure_ascii=False, sort_keys=True, separators=(",", ":")
-        ).encode("utf-8")
+        """The canonical JSON encoding (RFC 8785) whose SHA-256 is the tree digest."""
+        return canonicalize(self.to_json())
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -138,21 +136,6 @@ def validate(manifest: TreeManifest) -> None:
             raise _fail(f"{path!r} is listed both as a file and as a directory")
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        raise _fail("an object has a duplicate key")
-    return result
-
-
-def _refuse_constant(name: str) -> Any:
-    raise _fail(f"{name} is not allowed")
-
-
-def _refuse_float(text: str) -> Any:
-    raise _fail(f"number {text} is not an integer")
-
-
 def _expect_keys(obj: object, keys: frozenset[str], what: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise _fail(f"{what} must be a JSON object")
@@ -163,22 +146,7 @@ def _expect_keys(obj: object, keys: frozenset[str], what: str) -> dict[str, Any]
 
 def parse_manifest(data: bytes) -> TreeManifest:
     """Parse a manifest from untrusted bytes; only its canonical encoding is accepted."""
-    try:
-        text = data.decode("utf-8")
-        obj = json.loads(
-            text,
-            object_pairs_hook=_no_duplicate_keys,
-            parse_float=_refuse_float,
-            parse_constant=_refuse_constant,
-        )
-    except UnicodeDecodeError:
-        raise _fail("not valid UTF-8") from None
-    except RecursionError:
-        raise _fail("nested too deeply") from None
-    except ValueError as exc:
-        if isinstance(exc, FormatError):
-            raise
-        raise _fail(f"not valid JSON ({exc})") from None
+    obj = parse_json(data, "tree manifest")
     top = _expect_keys(
         obj, frozenset({"version", "shard_size", "files", "directories"}), "the manifest"
     )
