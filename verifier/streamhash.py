@@ -3,8 +3,10 @@
 :class:`StreamingHasher` computes a file's digest (see :mod:`.filehash`) from chunks in
 order. :class:`HashingWriter` (made by :func:`receive_file`) also writes the chunks to a new
 file: a writer thread does the ``write`` calls while the calling thread hashes, so hashing
-overlaps the I/O instead of adding to it. A digest that differs from the expected one
-removes the file and raises :class:`~.errors.InputError`.
+overlaps the I/O instead of adding to it; when the file is to be fsynced, the writer also
+queues what it wrote for writeback every few MiB (:mod:`.writeback`), so the disk works
+while the stream is hashed rather than after it. A digest that differs from the expected
+one removes the file and raises :class:`~.errors.InputError`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Final
 from .errors import InputError
 from .filehash import DEFAULT_SHARD_SIZE, FileDigest, check_shard_size, combine_shards
 from .progress import NullProgress, Progress
+from .writeback import WriteBehind
 
 # Chunks handed to the writer thread but not yet written; bounds memory to this many chunks.
 QUEUE_DEPTH: Final = 8
@@ -120,6 +123,7 @@ class HashingWriter:
         except OSError as exc:
             raise InputError(f"{self.dest}: cannot be created: {exc.strerror}") from None
         self._fd_open = True
+        self._write_behind = WriteBehind(self._fd) if fsync else None
         self._thread = threading.Thread(target=self._write_loop, name="hashing-writer")
         self._thread.start()
         self._progress.start(expected_size)
@@ -138,6 +142,8 @@ class HashingWriter:
             except OSError as exc:
                 self._error = exc
                 continue
+            if self._write_behind is not None:
+                self._write_behind.wrote(len(chunk))
             if self._plain is not None:
                 self._plain.update(chunk)
 
