@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 import click
-from aicert.agent import readiness, server
+from aicert.agent import readiness, scratch, server
 from aicert.agent.tpm import FIRMWARE_EVENT_LOG
 from aicert.verifier.cli_runner import AicertGroup, run_cli
 from aicert.verifier.errors import InputError
@@ -85,6 +85,23 @@ def serve_command(
         event_log=event_log,
         intermediates=intermediates,
     )
+
+
+@main.command("prepare-scratch")
+@click.option(
+    "--wait",
+    type=click.FloatRange(0),
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for the platform's disk to appear.",
+)
+def prepare_scratch_command(wait: float) -> None:
+    """Format the one blank disk as ext4 labelled aicert-scratch (before the API starts).
+
+    A disk already labelled aicert-scratch is left as it is. Only a disk on which
+    blkid finds nothing at all is formatted; none or several such disks is an error.
+    """
+    scratch.prepare_scratch(wait=wait, say=click.echo)
 
 
 def run() -> None:

@@ -256,17 +256,27 @@ class AgentClient:
         ).json()
         return result
 
-    def wait_until_up(self, timeout: float, *, interval: float = 1.0) -> dict[str, Any]:
+    def wait_until_up(
+        self,
+        timeout: float,
+        *,
+        interval: float = 1.0,
+        agent_failed: Callable[[], str | None] = lambda: None,
+    ) -> dict[str, Any]:
         """Poll ``/v1/status`` until the agent answers (e.g. while the VM boots).
 
-        Raises AgentRequestError after ``timeout`` seconds, or at once when the agent
-        answers that it cannot run a session in this boot (state ``refused``).
+        Raises AgentRequestError after ``timeout`` seconds, at once when the agent
+        answers that it cannot run a session in this boot (state ``refused``), or when
+        ``agent_failed`` returns a reason (e.g. an error line on the VM's console).
         """
         deadline = time.monotonic() + timeout
         while True:
             try:
                 status = self.status()
             except AgentRequestError as exc:
+                reason = agent_failed()
+                if reason is not None:
+                    raise AgentRequestError(f"the agent did not start: {reason}") from None
                 if exc.status or time.monotonic() + interval > deadline:
                     raise AgentRequestError(
                         f"the agent at {self.host}:{self.port} did not come up within "

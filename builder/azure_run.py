@@ -19,7 +19,7 @@ from pathlib import Path
 from aicert.builder.agent_client import AgentClient
 from aicert.builder.azure_clients import AzureClients
 from aicert.builder.azure_deploy import destroy
-from aicert.builder.azure_vm import VmSpec, create_vm
+from aicert.builder.azure_vm import DEFAULT_SCRATCH_GIB, VmSpec, create_vm
 from aicert.builder.job_file import JobFile
 from aicert.builder.job_runner import JobOutcome, Verification, run_job
 from aicert.verifier.ak_chain import bundled_intermediates, bundled_roots
@@ -51,6 +51,8 @@ class AzureRun:
     caller_ip: str
     """This machine's public address: the only one the VM's NSG admits."""
     vm_size: str = DEFAULT_VM_SIZE
+    scratch_gib: int = DEFAULT_SCRATCH_GIB
+    """The empty data disk the image formats for inputs and outputs."""
     platform_profile: str | None = None
     """A bundled profile name or a file (``aicert-build profile capture``); None: none."""
     agent_port: int = AGENT_PORT
@@ -86,6 +88,7 @@ def run_azure(
         caller_ip=spec.caller_ip,
         agent_port=spec.agent_port,
         vm_size=spec.vm_size,
+        scratch_gib=spec.scratch_gib,
     )
     try:
         created = create_vm(clients, vm, say=say)

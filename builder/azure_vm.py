@@ -8,9 +8,10 @@ Created, all tagged like the deploy's resources (``aicert:deployment=vm/<name>``
 - the VM: security type TrustedLaunch with vTPM (the attestation key lives there) and
   Secure Boot as asked (when on, the UKI must be signed by a certificate in the UEFI
   db: Microsoft's, or one published with ``deploy azure --secure-boot-cert``); the
-  gallery image version as its OS image; no OS profile (the image is specialized:
-  nothing in it would apply one); boot diagnostics on (serial log); OS disk and NIC
-  deleted with the VM.
+  gallery image version as its OS image; an empty data disk at LUN 0 that the image
+  formats as its scratch disk (inputs, outputs, job log); no OS profile (the image is
+  specialized: nothing in it would apply one); boot diagnostics on (serial log); OS
+  disk, data disk and NIC deleted with the VM.
 
 If any step fails, what this call created is deleted again before the error is raised.
 """
@@ -33,6 +34,8 @@ from .azure_errors import azure_call
 
 _VM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}[A-Za-z0-9]$")
 AGENT_RULE_PRIORITY = 100
+DEFAULT_SCRATCH_GIB = 128
+MAX_DISK_GIB = 32767  # the largest managed disk Azure creates
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ class VmSpec:
     agent_port: int
     vm_size: str = "Standard_D2s_v5"
     secure_boot: bool = True
+    scratch_gib: int = DEFAULT_SCRATCH_GIB
+    """Size of the empty data disk the agent keeps inputs and outputs on."""
 
     def __post_init__(self) -> None:
         if not _VM_NAME.match(self.name):
@@ -62,6 +67,8 @@ class VmSpec:
             )
         if not 1 <= self.agent_port <= 65535:
             raise InputError(f"agent port {self.agent_port} is not a TCP port")
+        if not 1 <= self.scratch_gib <= MAX_DISK_GIB:
+            raise InputError(f"scratch disk of {self.scratch_gib} GiB: 1 to {MAX_DISK_GIB} GiB")
         if "/versions/" not in self.image_version_id.lower():
             raise InputError(f"{self.image_version_id!r} is not a gallery image version id")
 
@@ -128,6 +135,22 @@ def _vm(spec: VmSpec, nic_id: str) -> cm.VirtualMachine:
                     caching="ReadOnly",
                     managed_disk=cm.ManagedDiskParameters(storage_account_type="StandardSSD_LRS"),
                 ),
+                # Blank: aicert.agent.scratch formats it at boot. Only one blank disk
+                # may be attached, or the image cannot tell which one is the scratch.
+                data_disks=[
+                    cm.DataDisk(
+                        lun=0,
+                        create_option="Empty",
+                        disk_size_gb=spec.scratch_gib,
+                        delete_option="Delete",
+                        # Host read caching serves repeated epochs over the data; Azure
+                        # allows it only on disks under 4 TiB.
+                        caching="ReadOnly" if spec.scratch_gib < 4096 else "None",
+                        managed_disk=cm.ManagedDiskParameters(
+                            storage_account_type="StandardSSD_LRS"
+                        ),
+                    )
+                ],
             ),
             network_profile=cm.NetworkProfile(network_interfaces=[nic]),
             security_profile=cm.SecurityProfile(

@@ -55,8 +55,8 @@ def profile_from_report(report: ReadinessReport, vm: qemu.Vm, image: Path) -> Pl
         f"ovmf {package_version('ovmf')} ({qemu.OVMF_CODE.name} + fresh {qemu.OVMF_VARS.name}); "
         f"swtpm {package_version('swtpm')}; machine {qemu.MACHINE}, accel {vm.accel}, "
         f"-m {vm.spec.memory_mib} -smp {vm.spec.cpus}; devices: tpm-crb, "
-        "virtio-blk-pci (bootindex 0), virtio-blk-pci scratch disk (ext4, serial "
-        f"{qemu.SCRATCH_LABEL}), virtio-net-pci with romfile= (no option ROM)"
+        "virtio-blk-pci (bootindex 0), virtio-blk-pci scratch disk (blank, serial "
+        f"{qemu.SCRATCH_SERIAL}), virtio-net-pci with romfile= (no option ROM)"
     )
     return PlatformProfile(
         name="qemu",

@@ -73,12 +73,17 @@ def run_job(
     say: Callable[[str], None],
     log_sink: Callable[[bytes], None] | None = None,
     up_timeout: float = 600.0,
+    agent_failed: Callable[[], str | None] = lambda: None,
 ) -> JobOutcome:
-    """Attest, run ``job``, download and verify; the verified result lands in ``output``."""
+    """Attest, run ``job``, download and verify; the verified result lands in ``output``.
+
+    ``agent_failed`` (e.g. a look at the VM's console) cuts the wait for the agent
+    short with the reason it gives.
+    """
     stage = staging_dir(output)
     try:
         say(f"waiting for the agent at {client.host}:{client.port}")
-        client.wait_until_up(up_timeout)
+        client.wait_until_up(up_timeout, agent_failed=agent_failed)
         attested = client.attest()
         say(
             f"agent attested: boot {attested.boot_id}, TLS key {attested.agent_key_sha256[:16]}… "

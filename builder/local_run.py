@@ -92,6 +92,14 @@ def run_local(
                 recipe=verification.boot_reference,
                 intermediates=[intermediate],
             )
-            outcome = run_job(client, job, spec.output, verification, say=say, log_sink=log_sink)
+            outcome = run_job(
+                client,
+                job,
+                spec.output,
+                verification,
+                say=say,
+                log_sink=log_sink,
+                agent_failed=vm.agent_failure,
+            )
         shutil.copyfile(ca.root_path, outcome.output_dir / "local-ca-root.pem")
     return outcome

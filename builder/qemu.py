@@ -61,7 +61,7 @@ class VmSpec:
     tpm_state: Path | None = None
     """A provisioned swtpm state directory (default: a fresh, empty TPM for this boot)."""
     scratch: Path | None = None
-    """The scratch disk for the agent (raw ext4, see :func:`make_scratch_disk`); default:
+    """The scratch disk for the agent (blank raw, see :func:`make_scratch_disk`); default:
     an empty one made for this boot. It is always attached: the firmware's boot options,
     and so PCR 1, depend on the disks present."""
 
@@ -96,6 +96,8 @@ def kvm_works() -> bool:
 
 _kvm_failed_at_run_time = False
 KVM_FAILURE_MARKERS = ("KVM internal error", "emulation failure")
+# How the agent's command line reports a fatal error (aicert.verifier.cli_runner).
+AGENT_ERROR_MARKER = "aicert-agent: error: "
 
 
 def choose_accel() -> str:
@@ -119,15 +121,15 @@ def _pflash_args(variables: Path) -> list[str]:
     ]
 
 
-SCRATCH_LABEL = "aicert-scratch"
+SCRATCH_SERIAL = "aicert-scratch"
 DEFAULT_SCRATCH_BYTES = 8 * 1024**3
 
 
 def make_scratch_disk(path: Path, size: int = DEFAULT_SCRATCH_BYTES) -> Path:
-    """A sparse raw disk holding an empty ext4 file system the image mounts as scratch."""
-    with path.open("wb") as f:
+    """A blank sparse raw disk; the image formats it at boot (aicert.agent.scratch),
+    exactly as it formats the empty data disk of an Azure VM."""
+    with path.open("xb") as f:
         f.truncate(size)
-    run(["mkfs.ext4", "-q", "-F", "-L", SCRATCH_LABEL, "-m", "0", path])
     return path
 
 
@@ -191,7 +193,7 @@ class Vm:
             *("-drive", f"if=none,id=disk0,format=raw,snapshot=on,file={spec.disk}"),
             *("-device", "virtio-blk-pci,drive=disk0,bootindex=0"),
             *("-drive", f"if=none,id=scratch,format=raw,cache=unsafe,file={self._scratch}"),
-            *("-device", f"virtio-blk-pci,drive=scratch,serial={SCRATCH_LABEL}"),
+            *("-device", f"virtio-blk-pci,drive=scratch,serial={SCRATCH_SERIAL}"),
             *("-netdev", f"user,id=net0,restrict=on,{forward}"),
             *("-device", "virtio-net-pci,netdev=net0,romfile="),
             *("-chardev", f"file,id=serial0,path={self.console_log}"),
@@ -253,6 +255,13 @@ class Vm:
                     + self._failure_detail(text)
                 )
             time.sleep(0.5)
+
+    def agent_failure(self) -> str | None:
+        """The first error line an aicert-agent command printed on the console, if any."""
+        for line in self.console_text().splitlines():
+            if AGENT_ERROR_MARKER in line:
+                return line[line.index(AGENT_ERROR_MARKER) :].strip()
+        return None
 
     def _kvm_failed(self) -> bool:
         try:

@@ -9,13 +9,16 @@ from pathlib import Path
 import click
 from aicert.builder.job_file import JobFile, load_job_file, with_nonce
 from aicert.builder.job_runner import JobOutcome
-from aicert.builder.local_run import LocalRun, default_ca_dir, run_local
+from aicert.builder.local_run import DEFAULT_SCRATCH_BYTES, LocalRun, default_ca_dir, run_local
 from aicert.verifier.cli import load_root
 from aicert.verifier.errors import InputError
 from aicert.verifier.report import render_json, render_text
 
-# Kept in step with aicert.builder.azure_run.DEFAULT_VM_SIZE, which imports the Azure SDK.
+# Kept in step with aicert.builder.azure_run.DEFAULT_VM_SIZE and azure_vm.DEFAULT_SCRATCH_GIB,
+# whose modules import the Azure SDK.
 DEFAULT_AZURE_VM_SIZE = "Standard_D4s_v5"
+DEFAULT_AZURE_SCRATCH_GIB = 128
+DEFAULT_LOCAL_SCRATCH_GIB = DEFAULT_SCRATCH_BYTES >> 30
 
 
 @click.command("run")
@@ -55,6 +58,13 @@ DEFAULT_AZURE_VM_SIZE = "Standard_D4s_v5"
     metavar="HEX",
     default=None,
     help="Freshness nonce for this job (8-64 bytes, hex); overrides the job file's.",
+)
+@click.option(
+    "--scratch-gib",
+    type=click.IntRange(1, 32767),
+    default=None,
+    help="Size of the blank scratch disk the image keeps inputs and outputs on [default: "
+    f"{DEFAULT_LOCAL_SCRATCH_GIB} (local, a sparse file), {DEFAULT_AZURE_SCRATCH_GIB} (azure)].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the verification report as JSON.")
 @click.option(
@@ -116,6 +126,7 @@ def run_command(
     output: Path,
     ca_dir: Path | None,
     nonce: str | None,
+    scratch_gib: int | None,
     as_json: bool,
     boot_timeout: float,
     subscription: str | None,
@@ -157,6 +168,7 @@ def run_command(
             image=image,
             output=output,
             ca_dir=ca_dir or default_ca_dir(),
+            scratch_bytes=(scratch_gib or DEFAULT_LOCAL_SCRATCH_GIB) << 30,
             boot_timeout=boot_timeout,
         )
         outcome = run_local(spec, parsed, say=_say)
@@ -189,6 +201,7 @@ def run_command(
             recipe=recipe,
             caller_ip=str(caller_ip),
             vm_size=vm_size or DEFAULT_AZURE_VM_SIZE,
+            scratch_gib=scratch_gib or DEFAULT_AZURE_SCRATCH_GIB,
             platform_profile=platform_profile,
             trust_roots=trust_roots,
             boot_timeout=boot_timeout,
@@ -225,6 +238,7 @@ def _run_on_azure(
     recipe: Path,
     caller_ip: str,
     vm_size: str,
+    scratch_gib: int,
     platform_profile: str | None,
     trust_roots: tuple[Path, ...],
     boot_timeout: float,
@@ -242,6 +256,7 @@ def _run_on_azure(
         recipe=recipe,
         caller_ip=caller_ip,
         vm_size=vm_size,
+        scratch_gib=scratch_gib,
         platform_profile=platform_profile,
         trust_roots=tuple(load_root(p) for p in trust_roots),
         boot_timeout=boot_timeout,

@@ -410,7 +410,7 @@ class FakeAzure:
                 stored["properties"]["diskSizeBytes"] = creation["uploadSizeBytes"] - 512
         self.resources[rid.lower()] = stored
         if rtype == "microsoft.compute/virtualmachines" and existing is None:
-            self._make_os_disk(stored)
+            self._make_vm_disks(stored)
         failure = self.failing_operations.get(rtype)
 
         def finish() -> None:
@@ -422,20 +422,33 @@ class FakeAzure:
         status = CREATE_STATUS[rtype] if existing is None else 200
         return _json(status, stored, self._async_headers(op, location=False))
 
-    def _make_os_disk(self, vm: dict[str, Any]) -> None:
-        """The VM's OS disk, as ARM makes it: named after the VM, without the VM's tags."""
+    def _make_vm_disks(self, vm: dict[str, Any]) -> None:
+        """The VM's OS and data disks, as ARM makes them: named after the VM, untagged."""
+        storage = vm["properties"]["storageProfile"]
+        storage["osDisk"].setdefault("managedDisk", {})["id"] = self._make_disk(
+            vm, f"{vm['name']}_OsDisk_1_{uuid.uuid4().hex}", "FromImage", None
+        )
+        for data_disk in storage.get("dataDisks", []):
+            data_disk.setdefault("managedDisk", {})["id"] = self._make_disk(
+                vm,
+                f"{vm['name']}_DataDisk_{data_disk['lun']}_{uuid.uuid4().hex}",
+                "Empty",
+                data_disk["diskSizeGB"],
+            )
+
+    def _make_disk(
+        self, vm: dict[str, Any], name: str, create_option: str, size_gib: int | None
+    ) -> str:
         rg_path = vm["id"].split("/providers/")[0]
-        name = f"{vm['name']}_OsDisk_1_{uuid.uuid4().hex}"
         rid = f"{rg_path}/providers/Microsoft.Compute/disks/{name}"
-        body = {
-            "location": vm["location"],
-            "properties": {"creationData": {"createOption": "FromImage"}},
-        }
+        properties: dict[str, Any] = {"creationData": {"createOption": create_option}}
+        if size_gib is not None:
+            properties["diskSizeGB"] = size_gib
+        body = {"location": vm["location"], "properties": properties}
         disk = self._stored(rid, "microsoft.compute/disks", name, body, "Succeeded")
         disk["properties"]["diskState"] = "Attached"
         self.resources[rid.lower()] = disk
-        os_disk = vm["properties"]["storageProfile"]["osDisk"]
-        os_disk.setdefault("managedDisk", {})["id"] = rid
+        return rid
 
     def _patch(self, rid: str, rtype: str, name: str, body: dict[str, Any]) -> Reply:
         found = self.resources.get(rid.lower())
@@ -484,9 +497,10 @@ class FakeAzure:
                 for nic in found["properties"]["networkProfile"]["networkInterfaces"]:
                     if nic.get("properties", {}).get("deleteOption") == "Delete":
                         self.resources.pop(nic["id"].lower(), None)
-                os_disk = found["properties"]["storageProfile"]["osDisk"]
-                if os_disk.get("deleteOption") == "Delete":
-                    self.resources.pop(os_disk["managedDisk"]["id"].lower(), None)
+                storage = found["properties"]["storageProfile"]
+                for disk in [storage["osDisk"], *storage.get("dataDisks", [])]:
+                    if disk.get("deleteOption") == "Delete":
+                        self.resources.pop(disk["managedDisk"]["id"].lower(), None)
             blob = self.blobs.pop(rid.lower(), None)
             if blob is not None:
                 self.retired_blobs[rid.lower()] = blob
@@ -805,6 +819,16 @@ def _check_vm(
                 "BadRequest",
                 "Use of TrustedLaunch setting is not supported for the provided image.",
             )
+    luns = set()
+    for data_disk in props.get("storageProfile", {}).get("dataDisks", []):
+        lun, size = data_disk.get("lun"), data_disk.get("diskSizeGB")
+        if not isinstance(lun, int) or not 0 <= lun <= 63 or lun in luns:
+            return 400, "InvalidParameter", f"Data disk LUN {lun!r} is invalid or used twice."
+        luns.add(lun)
+        if data_disk.get("createOption") != "Empty" or not isinstance(size, int):
+            return 400, "InvalidParameter", "Data disks here must be Empty, with a diskSizeGB."
+        if not 1 <= size <= 32767:
+            return 400, "InvalidParameter", f"Data disk size {size} GB is out of range."
     if definition.get("osState") == "Specialized" and props.get("osProfile"):
         return 400, "InvalidParameter", "osProfile cannot be set with a specialized image"
     for nic in props.get("networkProfile", {}).get("networkInterfaces", []):

@@ -106,3 +106,14 @@ def test_wait_until_up_gives_up(local_ca: LocalCa) -> None:
     with pytest.raises(AgentRequestError, match="did not come up within"):
         client.wait_until_up(0.5, interval=0.1)
     assert time.monotonic() - start < 5
+
+
+def test_wait_until_up_stops_at_an_agent_error_on_the_console(local_ca: LocalCa) -> None:
+    client = AgentClient(
+        f"https://127.0.0.1:{_free_port()}", trust_roots=[local_ca.root_certificate]
+    )
+    reasons = iter([None, "aicert-agent: error: no blank disk for the scratch file system"])
+    start = time.monotonic()
+    with pytest.raises(AgentRequestError, match="did not start: aicert-agent: error: no blank"):
+        client.wait_until_up(60, interval=0.1, agent_failed=lambda: next(reasons))
+    assert time.monotonic() - start < 30

@@ -20,11 +20,12 @@ from aicert.builder.agent_client import AgentRequestError
 from aicert.builder.azure_clients import AzureClients, ClientOptions
 from aicert.builder.azure_deploy import TAG_DEPLOYMENT
 from aicert.builder.azure_run import DEFAULT_VM_SIZE, AzureRun, run_azure
+from aicert.builder.azure_vm import DEFAULT_SCRATCH_GIB
 from aicert.builder.cli import main as build_main
 from aicert.builder.job_file import JobFile, load_job_file
 from aicert.builder.job_runner import CERTIFICATE_NAME, JobFailedError
 from aicert.builder.local_ca import LocalCa
-from aicert.builder.run_cli import DEFAULT_AZURE_VM_SIZE
+from aicert.builder.run_cli import DEFAULT_AZURE_SCRATCH_GIB, DEFAULT_AZURE_VM_SIZE
 from aicert.verifier.errors import BootPcrError, CloudError, InputError
 from aicert.verifier.treehash import hash_tree
 from aicert.verifier.uki import BOOT_PCRS
@@ -349,12 +350,15 @@ def test_the_command_creates_the_vm_waits_for_its_agent_and_deletes_everything(
         str(local_ca.root_path),
         "--boot-timeout",
         "0",
+        "--scratch-gib",
+        "512",
     )
     result = CliRunner().invoke(build_main, args, obj=obj)
     assert result.exit_code != 0
     assert "did not come up" in result.output
     (vm,) = [b for r, b in fake.put_bodies.items() if "/virtualmachines/aicert-run-" in r]
     assert vm[0]["properties"]["hardwareProfile"]["vmSize"] == DEFAULT_AZURE_VM_SIZE
+    assert vm[0]["properties"]["storageProfile"]["dataDisks"][0]["diskSizeGB"] == 512
     assert "deleting Microsoft.Compute/virtualMachines aicert-run-" in result.output
     assert _types(fake) == GALLERY_TYPES
     assert not (tmp_path / "out").exists()
@@ -385,8 +389,9 @@ def test_azure_options_are_refused_for_the_local_platform(tmp_path: Path) -> Non
     assert "--caller-ip: only for --platform azure" in result.output
 
 
-def test_the_default_vm_size_is_the_same_in_both_places() -> None:
+def test_the_azure_defaults_are_the_same_in_both_places() -> None:
     assert DEFAULT_AZURE_VM_SIZE == DEFAULT_VM_SIZE
+    assert DEFAULT_AZURE_SCRATCH_GIB == DEFAULT_SCRATCH_GIB
 
 
 @pytest.mark.parametrize(

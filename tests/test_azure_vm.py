@@ -15,6 +15,7 @@ from aicert.verifier.errors import InputError
 from azure_fake import FakeAzure
 from azure_fixtures import RG
 
+DISKS = "Microsoft.Compute/disks"
 NETWORK_TYPES = {
     "Microsoft.Network/networkSecurityGroups",
     "Microsoft.Network/publicIPAddresses",
@@ -53,6 +54,18 @@ def test_vm_is_trusted_launch_and_reachable_only_from_the_caller(
     assert props["storageProfile"]["imageReference"] == {"id": image_version}
     assert props["storageProfile"]["osDisk"]["createOption"] == "FromImage"
     assert props["storageProfile"]["osDisk"]["deleteOption"] == "Delete"
+    (scratch,) = props["storageProfile"]["dataDisks"]
+    assert scratch | {"managedDisk": None} == {
+        "lun": 0,
+        "createOption": "Empty",
+        "diskSizeGB": 128,
+        "deleteOption": "Delete",
+        "caching": "ReadOnly",
+        "managedDisk": None,
+    }
+    disks = {d["properties"]["creationData"]["createOption"]: d for d in fake.of_type(DISKS)}
+    assert disks["Empty"]["id"] == scratch["managedDisk"]["id"]
+    assert disks["Empty"]["properties"]["diskSizeGB"] == 128
     assert "osProfile" not in props  # specialized image: no provisioning data
     assert props["diagnosticsProfile"] == {"bootDiagnostics": {"enabled": True}}
     assert created.azure_vm_id == props["vmId"]
@@ -95,6 +108,15 @@ def test_destroy_removes_the_vm_and_its_network_in_order(
     }
 
 
+def test_a_large_scratch_disk_is_not_host_cached(
+    fake: FakeAzure, clients: AzureClients, image_version: str
+) -> None:
+    create_vm(clients, _vm_spec(image_version, scratch_gib=8192))
+    (vm,) = fake.of_type("Microsoft.Compute/virtualMachines")
+    (scratch,) = vm["properties"]["storageProfile"]["dataDisks"]
+    assert (scratch["diskSizeGB"], scratch["caching"]) == (8192, "None")
+
+
 def test_unsupported_size_is_a_clear_error_and_leaves_nothing(
     fake: FakeAzure, clients: AzureClients, image_version: str
 ) -> None:
@@ -126,6 +148,8 @@ def test_quota_error_cleans_up(fake: FakeAzure, clients: AzureClients, image_ver
         ("agent_port", 0),
         ("name", "-bad"),
         ("image_version_id", "/subscriptions/x/images/y"),
+        ("scratch_gib", 0),
+        ("scratch_gib", 32768),
     ],
 )
 def test_bad_vm_specs_are_input_errors(field: str, value: object) -> None:

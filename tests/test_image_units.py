@@ -424,6 +424,21 @@ def test_ready_line_size_is_reasonable() -> None:
 # ------------------------------------------------------------------- QEMU reference machine
 
 
+def test_an_agent_error_on_the_console_is_found(tmp_path: Path) -> None:
+    disk = tmp_path / "disk.raw"
+    disk.write_bytes(bytes(512))
+    vm = qemu.Vm(qemu.VmSpec(disk=disk, accel="tcg"))
+    vm.console_log = tmp_path / "console.log"
+    vm.console_log.write_text("[  OK  ] Reached target basic.target\n")
+    assert vm.agent_failure() is None
+    with vm.console_log.open("a") as console:
+        console.write(
+            "[    3.1] python3[311]: aicert-agent: error: 2 blank disks, cannot tell which\n"
+            "[FAILED] Failed to start aicert-scratch.service\n"
+        )
+    assert vm.agent_failure() == "aicert-agent: error: 2 blank disks, cannot tell which"
+
+
 @pytest.mark.skipif(not qemu.OVMF_VARS.is_file(), reason="OVMF is not installed")
 def test_qemu_command_line_is_the_reference_machine(tmp_path: Path) -> None:
     disk = tmp_path / "disk.raw"
@@ -442,7 +457,7 @@ def test_qemu_command_line_is_the_reference_machine(tmp_path: Path) -> None:
     assert f"snapshot=on,file={disk}" in argv
     assert "virtio-net-pci,netdev=net0,romfile=" in argv
     assert "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:18443-:8443" in argv
-    assert f"virtio-blk-pci,drive=scratch,serial={qemu.SCRATCH_LABEL}" in argv
+    assert f"virtio-blk-pci,drive=scratch,serial={qemu.SCRATCH_SERIAL}" in argv
     assert argv.count("-drive") == 4  # OVMF code, OVMF variables, image, scratch
 
 

@@ -4,26 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-from aicert.builder import qemu
 from aicert.builder.job_file import load_job_file
 from aicert.builder.local_run import LocalRun, run_local
 from aicert.verifier.cli import main as verify_main
 
 DEMO_JOB = Path(__file__).resolve().parents[1] / "examples" / "demo" / "job.toml"
-
-
-def test_scratch_disk_is_an_empty_labelled_ext4(tmp_path: Path) -> None:
-    disk = qemu.make_scratch_disk(tmp_path / "scratch.raw", 64 * 1024**2)
-    assert disk.stat().st_size == 64 * 1024**2
-    assert disk.stat().st_blocks * 512 < disk.stat().st_size  # sparse
-    header = subprocess.run(
-        ["dumpe2fs", "-h", str(disk)], capture_output=True, text=True, check=True
-    ).stdout
-    assert f"Filesystem volume name:   {qemu.SCRATCH_LABEL}" in header
 
 
 @pytest.mark.system
