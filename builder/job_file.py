@@ -21,6 +21,10 @@
     [config]                          # free-form; measured as the job configuration
     epochs = 3
 
+    [azure]                           # optional: the VM for `run --platform azure`
+    vm_size = "Standard_NC4as_T4_v3"
+    scratch_gib = 256
+
     [[evaluation]]                    # any number: benchmarks run on the trained weights
     name = "accuracy"
     code = { path = "eval/" }         # an input as above (role eval-code)
@@ -75,11 +79,16 @@ _TOP_KEYS: Final = frozenset(
         "evaluation",
         "weights",
         "linked_certificate",
+        "azure",
     }
 )
 _TRAINING_KEYS: Final = ("command", "output", "code", "data", "base_model")
 _INPUT_KEYS: Final = frozenset({"name", "path", "git", "commit", "url", "sha256", "expected"})
 _EVALUATION_KEYS: Final = frozenset({"name", "code", "data", "command", "results"})
+_AZURE_KEYS: Final = frozenset({"vm_size", "scratch_gib"})
+# Azure size names: "Standard_" and the family, vCPUs, features and version.
+VM_SIZE: Final = re.compile(r"Standard_[A-Za-z0-9_]{1,60}")
+MAX_SCRATCH_GIB: Final = 32767
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,15 @@ class UrlSource:
 
 
 InputSource = LocalSource | GitSource | UrlSource
+
+
+@dataclass(frozen=True)
+class AzurePlacement:
+    """The ``[azure]`` table: the VM a job asks for on Azure (not measured; the
+    command line's --vm-size and --scratch-gib take precedence)."""
+
+    vm_size: str | None = None
+    scratch_gib: int | None = None
 
 
 @dataclass(frozen=True)
@@ -153,6 +171,7 @@ class JobFile:
     evaluations: tuple[JobEvaluation, ...] = ()
     weights: JobInput | None = None
     linked_certificate: Path | None = None
+    azure: AzurePlacement = AzurePlacement()
 
     @property
     def evaluation_only(self) -> bool:
@@ -252,7 +271,27 @@ def parse_job(doc: Mapping[str, Any], path: Path) -> JobFile:
         evaluations=evaluations,
         weights=weights,
         linked_certificate=linked,
+        azure=_azure(doc.get("azure", {}), where),
     )
+
+
+def _azure(raw: object, where: _Where) -> AzurePlacement:
+    if not isinstance(raw, dict):
+        raise where.fail("azure", "must be a table ([azure])")
+    unknown = sorted(set(raw) - _AZURE_KEYS)
+    if unknown:
+        raise where.fail(
+            f"azure.{unknown[0]}", f"unknown key (allowed: {', '.join(sorted(_AZURE_KEYS))})"
+        )
+    vm_size = raw.get("vm_size")
+    if vm_size is not None and not (isinstance(vm_size, str) and VM_SIZE.fullmatch(vm_size)):
+        raise where.fail("azure.vm_size", "an Azure VM size such as Standard_NC4as_T4_v3")
+    scratch_gib = raw.get("scratch_gib")
+    if scratch_gib is not None and not (
+        type(scratch_gib) is int and 1 <= scratch_gib <= MAX_SCRATCH_GIB
+    ):
+        raise where.fail("azure.scratch_gib", f"a whole number of GiB, 1 to {MAX_SCRATCH_GIB}")
+    return AzurePlacement(vm_size, scratch_gib)
 
 
 def _training_inputs(

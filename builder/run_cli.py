@@ -64,7 +64,8 @@ DEFAULT_LOCAL_SCRATCH_GIB = DEFAULT_SCRATCH_BYTES >> 30
     type=click.IntRange(1, 32767),
     default=None,
     help="Size of the blank scratch disk the image keeps inputs and outputs on [default: "
-    f"{DEFAULT_LOCAL_SCRATCH_GIB} (local, a sparse file), {DEFAULT_AZURE_SCRATCH_GIB} (azure)].",
+    f"{DEFAULT_LOCAL_SCRATCH_GIB} (local, a sparse file); azure: the job file's [azure] "
+    f"scratch_gib, else {DEFAULT_AZURE_SCRATCH_GIB}].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the verification report as JSON.")
 @click.option(
@@ -103,7 +104,8 @@ DEFAULT_LOCAL_SCRATCH_GIB = DEFAULT_SCRATCH_BYTES >> 30
 @click.option(
     "--vm-size",
     default=None,
-    help=f"Azure: VM size; it must support Trusted Launch [default: {DEFAULT_AZURE_VM_SIZE}].",
+    help="Azure: VM size; it must support Trusted Launch [default: the job file's "
+    f"[azure] vm_size, else {DEFAULT_AZURE_VM_SIZE}].",
 )
 @click.option(
     "--platform-profile",
@@ -200,8 +202,8 @@ def run_command(
             output=output,
             recipe=recipe,
             caller_ip=str(caller_ip),
-            vm_size=vm_size or DEFAULT_AZURE_VM_SIZE,
-            scratch_gib=scratch_gib or DEFAULT_AZURE_SCRATCH_GIB,
+            vm_size=vm_size or parsed.azure.vm_size or DEFAULT_AZURE_VM_SIZE,
+            scratch_gib=scratch_gib or parsed.azure.scratch_gib or DEFAULT_AZURE_SCRATCH_GIB,
             platform_profile=platform_profile,
             trust_roots=trust_roots,
             boot_timeout=boot_timeout,

@@ -364,6 +364,46 @@ def test_the_command_creates_the_vm_waits_for_its_agent_and_deletes_everything(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("options", "size", "scratch"),
+    [
+        ((), "Standard_NC4as_T4_v3", 300),
+        (("--vm-size", "Standard_D8s_v5", "--scratch-gib", "64"), "Standard_D8s_v5", 64),
+    ],
+)
+def test_the_job_files_azure_table_chooses_the_vm_unless_the_command_line_does(
+    fake: FakeAzure,
+    image_version: str,
+    local_ca: LocalCa,
+    tmp_path: Path,
+    options: tuple[str, ...],
+    size: str,
+    scratch: int,
+) -> None:
+    _job(tmp_path)
+    with (tmp_path / "job.toml").open("a") as job:
+        job.write('[azure]\nvm_size = "Standard_NC4as_T4_v3"\nscratch_gib = 300\n')
+    obj = {
+        "azure_credential": FakeCredential(),
+        "azure_options": ClientOptions(transport=fake.transport(), polling_interval=0),
+    }
+    args = _cli_args(
+        tmp_path,
+        image_version,
+        "--recipe",
+        str(_plain_recipe(tmp_path)),
+        "--boot-timeout",
+        "0",
+        *options,
+    )
+    result = CliRunner().invoke(build_main, args, obj=obj)
+    assert "did not come up" in result.output
+    (vm,) = [b for r, b in fake.put_bodies.items() if "/virtualmachines/aicert-run-" in r]
+    assert vm[0]["properties"]["hardwareProfile"]["vmSize"] == size
+    assert vm[0]["properties"]["storageProfile"]["dataDisks"][0]["diskSizeGB"] == scratch
+    assert _types(fake) == GALLERY_TYPES
+
+
 def test_missing_azure_options_are_named_in_one_line(tmp_path: Path) -> None:
     _job(tmp_path)
     result = CliRunner().invoke(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from aicert.builder.job_file import (
+    AzurePlacement,
     GitSource,
     LocalSource,
     UrlSource,
@@ -45,6 +46,10 @@ lr = 0.001
 layers = [64, 32]
 [config.optimizer]
 name = "adam"
+
+[azure]
+vm_size = "Standard_NC4as_T4_v3"
+scratch_gib = 256
 """
 
 
@@ -76,6 +81,7 @@ def test_full_job_file(tmp_path: Path) -> None:
         "optimizer": {"name": "adam"},
     }
     assert [i.name for i in job.inputs] == ["code", "base-model", "corpus", "extra"]
+    assert job.azure == AzurePlacement("Standard_NC4as_T4_v3", 256)
 
 
 def test_minimal_job_file_gets_a_fresh_nonce(tmp_path: Path) -> None:
@@ -88,6 +94,7 @@ def test_minimal_job_file_gets_a_fresh_nonce(tmp_path: Path) -> None:
     assert first.data == ()
     assert first.base_model is None
     assert first.config == {}
+    assert first.azure == AzurePlacement(None, None)
 
 
 BASE = 'command = ["./run"]\noutput = "out"\n'
@@ -123,6 +130,12 @@ BASE = 'command = ["./run"]\noutput = "out"\n'
         (BASE + '[code]\npath = "a"\n[config]\nx = nan\n', "config.x"),
         (BASE + '[code]\npath = "a"\n[config]\nx = [1, inf]\n', "config.x[1]"),
         (BASE + '[code]\npath = "a"\n[config]\nx = 9007199254740993\n', "config.x"),
+        ("azure = 3\n" + BASE + '[code]\npath = "a"\n', "azure"),
+        (BASE + '[code]\npath = "a"\n[azure]\nregion = "x"\n', "azure.region"),
+        (BASE + '[code]\npath = "a"\n[azure]\nvm_size = "NC4as"\n', "azure.vm_size"),
+        (BASE + '[code]\npath = "a"\n[azure]\nscratch_gib = 0\n', "azure.scratch_gib"),
+        (BASE + '[code]\npath = "a"\n[azure]\nscratch_gib = true\n', "azure.scratch_gib"),
+        (BASE + '[code]\npath = "a"\n[azure]\nscratch_gib = 1.5\n', "azure.scratch_gib"),
     ],
 )
 def test_mistakes_name_file_and_key(tmp_path: Path, text: str, key: str) -> None:
