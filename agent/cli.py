@@ -61,6 +61,14 @@ def ready_report(console: Path | None) -> None:
     default=None,
     help="Directory of AK-chain intermediate certificates to ship with every quote.",
 )
+@click.option(
+    "--issuer-fetch-timeout",
+    type=click.FloatRange(0),
+    default=30.0,
+    show_default=True,
+    help="Seconds to spend fetching the AK certificate's missing issuers from its AIA "
+    "links at start (0: do not fetch).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every request.")
 def serve_command(
     scratch: Path,
@@ -69,6 +77,7 @@ def serve_command(
     tcti: str,
     event_log: Path,
     intermediates: Path | None,
+    issuer_fetch_timeout: float,
     verbose: bool,
 ) -> None:
     """Serve the attested HTTPS API for this boot's one training job."""
@@ -84,6 +93,7 @@ def serve_command(
         port=port,
         event_log=event_log,
         intermediates=intermediates,
+        issuer_fetch_budget=issuer_fetch_timeout,
     )
 
 

@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Final
 
-from aicert.agent import intake, tls
+from aicert.agent import aia, intake, tls
 from aicert.agent.job import Agent, ApiError, parse_nonce
 from aicert.agent.tpm import FIRMWARE_EVENT_LOG, AgentTpm
 from aicert.verifier.errors import AicertError, InputError
@@ -368,6 +368,18 @@ def load_intermediates(directory: Path | None) -> tuple[bytes, ...]:
     return tuple(found)
 
 
+def _fetch_issuers(
+    ak_certificate: bytes, known: tuple[bytes, ...], budget: float
+) -> tuple[bytes, ...]:
+    walk = aia.walk_chain(ak_certificate, known, budget=budget)
+    for der in walk.fetched:
+        subject = x509.load_der_x509_certificate(der).subject.rfc4514_string()
+        log.info("AK chain: fetched %s from its AIA link", subject)
+    for problem in walk.problems:
+        log.warning("AK chain: cannot fetch the issuer %s", problem)
+    return walk.fetched
+
+
 def serve(
     *,
     scratch: Path,
@@ -376,8 +388,13 @@ def serve(
     port: int = 8443,
     event_log: Path = FIRMWARE_EVENT_LOG,
     intermediates: Path | None = None,
+    issuer_fetch_budget: float = 30.0,
 ) -> None:
-    """Start the agent: fresh key, measured agent-start, HTTPS until SIGTERM or SIGINT."""
+    """Start the agent: fresh key, measured agent-start, HTTPS until SIGTERM or SIGINT.
+
+    Before agent-start, the AK certificate's missing issuers are fetched from its AIA
+    links for up to ``issuer_fetch_budget`` seconds (0: not at all), see :mod:`.aia`.
+    """
     key = ec.generate_private_key(ec.SECP256R1())
     chain = load_intermediates(intermediates)
     boot_id = read_boot_id()
@@ -389,6 +406,8 @@ def serve(
         tpm.close()
         raise InputError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     try:
+        if issuer_fetch_budget > 0:
+            chain = (*chain, *_fetch_issuers(tpm.ak_certificate(), chain, issuer_fetch_budget))
         server.agent = Agent(
             tpm, scratch, key=key, agent_version=__version__, boot_id=boot_id, intermediates=chain
         )

@@ -39,9 +39,12 @@ ROOT_COMMON_NAME = "aicert Local Virtual TPM Root Certificate Authority"
 INTERMEDIATE_COMMON_NAME = "aicert Local Virtual TPM CA - 01"
 ORGANIZATION = "aicert"
 AK_SUBJECT_SUFFIX = ".TrustedVM.aicert.local"
-# Never fetched (verification is offline); present because Azure's newer AK certificates
-# carry an AIA extension, so verifiers meet one here too.
-INTERMEDIATE_URL = "http://pki.aicert.local/certs/aicert-local-virtual-tpm-ca-01.crt"
+# Like the AIA links of Azure's newer AK certificates, which the agent follows in the VM
+# (aicert.agent.aia). The local platform answers it inside QEMU's user network
+# (qemu.VmSpec.issuer_certificate); verification stays offline. The address lies in QEMU's
+# user network, 10.0.2.0/24, outside the range its DHCP server hands out.
+LOCAL_PKI_ADDRESS = "10.0.2.100"
+INTERMEDIATE_URL = f"http://{LOCAL_PKI_ADDRESS}/certs/aicert-local-virtual-tpm-ca-01.crt"
 
 TCG_KP_EK_CERTIFICATE = ObjectIdentifier("2.23.133.8.1")
 TCG_KP_AIK_CERTIFICATE = ObjectIdentifier("2.23.133.8.3")

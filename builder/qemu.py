@@ -23,6 +23,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from pathlib import Path
 from types import TracebackType
 
 from aicert.agent.readiness import READY_PREFIX, ReadinessReport, parse_ready_line
+from aicert.builder.local_ca import LOCAL_PKI_ADDRESS
 from aicert.builder.swtpm import Swtpm
 from aicert.verifier.errors import InputError, ToolError
 
@@ -60,6 +62,9 @@ class VmSpec:
     extra_args: tuple[str, ...] = field(default_factory=tuple)
     tpm_state: Path | None = None
     """A provisioned swtpm state directory (default: a fresh, empty TPM for this boot)."""
+    issuer_certificate: Path | None = None
+    """A DER certificate the VM can download from ``http://10.0.2.100/`` (any path), as
+    a CA's AIA link would serve it (see :mod:`aicert.builder.pki_responder`)."""
     scratch: Path | None = None
     """The scratch disk for the agent (blank raw, see :func:`make_scratch_disk`); default:
     an empty one made for this boot. It is always attached: the firmware's boot options,
@@ -183,6 +188,12 @@ class Vm:
             raise ToolError("the VM's TPM is not running")
         spec = self.spec
         forward = f"hostfwd=tcp:127.0.0.1:{self.host_port}-:{spec.guest_port}"
+        if spec.issuer_certificate is not None:
+            # restrict=on keeps the VM off the host's network; explicit forwards still work.
+            responder = (
+                f"{sys.executable} -m aicert.builder.pki_responder {spec.issuer_certificate}"
+            )
+            forward += f",guestfwd=tcp:{LOCAL_PKI_ADDRESS}:80-cmd:{responder}"
         return [
             require_tool(QEMU, hint="run scripts/install-host-deps.sh"),
             *("-machine", MACHINE, "-accel", self.accel),
