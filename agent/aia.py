@@ -64,8 +64,9 @@ def issuer_urls(certificate: x509.Certificate) -> tuple[str, ...]:
     )
 
 
-def parse_issuer_response(body: bytes) -> tuple[x509.Certificate, ...]:
-    """The certificates in an AIA response: DER or PEM certificates, or DER PKCS#7."""
+def parse_certificates(body: bytes) -> tuple[x509.Certificate, ...]:
+    """The certificates in an AIA response or a file: DER or PEM certificates, or DER
+    PKCS#7 (as some CAs serve their AIA links)."""
     try:
         if body.lstrip().startswith(b"-----BEGIN"):
             return tuple(x509.load_pem_x509_certificates(body))
@@ -149,7 +150,7 @@ def _fetch_issuer(
         retry_later = []
         for url in pending:
             try:
-                found = parse_issuer_response(fetch(url))
+                found = parse_certificates(fetch(url))
             except FetchError as exc:
                 failures.append(f"{wanted}: {exc.message}")
                 if exc.retry:

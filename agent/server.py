@@ -25,7 +25,7 @@ from typing import Any, Final
 from aicert.agent import aia, intake, tls
 from aicert.agent.job import Agent, ApiError, parse_nonce
 from aicert.agent.tpm import FIRMWARE_EVENT_LOG, AgentTpm
-from aicert.verifier.errors import AicertError, InputError
+from aicert.verifier.errors import AicertError, FormatError, InputError
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -354,17 +354,11 @@ def load_intermediates(directory: Path | None) -> tuple[bytes, ...]:
     for path in paths:
         if path.suffix not in (".pem", ".crt", ".der"):
             continue
-        data = path.read_bytes()
         try:
-            if data.lstrip().startswith(b"-----BEGIN"):
-                certs = x509.load_pem_x509_certificates(data)
-                found += [c.public_bytes(serialization.Encoding.DER) for c in certs]
-            else:
-                found.append(
-                    x509.load_der_x509_certificate(data).public_bytes(serialization.Encoding.DER)
-                )
-        except ValueError:
+            certs = aia.parse_certificates(path.read_bytes())
+        except FormatError:
             raise InputError(f"{path} is not an X.509 certificate") from None
+        found += [c.public_bytes(serialization.Encoding.DER) for c in certs]
     return tuple(found)
 
 

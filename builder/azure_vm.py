@@ -31,11 +31,11 @@ from azure.mgmt.network import models as nm
 from .azure_clients import AzureClients
 from .azure_deploy import TAG_DEPLOYMENT, TAG_MANAGED, TAG_ROLE, destroy
 from .azure_errors import azure_call
+from .job_file import MAX_SCRATCH_GIB
 
 _VM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}[A-Za-z0-9]$")
 AGENT_RULE_PRIORITY = 100
 DEFAULT_SCRATCH_GIB = 128
-MAX_DISK_GIB = 32767  # the largest managed disk Azure creates
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,8 @@ class VmSpec:
             )
         if not 1 <= self.agent_port <= 65535:
             raise InputError(f"agent port {self.agent_port} is not a TCP port")
-        if not 1 <= self.scratch_gib <= MAX_DISK_GIB:
-            raise InputError(f"scratch disk of {self.scratch_gib} GiB: 1 to {MAX_DISK_GIB} GiB")
+        if not 1 <= self.scratch_gib <= MAX_SCRATCH_GIB:
+            raise InputError(f"scratch disk of {self.scratch_gib} GiB: 1 to {MAX_SCRATCH_GIB} GiB")
         if "/versions/" not in self.image_version_id.lower():
             raise InputError(f"{self.image_version_id!r} is not a gallery image version id")
 

@@ -88,7 +88,7 @@ _EVALUATION_KEYS: Final = frozenset({"name", "code", "data", "command", "results
 _AZURE_KEYS: Final = frozenset({"vm_size", "scratch_gib"})
 # Azure size names: "Standard_" and the family, vCPUs, features and version.
 VM_SIZE: Final = re.compile(r"Standard_[A-Za-z0-9_]{1,60}")
-MAX_SCRATCH_GIB: Final = 32767
+MAX_SCRATCH_GIB: Final = 32767  # the largest managed disk Azure creates
 
 
 @dataclass(frozen=True)

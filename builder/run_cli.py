@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import click
-from aicert.builder.job_file import JobFile, load_job_file, with_nonce
+from aicert.builder.job_file import MAX_SCRATCH_GIB, JobFile, load_job_file, with_nonce
 from aicert.builder.job_runner import JobOutcome
 from aicert.builder.local_run import DEFAULT_SCRATCH_BYTES, LocalRun, default_ca_dir, run_local
 from aicert.verifier.cli import load_root
@@ -61,7 +61,7 @@ DEFAULT_LOCAL_SCRATCH_GIB = DEFAULT_SCRATCH_BYTES >> 30
 )
 @click.option(
     "--scratch-gib",
-    type=click.IntRange(1, 32767),
+    type=click.IntRange(1, MAX_SCRATCH_GIB),
     default=None,
     help="Size of the blank scratch disk the image keeps inputs and outputs on [default: "
     f"{DEFAULT_LOCAL_SCRATCH_GIB} (local, a sparse file); azure: the job file's [azure] "

@@ -26,6 +26,14 @@ def fake() -> FakeAzure:
     return azure
 
 
+def cli_context(fake: FakeAzure) -> dict[str, object]:
+    """The click context object that points aicert-build's Azure commands at ``fake``."""
+    return {
+        "azure_credential": FakeCredential(),
+        "azure_options": ClientOptions(transport=fake.transport(), polling_interval=0),
+    }
+
+
 @pytest.fixture
 def clients(fake: FakeAzure) -> AzureClients:
     return AzureClients(

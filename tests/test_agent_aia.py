@@ -21,11 +21,12 @@ from aicert.agent.aia import (
     FetchError,
     http_get,
     issuer_urls,
-    parse_issuer_response,
+    parse_certificates,
     walk_chain,
 )
+from aicert.agent.server import load_intermediates
 from aicert.builder import pki_responder
-from aicert.verifier.errors import FormatError
+from aicert.verifier.errors import FormatError, InputError
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -220,7 +221,7 @@ def test_issuer_urls_keep_only_http_ca_issuers(cdn: Cdn) -> None:
 @given(st.binary(max_size=300))
 def test_parsing_any_response_fails_only_with_format_error(body: bytes) -> None:
     try:
-        certificates = parse_issuer_response(body)
+        certificates = parse_certificates(body)
     except FormatError:
         return
     assert all(isinstance(c, x509.Certificate) for c in certificates)
@@ -241,3 +242,17 @@ def test_the_local_pki_responder_answers_after_reading_the_request(tmp_path: Pat
     assert head.startswith(b"HTTP/1.0 200 OK\r\n")
     assert f"Content-Length: {len(certificate)}".encode() in head
     assert body == certificate
+
+
+def test_intermediates_from_a_directory_share_the_parser(tmp_path: Path) -> None:
+    first, second, third = (_cert(f"CA {i}", None)[0] for i in range(3))
+    (tmp_path / "a.pem").write_bytes(first.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "b.der").write_bytes(_der(second))
+    (tmp_path / "c.crt").write_bytes(
+        pkcs7.serialize_certificates([third], serialization.Encoding.DER)
+    )
+    (tmp_path / "notes.txt").write_text("not a certificate, and not read")
+    assert load_intermediates(tmp_path) == (_der(first), _der(second), _der(third))
+    (tmp_path / "d.pem").write_text("-----BEGIN CERTIFICATE-----\nnot base64\n")
+    with pytest.raises(InputError, match=r"d\.pem is not an X\.509 certificate"):
+        load_intermediates(tmp_path)

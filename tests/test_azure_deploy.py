@@ -46,7 +46,7 @@ from aicert.verifier.errors import InputError
 from azure.core.credentials import AccessToken
 from azure.mgmt.compute import models as cm
 from azure_fake import FakeAzure, FakeCredential
-from azure_fixtures import MIB, RG
+from azure_fixtures import MIB, RG, cli_context
 from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -508,10 +508,7 @@ def test_bad_names_are_input_errors(small_disk: Path, field: str, value: str) ->
 
 
 def test_cli_deploy_and_destroy(fake: FakeAzure, small_disk: Path) -> None:
-    obj = {
-        "azure_credential": FakeCredential(),
-        "azure_options": ClientOptions(transport=fake.transport(), polling_interval=0),
-    }
+    obj = cli_context(fake)
     common = ["--subscription", fake.subscription, "--resource-group", RG]
     runner = CliRunner()
     out = runner.invoke(
@@ -556,10 +553,7 @@ def test_cli_deploy_and_destroy(fake: FakeAzure, small_disk: Path) -> None:
 def test_cli_errors_are_one_line_with_the_cloud_exit_code(
     fake: FakeAzure, small_disk: Path
 ) -> None:
-    obj = {
-        "azure_credential": FakeCredential(),
-        "azure_options": ClientOptions(transport=fake.transport(), polling_interval=0),
-    }
+    obj = cli_context(fake)
     out = CliRunner().invoke(
         build_main,
         [
@@ -654,10 +648,7 @@ def test_cli_reads_the_secure_boot_certificate(
     pem.write_bytes(cert.public_bytes(Encoding.PEM))
     bogus = tmp_path / "bogus.pem"
     bogus.write_text("-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n")
-    obj = {
-        "azure_credential": FakeCredential(),
-        "azure_options": ClientOptions(transport=fake.transport(), polling_interval=0),
-    }
+    obj = cli_context(fake)
     args = ["deploy", "azure", "--subscription", fake.subscription, "--resource-group", RG,
             "--location", "westeurope", "--image", str(small_disk.parent)]  # fmt: skip
     bad = CliRunner().invoke(build_main, [*args, "--secure-boot-cert", str(bogus)], obj=obj)

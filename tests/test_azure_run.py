@@ -17,7 +17,7 @@ import pytest
 from agent_harness import SYSTEM_PYTHON, running_agent
 from aicert.agent.tpm import AgentTpm
 from aicert.builder.agent_client import AgentRequestError
-from aicert.builder.azure_clients import AzureClients, ClientOptions
+from aicert.builder.azure_clients import AzureClients
 from aicert.builder.azure_deploy import TAG_DEPLOYMENT
 from aicert.builder.azure_run import DEFAULT_VM_SIZE, AzureRun, run_azure
 from aicert.builder.azure_vm import DEFAULT_SCRATCH_GIB
@@ -29,8 +29,8 @@ from aicert.builder.run_cli import DEFAULT_AZURE_SCRATCH_GIB, DEFAULT_AZURE_VM_S
 from aicert.verifier.errors import BootPcrError, CloudError, InputError
 from aicert.verifier.treehash import hash_tree
 from aicert.verifier.uki import BOOT_PCRS
-from azure_fake import FakeAzure, FakeCredential
-from azure_fixtures import RG
+from azure_fake import FakeAzure
+from azure_fixtures import RG, cli_context
 from click.testing import CliRunner
 from conftest import ProvisionedSwtpm
 from tpm_replay import OVMF_LOG, replay_log_into_tpm
@@ -337,10 +337,7 @@ def _cli_args(tmp_path: Path, image_version: str, *extra: str) -> list[str]:
 def test_the_command_creates_the_vm_waits_for_its_agent_and_deletes_everything(
     fake: FakeAzure, image_version: str, local_ca: LocalCa, tmp_path: Path
 ) -> None:
-    obj = {
-        "azure_credential": FakeCredential(),
-        "azure_options": ClientOptions(transport=fake.transport(), polling_interval=0),
-    }
+    obj = cli_context(fake)
     args = _cli_args(
         tmp_path,
         image_version,
@@ -374,7 +371,6 @@ def test_the_command_creates_the_vm_waits_for_its_agent_and_deletes_everything(
 def test_the_job_files_azure_table_chooses_the_vm_unless_the_command_line_does(
     fake: FakeAzure,
     image_version: str,
-    local_ca: LocalCa,
     tmp_path: Path,
     options: tuple[str, ...],
     size: str,
@@ -383,10 +379,7 @@ def test_the_job_files_azure_table_chooses_the_vm_unless_the_command_line_does(
     _job(tmp_path)
     with (tmp_path / "job.toml").open("a") as job:
         job.write('[azure]\nvm_size = "Standard_NC4as_T4_v3"\nscratch_gib = 300\n')
-    obj = {
-        "azure_credential": FakeCredential(),
-        "azure_options": ClientOptions(transport=fake.transport(), polling_interval=0),
-    }
+    obj = cli_context(fake)
     args = _cli_args(
         tmp_path,
         image_version,
