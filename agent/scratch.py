@@ -142,7 +142,7 @@ def probe(device: Path) -> dict[str, str]:
 def scan_disks(
     sys_block: Path = Path("/sys/block"),
     dev: Path = Path("/dev"),
-    probe: Callable[[Path], Mapping[str, str]] = probe,
+    probe_device: Callable[[Path], Mapping[str, str]] = probe,
 ) -> list[BlockDisk]:
     """Every whole disk in ``sys_block`` (sysfs), probed through its node in ``dev``."""
     disks = []
@@ -160,7 +160,7 @@ def scan_disks(
                 removable=_read_attr(entry / "removable", "0") == "1",
                 read_only=_read_attr(entry / "ro", "0") == "1",
                 model=_read_attr(entry / "device" / "model"),
-                probed=probe(dev / entry.name) if sectors else {},
+                probed=probe_device(dev / entry.name) if sectors else {},
             )
         )
     return disks
