@@ -113,8 +113,12 @@ def walk_chain(
     links.
     """
     deadline = time.monotonic() + budget
-    pool = [x509.load_der_x509_certificate(d) for d in known]
-    current = x509.load_der_x509_certificate(leaf)
+    try:
+        current = x509.load_der_x509_certificate(leaf)
+        pool = [x509.load_der_x509_certificate(d) for d in known]
+    except ValueError as exc:
+        # The verifier refuses such a chain anyway; nothing here can follow it.
+        return ChainWalk((), (f"the AK certificate or a known one is not DER X.509: {exc}",))
     fetched: list[bytes] = []
     problems: list[str] = []
     for _ in range(MAX_CHAIN):

@@ -370,7 +370,7 @@ def _fetch_issuers(
         subject = x509.load_der_x509_certificate(der).subject.rfc4514_string()
         log.info("AK chain: fetched %s from its AIA link", subject)
     for problem in walk.problems:
-        log.warning("AK chain: cannot fetch the issuer %s", problem)
+        log.warning("AK chain incomplete: %s", problem)
     return walk.fetched
 
 

@@ -205,6 +205,13 @@ def test_an_unreachable_server_is_retried_within_the_budget() -> None:
     assert 1 <= len(naps) <= 2  # retried, then given up once the budget was spent
 
 
+def test_a_malformed_ak_certificate_is_reported_not_raised() -> None:
+    walk = walk_chain(b"\x30\x03\x02\x01\x00", ())
+    assert walk.fetched == ()
+    (problem,) = walk.problems
+    assert problem.startswith("the AK certificate or a known one is not DER X.509")
+
+
 def test_an_oversized_response_is_refused(cdn: Cdn) -> None:
     cdn.files["/big"] = (200, b"x" * (64 * 1024 + 1))
     with pytest.raises(FetchError, match="more than 65536 bytes") as refused:
