@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import struct
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -443,7 +444,8 @@ def test_an_agent_error_on_the_console_is_found(tmp_path: Path) -> None:
 def test_qemu_command_line_is_the_reference_machine(tmp_path: Path) -> None:
     disk = tmp_path / "disk.raw"
     disk.write_bytes(bytes(512))
-    vm = qemu.Vm(qemu.VmSpec(disk=disk, accel="tcg", host_port=18443))
+    issuer = tmp_path / "ca.der"
+    vm = qemu.Vm(qemu.VmSpec(disk=disk, accel="tcg", host_port=18443, issuer_certificate=issuer))
     vm._tmp = tempfile.TemporaryDirectory(prefix="aicert-vm-test-")
     try:
         vm.console_log = vm.workdir / "console.log"
@@ -457,6 +459,8 @@ def test_qemu_command_line_is_the_reference_machine(tmp_path: Path) -> None:
     assert f"snapshot=on,file={disk}" in argv
     assert "virtio-net-pci,netdev=net0,romfile=" in argv
     assert "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:18443-:8443" in argv
+    responder = f"{sys.executable} -m aicert.builder.pki_responder {issuer}"
+    assert f",guestfwd=tcp:10.0.2.100:80-cmd:{responder} " in argv + " "
     assert f"virtio-blk-pci,drive=scratch,serial={qemu.SCRATCH_SERIAL}" in argv
     assert argv.count("-drive") == 4  # OVMF code, OVMF variables, image, scratch
 
