@@ -40,9 +40,9 @@ INTERMEDIATE_COMMON_NAME = "aicert Local Virtual TPM CA - 01"
 ORGANIZATION = "aicert"
 AK_SUBJECT_SUFFIX = ".TrustedVM.aicert.local"
 # Like the AIA links of Azure's newer AK certificates, which the agent follows in the VM
-# (aicert.agent.aia). The local platform answers it inside QEMU's user network
-# (qemu.VmSpec.issuer_certificate); verification stays offline. The address lies in QEMU's
-# user network, 10.0.2.0/24, outside the range its DHCP server hands out.
+# (aicert.agent.aia); verification stays offline. The local platform answers it
+# (qemu.VmSpec.issuer_certificate) at an address in QEMU's user network, 10.0.2.0/24,
+# outside the range its DHCP server hands out.
 LOCAL_PKI_ADDRESS = "10.0.2.100"
 INTERMEDIATE_URL = f"http://{LOCAL_PKI_ADDRESS}/certs/aicert-local-virtual-tpm-ca-01.crt"
 
