@@ -165,78 +165,65 @@ def _header_checks(first: Event) -> None:
 
 
 def parse_spec_id_data(data: bytes) -> SpecIdEvent:
-    """The data of a Spec ID event: TCG_EfiSpecIDEvent (Event03) or its SHA-1 form (Event00)."""
+    """The data of a Spec ID event: TCG_EfiSpecIDEvent (Event03) or its SHA-1 form (Event00).
+
+    Both share the header up to uintnSize; Event03 then lists its digest algorithms,
+    Event00 implies SHA-1 alone.
+    """
     signature = data[:16]
-    if signature == SPEC_ID_EVENT03:
-        return _parse_spec_id03(data)
-    if signature == SPEC_ID_EVENT00:
-        return _parse_spec_id00(data)
-    raise FormatError("Spec ID event: signature is neither 'Spec ID Event03' nor 'Spec ID Event00'")
-
-
-def _parse_spec_id03(data: bytes) -> SpecIdEvent:
-    r = Reader(data, endian="little", what="Spec ID Event03")
+    if signature not in (SPEC_ID_EVENT03, SPEC_ID_EVENT00):
+        raise FormatError(
+            "Spec ID event: signature is neither 'Spec ID Event03' nor 'Spec ID Event00'"
+        )
+    name = signature.rstrip(b"\x00").decode()
+    r = Reader(data, endian="little", what=name)
     r.skip(16, "signature")
     platform_class = r.u32("platformClass")
     minor = r.u8("specVersionMinor")
     major = r.u8("specVersionMajor")
     errata = r.u8("specErrata")
     uintn_size = r.u8("uintnSize")
+    if signature == SPEC_ID_EVENT03:
+        algorithms = _spec_id_algorithms(r, name)
+    else:
+        algorithms = ((TPM_ALG_SHA1, SHA1_SIZE),)
+    vendor_info = r.sized(1, "vendorInfo")
+    r.expect_end()
+    if signature == SPEC_ID_EVENT03 and uintn_size not in (1, 2):
+        raise FormatError(f"{name}: uintnSize {uintn_size}, expected 1 or 2")
+    return SpecIdEvent(
+        signature=name,
+        platform_class=platform_class,
+        spec_version_major=major,
+        spec_version_minor=minor,
+        spec_errata=errata,
+        uintn_size=uintn_size,
+        algorithms=algorithms,
+        vendor_info=vendor_info,
+    )
+
+
+def _spec_id_algorithms(r: Reader, name: str) -> tuple[tuple[int, int], ...]:
     count = r.u32("numberOfAlgorithms")
     if not 1 <= count <= len(KNOWN_DIGEST_SIZES):
         raise FormatError(
-            f"Spec ID Event03: {count} digest algorithms, expected 1 to {len(KNOWN_DIGEST_SIZES)}"
+            f"{name}: {count} digest algorithms, expected 1 to {len(KNOWN_DIGEST_SIZES)}"
         )
     algorithms: list[tuple[int, int]] = []
     for i in range(count):
         alg = r.u16(f"algorithm {i} id")
         size = r.u16(f"algorithm {i} digest size")
         if alg not in KNOWN_DIGEST_SIZES:
-            raise FormatError(f"Spec ID Event03: unknown digest algorithm 0x{alg:04x}")
+            raise FormatError(f"{name}: unknown digest algorithm 0x{alg:04x}")
         if KNOWN_DIGEST_SIZES[alg] != size:
             raise FormatError(
-                f"Spec ID Event03: algorithm 0x{alg:04x} has digest size {size}, "
+                f"{name}: algorithm 0x{alg:04x} has digest size {size}, "
                 f"expected {KNOWN_DIGEST_SIZES[alg]}"
             )
         if any(alg == seen for seen, _ in algorithms):
-            raise FormatError(f"Spec ID Event03: algorithm 0x{alg:04x} listed twice")
+            raise FormatError(f"{name}: algorithm 0x{alg:04x} listed twice")
         algorithms.append((alg, size))
-    vendor_info = r.sized(1, "vendorInfo")
-    r.expect_end()
-    if uintn_size not in (1, 2):
-        raise FormatError(f"Spec ID Event03: uintnSize {uintn_size}, expected 1 or 2")
-    return SpecIdEvent(
-        signature="Spec ID Event03",
-        platform_class=platform_class,
-        spec_version_major=major,
-        spec_version_minor=minor,
-        spec_errata=errata,
-        uintn_size=uintn_size,
-        algorithms=tuple(algorithms),
-        vendor_info=vendor_info,
-    )
-
-
-def _parse_spec_id00(data: bytes) -> SpecIdEvent:
-    r = Reader(data, endian="little", what="Spec ID Event00")
-    r.skip(16, "signature")
-    platform_class = r.u32("platformClass")
-    minor = r.u8("specVersionMinor")
-    major = r.u8("specVersionMajor")
-    errata = r.u8("specErrata")
-    uintn_size = r.u8("uintnSize")
-    vendor_info = r.sized(1, "vendorInfo")
-    r.expect_end()
-    return SpecIdEvent(
-        signature="Spec ID Event00",
-        platform_class=platform_class,
-        spec_version_major=major,
-        spec_version_minor=minor,
-        spec_errata=errata,
-        uintn_size=uintn_size,
-        algorithms=((TPM_ALG_SHA1, SHA1_SIZE),),
-        vendor_info=vendor_info,
-    )
+    return tuple(algorithms)
 
 
 def _padding_start(data: bytes) -> int:
