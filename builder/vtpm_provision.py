@@ -110,7 +110,7 @@ def provision_like_azure(tcti: str, ca: LocalCa, vm_id: str) -> ProvisionResult:
     try:
         ak_public = _create_persistent_ak(esapi)
         certificate = ca.issue_ak_certificate(_rsa_key(ak_public), vm_id)
-        _store_certificate(esapi, certificate)
+        store_ak_certificate(esapi, certificate)
         return ProvisionResult(vm_id, bytes(ak_public.marshal()), certificate)
     except TSS2_Exception as exc:
         raise TpmError(f"provisioning the TPM failed: {exc}") from exc
@@ -162,7 +162,9 @@ def _tpm_property(esapi: ESAPI, prop: int, name: str) -> int:
     return int(properties[0].value)
 
 
-def _store_certificate(esapi: ESAPI, certificate: bytes) -> None:
+def store_ak_certificate(esapi: ESAPI, certificate: bytes) -> None:
+    """(Re)define the AK certificate NV index as Azure does and write ``certificate`` to
+    it, in chunks no larger than the TPM's NV buffer."""
     index_max = _tpm_property(esapi, TPM2_PT_NV.INDEX_MAX, "TPM2_PT_NV_INDEX_MAX")
     if len(certificate) > index_max:
         raise TpmError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -91,3 +92,60 @@ def running_agent(
         tpm.close()
         if own_scratch:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+EVALUATE = """
+import json, os
+size = os.path.getsize(os.path.join(os.environ["AICERT_WEIGHTS"], "weights.bin"))
+json.dump({"size": size, "score": 0.5}, open(os.environ["AICERT_RESULTS"], "w"))
+"""
+
+
+def write_toy_job(tmp_path: Path, exit_status: int = 0, *, evaluate: bool = False) -> Path:
+    """A job file in ``tmp_path``: a training writing 1000 bytes of weights and exiting
+    with ``exit_status``, one data set, and with ``evaluate`` one evaluation."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "train.py").write_text(
+        textwrap.dedent(
+            f"""
+            import os, sys
+            out = os.environ["AICERT_OUTPUT"]
+            open(os.path.join(out, "weights.bin"), "wb").write(b"w" * 1000)
+            print("trained", flush=True)
+            sys.exit({exit_status})
+            """
+        )
+    )
+    (tmp_path / "data.txt").write_text("1 2 3\n")
+    job = tmp_path / "job.toml"
+    job.write_text(
+        textwrap.dedent(
+            f"""
+            command = ["{SYSTEM_PYTHON}", "train.py"]
+            output = "model"
+            [code]
+            path = "code"
+            [[data]]
+            name = "numbers"
+            path = "data.txt"
+            """
+        )
+    )
+    if evaluate:
+        (tmp_path / "eval").mkdir()
+        (tmp_path / "eval" / "evaluate.py").write_text(EVALUATE)
+        with job.open("a") as f:
+            f.write(
+                textwrap.dedent(
+                    f"""
+                    [[evaluation]]
+                    name = "size"
+                    command = ["{SYSTEM_PYTHON}", "evaluate.py"]
+                    results = "results.json"
+                    [evaluation.code]
+                    path = "eval"
+                    """
+                )
+            )
+    return job

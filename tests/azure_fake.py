@@ -237,6 +237,10 @@ class FakeAzure:
     def get(self, rid: str) -> dict[str, Any] | None:
         return self.resources.get(rid.lower())
 
+    def types(self) -> set[str]:
+        """The ARM types of every resource that exists."""
+        return {r["type"] for r in self.resources.values()}
+
     def of_type(self, arm_type: str) -> list[dict[str, Any]]:
         return [r for r in self.resources.values() if r["type"].lower() == arm_type.lower()]
 

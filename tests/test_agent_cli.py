@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from agent_harness import make_scratch
 from aicert.builder.agent_client import AgentClient, AgentRequestError
 from aicert.builder.local_ca import LocalCa
+from aicert.builder.qemu import free_port
 from conftest import ProvisionedSwtpm
 from cryptography.hazmat.primitives import serialization
 from tpm_replay import OVMF_LOG, replay_log_into_tpm
@@ -23,17 +23,11 @@ from tpm_replay import OVMF_LOG, replay_log_into_tpm
 pytestmark = pytest.mark.swtpm
 
 
-def _free_port() -> int:
-    with closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def _serve(
     swtpm: ProvisionedSwtpm, scratch: Path, intermediates: Path
 ) -> Iterator[tuple[subprocess.Popen[bytes], AgentClient]]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "aicert-agent"),
@@ -100,7 +94,7 @@ def test_serve_attest_stop_and_refuse_restart(
 
 def test_wait_until_up_gives_up(local_ca: LocalCa) -> None:
     client = AgentClient(
-        f"https://127.0.0.1:{_free_port()}", trust_roots=[local_ca.root_certificate]
+        f"https://127.0.0.1:{free_port()}", trust_roots=[local_ca.root_certificate]
     )
     start = time.monotonic()
     with pytest.raises(AgentRequestError, match="did not come up within"):
@@ -110,7 +104,7 @@ def test_wait_until_up_gives_up(local_ca: LocalCa) -> None:
 
 def test_wait_until_up_stops_at_an_agent_error_on_the_console(local_ca: LocalCa) -> None:
     client = AgentClient(
-        f"https://127.0.0.1:{_free_port()}", trust_roots=[local_ca.root_certificate]
+        f"https://127.0.0.1:{free_port()}", trust_roots=[local_ca.root_certificate]
     )
     reasons = iter([None, "aicert-agent: error: no blank disk for the scratch file system"])
     start = time.monotonic()

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import pytest
 from aicert.agent.tpm import AgentTpm, QuoteResult
 from aicert.builder.swtpm import Swtpm
-from aicert.builder.vtpm_provision import AK_CERT_NV_ATTRIBUTES, AK_CERT_NV_INDEX
+from aicert.builder.vtpm_provision import store_ak_certificate
 from aicert.verifier.errors import ToolError, TpmError
 from aicert.verifier.pcr import ALGORITHMS_BY_NAME, SHA256, extend
 from aicert.verifier.tpm2_structures import (
@@ -23,9 +23,6 @@ from conftest import ProvisionedSwtpm
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from tpm2_pytss import ESAPI
-from tpm2_pytss.constants import ESYS_TR, TPM2_ALG
-from tpm2_pytss.types import TPM2B_NV_PUBLIC, TPMS_NV_PUBLIC
 
 from aicert.process import run
 
@@ -95,24 +92,9 @@ def test_index_without_a_certificate_is_refused(tpm: AgentTpm) -> None:
 
 
 def define_ak_cert_index(tpm: AgentTpm, content: bytes) -> None:
-    """Replace the AK certificate index by one holding ``content`` (through the same
-    TPM connection: swtpm serves one client at a time)."""
-    esapi: ESAPI = tpm._esapi
-    old = esapi.tr_from_tpmpublic(AK_CERT_NV_INDEX)
-    esapi.nv_undefine_space(old, ESYS_TR.OWNER)
-    public = TPM2B_NV_PUBLIC(
-        nvPublic=TPMS_NV_PUBLIC(
-            nvIndex=AK_CERT_NV_INDEX,
-            nameAlg=TPM2_ALG.SHA256,
-            attributes=AK_CERT_NV_ATTRIBUTES,
-            dataSize=len(content),
-        )
-    )
-    index = esapi.nv_define_space(None, public, ESYS_TR.OWNER)
-    chunk = tpm.nv_buffer_max()
-    for offset in range(0, len(content), chunk):
-        esapi.nv_write(index, content[offset : offset + chunk], offset, auth_handle=ESYS_TR.OWNER)
-    esapi.tr_close(index)
+    """Replace the AK certificate index by one holding ``content``, through the same TPM
+    connection (swtpm serves one client at a time) and the provisioning's own code."""
+    store_ak_certificate(tpm._esapi, content)
 
 
 def test_unprovisioned_tpm_has_no_ak_and_no_certificate(running_swtpm: Swtpm) -> None:

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import socket
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agent_harness import SYSTEM_PYTHON, running_agent
+from agent_harness import running_agent, write_toy_job
 from aicert.agent.tpm import AgentTpm
 from aicert.builder.agent_client import AgentRequestError
 from aicert.builder.azure_clients import AzureClients
@@ -25,6 +23,7 @@ from aicert.builder.cli import main as build_main
 from aicert.builder.job_file import JobFile, load_job_file
 from aicert.builder.job_runner import CERTIFICATE_NAME, JobFailedError
 from aicert.builder.local_ca import LocalCa
+from aicert.builder.qemu import free_port
 from aicert.builder.run_cli import DEFAULT_AZURE_SCRATCH_GIB, DEFAULT_AZURE_VM_SIZE
 from aicert.verifier.errors import BootPcrError, CloudError, InputError
 from aicert.verifier.treehash import hash_tree
@@ -59,39 +58,8 @@ def fake(fake: FakeAzure) -> FakeAzure:
     return fake
 
 
-def _types(fake: FakeAzure) -> set[str]:
-    return {r["type"] for r in fake.resources.values()}
-
-
 def _job(tmp_path: Path, exit_status: int = 0) -> JobFile:
-    code = tmp_path / "code"
-    code.mkdir()
-    (code / "train.py").write_text(
-        textwrap.dedent(
-            f"""
-            import os, sys
-            out = os.environ["AICERT_OUTPUT"]
-            open(os.path.join(out, "weights.bin"), "wb").write(b"w" * 1000)
-            sys.exit({exit_status})
-            """
-        )
-    )
-    (tmp_path / "data.txt").write_text("1 2 3\n")
-    job = tmp_path / "job.toml"
-    job.write_text(
-        textwrap.dedent(
-            f"""
-            command = ["{SYSTEM_PYTHON}", "train.py"]
-            output = "model"
-            [code]
-            path = "code"
-            [[data]]
-            name = "numbers"
-            path = "data.txt"
-            """
-        )
-    )
-    return load_job_file(job)
+    return load_job_file(write_toy_job(tmp_path, exit_status))
 
 
 def _recipe_for(tcti: str, path: Path) -> Path:
@@ -142,12 +110,6 @@ def agent_on_swtpm(
         yield agent.server.port, recipe
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.swtpm
 def test_a_job_runs_on_a_trusted_launch_vm_and_everything_is_deleted(
     fake: FakeAzure,
@@ -167,7 +129,7 @@ def test_a_job_runs_on_a_trusted_launch_vm_and_everything_is_deleted(
     def say(line: str) -> None:
         said.append(line)
         if line.startswith("agent attested"):
-            during.append(_types(fake))
+            during.append(fake.types())
 
     outcome = run_azure(
         spec, _job(tmp_path), clients=clients, say=say, log_sink=lambda _c: None, vm_name=VM
@@ -190,7 +152,7 @@ def test_a_job_runs_on_a_trusted_launch_vm_and_everything_is_deleted(
             assert bodies[0]["tags"][TAG_DEPLOYMENT] == f"vm/{VM}"
 
     assert during == [GALLERY_TYPES | VM_TYPES]  # OS disk included
-    assert _types(fake) == GALLERY_TYPES
+    assert fake.types() == GALLERY_TYPES
     assert any(line.startswith("deleting Microsoft.Compute/virtualMachines") for line in said)
     assert f"deleted 5 resources of vm/{VM}" in said
 
@@ -226,7 +188,7 @@ def test_a_failed_job_deletes_everything_and_leaves_no_output(
             say=lambda _l: None,
             log_sink=lambda _c: None,
         )
-    assert _types(fake) == GALLERY_TYPES
+    assert fake.types() == GALLERY_TYPES
     assert not (tmp_path / "out").exists()
     assert [p for p in tmp_path.iterdir() if p.name.startswith(".out.partial")] == []
 
@@ -249,7 +211,7 @@ def test_an_agent_that_does_not_match_the_recipe_is_refused_and_everything_delet
     )
     with pytest.raises(BootPcrError, match="PCR 4"):
         run_azure(spec, _job(tmp_path), clients=clients, say=lambda _l: None)
-    assert _types(fake) == GALLERY_TYPES
+    assert fake.types() == GALLERY_TYPES
     assert not (tmp_path / "out").exists()
 
 
@@ -263,11 +225,11 @@ def _plain_recipe(tmp_path: Path) -> Path:
 def test_an_agent_that_never_comes_up_deletes_everything(
     fake: FakeAzure, clients: AzureClients, image_version: str, tmp_path: Path
 ) -> None:
-    spec = _spec(tmp_path, image_version, _plain_recipe(tmp_path), _closed_port(), boot_timeout=1.5)
+    spec = _spec(tmp_path, image_version, _plain_recipe(tmp_path), free_port(), boot_timeout=1.5)
     said: list[str] = []
     with pytest.raises(AgentRequestError, match="did not come up"):
         run_azure(spec, _job(tmp_path), clients=clients, say=said.append)
-    assert _types(fake) == GALLERY_TYPES
+    assert fake.types() == GALLERY_TYPES
     assert not (tmp_path / "out").exists()
     assert any(line.startswith("deleting Microsoft.Network/networkSecurityGroups") for line in said)
 
@@ -275,7 +237,7 @@ def test_an_agent_that_never_comes_up_deletes_everything(
 def test_ctrl_c_deletes_everything(
     fake: FakeAzure, clients: AzureClients, image_version: str, tmp_path: Path
 ) -> None:
-    spec = _spec(tmp_path, image_version, _plain_recipe(tmp_path), _closed_port())
+    spec = _spec(tmp_path, image_version, _plain_recipe(tmp_path), free_port())
 
     def interrupt_once_created(line: str) -> None:
         if line.startswith(f"VM {VM} created"):
@@ -283,18 +245,18 @@ def test_ctrl_c_deletes_everything(
 
     with pytest.raises(KeyboardInterrupt):
         run_azure(spec, _job(tmp_path), clients=clients, say=interrupt_once_created, vm_name=VM)
-    assert _types(fake) == GALLERY_TYPES
+    assert fake.types() == GALLERY_TYPES
     assert not (tmp_path / "out").exists()
 
 
 def test_a_failed_deletion_names_the_command_that_finishes_it(
     fake: FakeAzure, clients: AzureClients, image_version: str, tmp_path: Path
 ) -> None:
-    spec = _spec(tmp_path, image_version, _plain_recipe(tmp_path), _closed_port(), boot_timeout=0)
+    spec = _spec(tmp_path, image_version, _plain_recipe(tmp_path), free_port(), boot_timeout=0)
     fake.inject("DELETE", rf"/virtualMachines/{VM}\?", 403, "AuthorizationFailed", times=None)
     with pytest.raises(CloudError, match=rf"aicert-build destroy .*--deployment vm/{VM}"):
         run_azure(spec, _job(tmp_path), clients=clients, say=lambda _l: None, vm_name=VM)
-    assert "Microsoft.Compute/virtualMachines" in _types(fake)
+    assert "Microsoft.Compute/virtualMachines" in fake.types()
 
 
 def test_a_vm_size_without_trusted_launch_leaves_nothing(
@@ -303,7 +265,7 @@ def test_a_vm_size_without_trusted_launch_leaves_nothing(
     spec = _spec(tmp_path, image_version, _plain_recipe(tmp_path), 8443, vm_size="Standard_A1_v2")
     with pytest.raises(CloudError, match="TrustedLaunch"):
         run_azure(spec, _job(tmp_path), clients=clients, say=lambda _l: None)
-    assert _types(fake) == GALLERY_TYPES
+    assert fake.types() == GALLERY_TYPES
 
 
 # -- the command line ----------------------------------------------------------------------
@@ -357,7 +319,7 @@ def test_the_command_creates_the_vm_waits_for_its_agent_and_deletes_everything(
     assert vm[0]["properties"]["hardwareProfile"]["vmSize"] == DEFAULT_AZURE_VM_SIZE
     assert vm[0]["properties"]["storageProfile"]["dataDisks"][0]["diskSizeGB"] == 512
     assert "deleting Microsoft.Compute/virtualMachines aicert-run-" in result.output
-    assert _types(fake) == GALLERY_TYPES
+    assert fake.types() == GALLERY_TYPES
     assert not (tmp_path / "out").exists()
 
 
@@ -394,7 +356,7 @@ def test_the_job_files_azure_table_chooses_the_vm_unless_the_command_line_does(
     (vm,) = [b for r, b in fake.put_bodies.items() if "/virtualmachines/aicert-run-" in r]
     assert vm[0]["properties"]["hardwareProfile"]["vmSize"] == size
     assert vm[0]["properties"]["storageProfile"]["dataDisks"][0]["diskSizeGB"] == scratch
-    assert _types(fake) == GALLERY_TYPES
+    assert fake.types() == GALLERY_TYPES
 
 
 def test_missing_azure_options_are_named_in_one_line(tmp_path: Path) -> None:
@@ -449,5 +411,5 @@ def test_bad_input_is_refused_before_anything_is_created(
     )
     with pytest.raises(InputError, match=error):
         run_azure(spec, _job(tmp_path), clients=clients, say=lambda _l: None)
-    assert _types(fake) == GALLERY_TYPES
+    assert fake.types() == GALLERY_TYPES
     assert fake.count("PUT", "/providers/Microsoft.(Network/|Compute/virtualMachines)") == 0

@@ -37,10 +37,6 @@ def _vm_spec(image_version: str, **kw: object) -> VmSpec:
     return VmSpec(**args)  # type: ignore[arg-type]
 
 
-def _types(fake: FakeAzure) -> set[str]:
-    return {r["type"] for r in fake.resources.values()}
-
-
 def test_vm_is_trusted_launch_and_reachable_only_from_the_caller(
     fake: FakeAzure, clients: AzureClients, image_version: str
 ) -> None:
@@ -101,7 +97,7 @@ def test_destroy_removes_the_vm_and_its_network_in_order(
 ) -> None:
     create_vm(clients, _vm_spec(image_version))
     destroy(clients, RG, deployment="vm/job-1")
-    assert _types(fake) == {
+    assert fake.types() == {
         "Microsoft.Compute/galleries",
         "Microsoft.Compute/galleries/images",
         "Microsoft.Compute/galleries/images/versions",
@@ -122,7 +118,7 @@ def test_unsupported_size_is_a_clear_error_and_leaves_nothing(
 ) -> None:
     with pytest.raises(CloudUnsupportedError, match=r"Standard_A1_v2.*TrustedLaunch"):
         create_vm(clients, _vm_spec(image_version, vm_size="Standard_A1_v2"))
-    assert not (_types(fake) & NETWORK_TYPES)
+    assert not (fake.types() & NETWORK_TYPES)
     assert fake.of_type("Microsoft.Compute/virtualMachines") == []
 
 
@@ -137,7 +133,7 @@ def test_quota_error_cleans_up(fake: FakeAzure, clients: AzureClients, image_ver
     )
     with pytest.raises(CloudQuotaError, match="quota"):
         create_vm(clients, _vm_spec(image_version))
-    assert not (_types(fake) & NETWORK_TYPES)
+    assert not (fake.types() & NETWORK_TYPES)
 
 
 @pytest.mark.parametrize(

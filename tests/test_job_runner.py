@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
-from agent_harness import SYSTEM_PYTHON, running_agent
+from agent_harness import running_agent, write_toy_job
 from aicert.builder.job_file import load_job_file
 from aicert.builder.job_runner import (
     CERTIFICATE_NAME,
@@ -21,65 +20,10 @@ from conftest import ProvisionedSwtpm
 pytestmark = pytest.mark.swtpm
 
 
-EVALUATE = """
-import json, os
-size = os.path.getsize(os.path.join(os.environ["AICERT_WEIGHTS"], "weights.bin"))
-json.dump({"size": size, "score": 0.5}, open(os.environ["AICERT_RESULTS"], "w"))
-"""
-
-
-def _job(tmp_path: Path, exit_status: int = 0, *, evaluate: bool = False) -> Path:
-    code = tmp_path / "code"
-    code.mkdir()
-    (code / "train.py").write_text(
-        textwrap.dedent(
-            f"""
-            import os, sys
-            out = os.environ["AICERT_OUTPUT"]
-            open(os.path.join(out, "weights.bin"), "wb").write(b"w" * 1000)
-            print("trained", flush=True)
-            sys.exit({exit_status})
-            """
-        )
-    )
-    (tmp_path / "data.txt").write_text("1 2 3\n")
-    job = tmp_path / "job.toml"
-    job.write_text(
-        textwrap.dedent(
-            f"""
-            command = ["{SYSTEM_PYTHON}", "train.py"]
-            output = "model"
-            [code]
-            path = "code"
-            [[data]]
-            name = "numbers"
-            path = "data.txt"
-            """
-        )
-    )
-    if evaluate:
-        (tmp_path / "eval").mkdir()
-        (tmp_path / "eval" / "evaluate.py").write_text(EVALUATE)
-        with job.open("a") as f:
-            f.write(
-                textwrap.dedent(
-                    f"""
-                    [[evaluation]]
-                    name = "size"
-                    command = ["{SYSTEM_PYTHON}", "evaluate.py"]
-                    results = "results.json"
-                    [evaluation.code]
-                    path = "eval"
-                    """
-                )
-            )
-    return job
-
-
 def test_a_job_runs_and_its_verified_result_appears(
     provisioned_swtpm: ProvisionedSwtpm, tmp_path: Path
 ) -> None:
-    job = load_job_file(_job(tmp_path))
+    job = load_job_file(write_toy_job(tmp_path))
     ca = provisioned_swtpm.ca
     said: list[str] = []
     with running_agent(provisioned_swtpm.tcti, ca) as agent:
@@ -104,7 +48,7 @@ def test_a_job_runs_and_its_verified_result_appears(
 def test_evaluations_are_run_downloaded_and_verified(
     provisioned_swtpm: ProvisionedSwtpm, tmp_path: Path
 ) -> None:
-    job = load_job_file(_job(tmp_path, evaluate=True))
+    job = load_job_file(write_toy_job(tmp_path, evaluate=True))
     ca = provisioned_swtpm.ca
     said: list[str] = []
     with running_agent(provisioned_swtpm.tcti, ca) as agent:
@@ -124,7 +68,7 @@ def test_evaluations_are_run_downloaded_and_verified(
 
 
 def test_a_failed_job_leaves_nothing(provisioned_swtpm: ProvisionedSwtpm, tmp_path: Path) -> None:
-    job = load_job_file(_job(tmp_path, exit_status=3))
+    job = load_job_file(write_toy_job(tmp_path, exit_status=3))
     ca = provisioned_swtpm.ca
     with (
         running_agent(provisioned_swtpm.tcti, ca) as agent,
