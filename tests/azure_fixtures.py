@@ -26,6 +26,16 @@ def fake() -> FakeAzure:
     return azure
 
 
+def sparse_disk(path: Path, size: int, chunks: dict[int, bytes]) -> Path:
+    """A sparse raw disk of ``size`` bytes holding ``chunks`` at their offsets."""
+    with path.open("wb") as f:
+        f.truncate(size)
+        for offset, data in chunks.items():
+            f.seek(offset)
+            f.write(data)
+    return path
+
+
 def cli_context(fake: FakeAzure) -> dict[str, object]:
     """The click context object that points aicert-build's Azure commands at ``fake``."""
     return {
@@ -46,10 +56,7 @@ def clients(fake: FakeAzure) -> AzureClients:
 @pytest.fixture
 def image_version(clients: AzureClients, tmp_path: Path) -> str:
     """A gallery image version published from a small disk with 1 MiB of data."""
-    disk = tmp_path / "disk.raw"
-    with disk.open("wb") as f:
-        f.truncate(24 * MIB)
-        f.write(os.urandom(MIB))
+    disk = sparse_disk(tmp_path / "disk.raw", 24 * MIB, {0: os.urandom(MIB)})
     spec = DeploymentSpec(
         resource_group=RG, location="westeurope", disk=disk, image_version="1.0.0"
     )

@@ -46,7 +46,7 @@ from aicert.verifier.errors import InputError
 from azure.core.credentials import AccessToken
 from azure.mgmt.compute import models as cm
 from azure_fake import FakeAzure, FakeCredential
-from azure_fixtures import MIB, RG, cli_context
+from azure_fixtures import MIB, RG, cli_context, sparse_disk
 from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -61,19 +61,10 @@ IMAGES = "Microsoft.Compute/galleries/images"
 GALLERIES = "Microsoft.Compute/galleries"
 
 
-def _disk(path: Path, size: int, chunks: dict[int, bytes]) -> Path:
-    with path.open("wb") as f:
-        f.truncate(size)
-        for offset, data in chunks.items():
-            f.seek(offset)
-            f.write(data)
-    return path
-
-
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Path:
     """A 48 MiB sparse image with some boot-like data scattered over it."""
-    return _disk(
+    return sparse_disk(
         tmp_path / "disk.raw",
         48 * MIB,
         {0: os.urandom(64 * 1024), 5 * MIB: os.urandom(9 * MIB), 47 * MIB: os.urandom(4096)},
@@ -181,7 +172,7 @@ def test_deploy_creates_a_trusted_launch_image_version(
 def test_sparse_1_gib_image_uploads_only_its_non_zero_pages(
     fake: FakeAzure, clients: AzureClients, tmp_path: Path
 ) -> None:
-    disk = _disk(
+    disk = sparse_disk(
         tmp_path / "disk.raw",
         1 << 30,
         {0: os.urandom(1000), 300 * MIB: os.urandom(3 * MIB), (1 << 30) - 4096: b"end"},
@@ -202,7 +193,7 @@ def test_sparse_1_gib_image_uploads_only_its_non_zero_pages(
 def test_page_writes_run_in_parallel(
     fake: FakeAzure, clients: AzureClients, tmp_path: Path
 ) -> None:
-    disk = _disk(tmp_path / "disk.raw", 64 * MIB, {MIB: os.urandom(40 * MIB)})
+    disk = sparse_disk(tmp_path / "disk.raw", 64 * MIB, {MIB: os.urandom(40 * MIB)})
     fake.page_latency = 0.02
     result = _deploy(clients, disk, workers=8)
     assert result.upload is not None
@@ -238,7 +229,7 @@ def test_same_version_for_another_disk_is_a_conflict(
     fake: FakeAzure, clients: AzureClients, small_disk: Path, tmp_path: Path
 ) -> None:
     _deploy(clients, small_disk)
-    other = _disk(tmp_path / "other.raw", 30 * MIB, {0: b"different"})
+    other = sparse_disk(tmp_path / "other.raw", 30 * MIB, {0: b"different"})
     with pytest.raises(CloudConflictError, match="new --image-version"):
         _deploy(clients, other)
 

@@ -13,20 +13,12 @@ from pathlib import Path
 import pytest
 from aicert.builder import vhd
 from aicert.verifier.errors import FormatError, InputError
+from azure_fixtures import sparse_disk
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 MIB = 1 << 20
 needs_qemu_img = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img missing")
-
-
-def _sparse_disk(path: Path, size: int, chunks: dict[int, bytes]) -> Path:
-    with path.open("wb") as f:
-        f.truncate(size)
-        for offset, data in chunks.items():
-            f.seek(offset)
-            f.write(data)
-    return path
 
 
 def _footer(size: int = 20 * MIB) -> vhd.VhdFooter:
@@ -194,7 +186,7 @@ def test_unique_id_is_deterministic_per_digest() -> None:
 
 
 def test_sha256_of_sparse_and_dense_files(tmp_path: Path) -> None:
-    sparse = _sparse_disk(tmp_path / "s.raw", 9 * MIB + 123, {5 * MIB: b"x" * 5000, 9 * MIB: b"y"})
+    sparse = sparse_disk(tmp_path / "s.raw", 9 * MIB + 123, {5 * MIB: b"x" * 5000, 9 * MIB: b"y"})
     dense = tmp_path / "d.raw"
     dense.write_bytes(os.urandom(3 * MIB + 7))
     for path in (sparse, dense):
@@ -203,7 +195,7 @@ def test_sha256_of_sparse_and_dense_files(tmp_path: Path) -> None:
 
 @needs_qemu_img
 def test_written_vhd_is_read_by_qemu_with_the_padded_size(tmp_path: Path) -> None:
-    raw = _sparse_disk(
+    raw = sparse_disk(
         tmp_path / "disk.raw", 30 * MIB + 4096, {0: b"\xeb\x3c\x90", 17 * MIB: os.urandom(70000)}
     )
     digest = vhd.sha256_of(raw)
@@ -227,7 +219,7 @@ def test_written_vhd_is_read_by_qemu_with_the_padded_size(tmp_path: Path) -> Non
 
 @needs_qemu_img
 def test_qemu_refuses_a_footer_our_parser_refuses(tmp_path: Path) -> None:
-    raw = _sparse_disk(tmp_path / "disk.raw", 2 * MIB, {0: b"boot"})
+    raw = sparse_disk(tmp_path / "disk.raw", 2 * MIB, {0: b"boot"})
     image = vhd.fixed_vhd_for(raw, digest_hex=vhd.sha256_of(raw), timestamp=0)
     out = tmp_path / "bad.vhd"
     vhd.write_vhd(image, out)
@@ -244,7 +236,7 @@ def test_qemu_refuses_a_footer_our_parser_refuses(tmp_path: Path) -> None:
 
 
 def test_small_disks_are_padded_to_the_minimum(tmp_path: Path) -> None:
-    raw = _sparse_disk(tmp_path / "disk.raw", 1000, {0: b"x"})
+    raw = sparse_disk(tmp_path / "disk.raw", 1000, {0: b"x"})
     image = vhd.fixed_vhd_for(raw, digest_hex="00" * 32, timestamp=0, min_disk_size=20 * MIB)
     assert image.disk_size == 20 * MIB
     assert image.size == 20 * MIB + 512
