@@ -1,5 +1,7 @@
 # aicert — the two commands a newcomer needs are `make demo` and `make test`.
 VENV     ?= .venv
+# Where `make demo` writes the image, the job's output and the certificate.
+OUT      ?= out
 PYTHON   ?= python3
 PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed
@@ -29,7 +31,7 @@ unit: setup
 
 # The main job end to end: build the image, boot it, train, verify, tamper, refuse.
 demo: setup
-	bash scripts/demo.sh out
+	bash scripts/demo.sh $(OUT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

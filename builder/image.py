@@ -116,11 +116,13 @@ def build_image(request: ImageRequest, on_line: Callable[[str], None]) -> BuildR
     profile = check_profile(request.profile, request.source_root)
     output = request.output.absolute()
     parent = output.parent
-    if not parent.is_dir():
-        raise InputError(f"the output's parent directory {parent} does not exist")
+    if parent.exists() and not parent.is_dir():
+        raise InputError(f"the output's parent {parent} is not a directory")
     if output.exists() and not (output / "recipe.json").is_file():
         raise InputError(f"{output} exists and is not an aicert image directory; not replacing it")
     lock = load_lock(request.lock_path)
+    # Like `run --output`: a fresh clone has no out/, and a newcomer should not need it.
+    parent.mkdir(parents=True, exist_ok=True)
     request.package_cache.mkdir(parents=True, exist_ok=True)
     check_free_space(parent, request.min_free_bytes)
     check_free_space(request.package_cache, request.min_free_bytes)

@@ -6,8 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=.venv/bin
 out=${1:-out}
-nonce=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# The job's freshness nonce; AICERT_DEMO_NONCE lets a caller (the system test) check it.
+nonce=${AICERT_DEMO_NONCE:-$(python3 -c 'import secrets; print(secrets.token_hex(16))')}
+if [[ -t 1 && -z "${NO_COLOR:-}" ]]; then bold=$'\033[1m' plain=$'\033[0m'; else bold='' plain=''; fi
+step() { printf '\n%s== %s%s\n' "$bold" "$*" "$plain"; }
 
 step "1/4  Build the measured OS image (mkosi; cached after the first build)"
 "$bin/aicert-build" image --output "$out/image"

@@ -1,85 +1,89 @@
-"""The local platform end to end: build, boot in QEMU, run the demo job, verify (system test)."""
+"""The README's main command end to end, as a newcomer runs it (system test).
+
+``make demo OUT=...`` into a folder whose parent does not exist yet: it builds the image,
+boots it in QEMU, runs the demo job, verifies the certificate and refuses tampered
+weights. The test then checks the verified output further as an auditor would.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
-from aicert.builder.job_file import load_job_file
-from aicert.builder.local_run import LocalRun, run_local
 from aicert.verifier.cli import main as verify_main
 
-DEMO_JOB = Path(__file__).resolve().parents[1] / "examples" / "demo" / "job.toml"
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "examples" / "demo"
+NONCE = "5eed" * 8
 
 
 @pytest.mark.system
-def test_demo_job_runs_in_the_measured_image_and_verifies(
+def test_make_demo_from_scratch_verifies_and_refuses_tampering(
     built_image: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    job = load_job_file(DEMO_JOB)
-    said: list[str] = []
-    outcome = run_local(
-        LocalRun(image=built_image, output=tmp_path / "out", ca_dir=tmp_path / "ca"),
-        job,
-        say=said.append,
-        log_sink=lambda _chunk: None,
+    out = tmp_path / "not" / "yet" / "there"
+    env = {**os.environ, "AICERT_DEMO_NONCE": NONCE, "NO_COLOR": "1"}
+    demo = subprocess.run(
+        ["make", "-C", str(REPO), "demo", f"OUT={out}"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    assert outcome.report.ok
-    checks = {r.check: r.status.value for r in outcome.report.results}
+    said = demo.stdout + demo.stderr
+    assert demo.returncode == 0, said[-4000:]
+    assert "VERIFIED: every check that ran passed" in demo.stdout
+    assert "demo: the tampered weights were refused, as they must be." in demo.stdout
+    assert "\033[" not in said, "NO_COLOR is honoured"
+
+    image, result = out / "image", out / "demo"
+    results = result / "evaluations" / "accuracy" / "results.json"
+    assert json.loads(results.read_text())["accuracy"] > 0.8
+    args = [
+        str(result / "certificate.aicert.json"),
+        *("--recipe", str(image / "recipe.json"), "--platform-profile", "qemu"),
+        *("--trust-root", str(result / "local-ca-root.pem"), "--nonce", NONCE),
+        *("--json", "--weights", str(result / "model")),
+        *("--results", f"accuracy={results}"),
+    ]
+    report = _verify(args, capsys, expect=0)
+    checks = {r["check"]: r["status"] for r in report["results"]}
     for check in ("boot-pcrs", "platform-profile", "firmware-log", "cel-log", "weights"):
         assert checks[check] == "passed", (check, checks)
     assert checks["evaluations"] == "passed"
-    results = outcome.output_dir / "evaluations" / "accuracy" / "results.json"
-    assert json.loads(results.read_text())["accuracy"] > 0.8
-
-    args = [
-        str(outcome.certificate),
-        "--recipe",
-        str(built_image / "recipe.json"),
-        "--platform-profile",
-        "qemu",
-        "--trust-root",
-        str(outcome.output_dir / "local-ca-root.pem"),
-        "--nonce",
-        job.nonce,
-        "--weights",
-        str(outcome.weights),
-        "--results",
-        f"accuracy={results}",
-    ]
-    with pytest.raises(SystemExit) as verified:
-        verify_main(args)
-    assert verified.value.code == 0, capsys.readouterr().out
 
     # Benchmark linking: altered results or evaluation data are refused as well.
     forged = tmp_path / "results.json"
     forged.write_text(results.read_text().replace('"accuracy": 0.', '"accuracy": 1.'))
-    out = _refused([*args[:-1], f"accuracy={forged}"], capsys)
-    assert "NOT VERIFIED: files: " in out
-    assert "results file of evaluation 'accuracy'" in out
+    text = json.dumps(_verify([*args[:-1], f"accuracy={forged}"], capsys, expect=1))
+    assert "results file of evaluation 'accuracy'" in text
     test_set = tmp_path / "digits-test.csv"
-    data = (DEMO_JOB.parent / "data" / "digits-test.csv").read_text()
+    data = (DEMO / "data" / "digits-test.csv").read_text()
     test_set.write_text(data.replace("\n0,", "\n1,", 1))
-    out = _refused([*args, "--input", f"accuracy/digits-test={test_set}"], capsys)
-    assert "is not the input 'accuracy/digits-test'" in out
+    text = json.dumps(
+        _verify([*args, "--input", f"accuracy/digits-test={test_set}"], capsys, expect=1)
+    )
+    assert "is not the input 'accuracy/digits-test'" in text
 
-    tampered = tmp_path / "tampered"
-    shutil.copytree(outcome.weights, tampered)
-    weights = tampered / "weights.json"
-    data = bytearray(weights.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    weights.write_bytes(bytes(data))
-    args[args.index(str(outcome.weights))] = str(tampered)
-    with pytest.raises(SystemExit) as refused:
+    # A weights file added next to the verified ones is refused too.
+    extra = tmp_path / "extra"
+    shutil.copytree(result / "model", extra)
+    (extra / "README").write_text("not trained\n")
+    args[args.index(str(result / "model"))] = str(extra)
+    text = json.dumps(_verify(args, capsys, expect=1))
+    assert '"weights"' in text
+
+
+def _verify(args: list[str], capsys: pytest.CaptureFixture[str], expect: int) -> dict[str, object]:
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
         verify_main(args)
-    assert refused.value.code == 1
-    assert "NOT VERIFIED: weights:" in capsys.readouterr().out
-
-
-def _refused(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    with pytest.raises(SystemExit) as refused:
-        verify_main(args)
-    assert refused.value.code == 1
-    return capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert exited.value.code == expect, out
+    report: dict[str, object] = json.loads(out)
+    return report
