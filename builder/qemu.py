@@ -99,17 +99,69 @@ def kvm_works() -> bool:
             return False
 
 
-_kvm_failed_at_run_time = False
 KVM_FAILURE_MARKERS = ("KVM internal error", "emulation failure")
 # How the agent's command line reports a fatal error (aicert.verifier.cli_runner).
 AGENT_ERROR_MARKER = "aicert-agent: error: "
+ACCEL_ENV = "AICERT_ACCEL"
+ACCELS = ("kvm", "tcg")
+
+
+def kvm_verdict_file() -> Path:
+    """Where hosts whose KVM failed a guest are remembered, so that later boots skip it."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "aicert" / "kvm-failed.json"
+
+
+def host_key() -> str:
+    """What KVM's behaviour depends on: QEMU, the host kernel and the CPU model."""
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{qemu_version()} | {os.uname().release} | {model}"
+
+
+def _failed_hosts() -> list[str]:
+    try:
+        hosts = json.loads(kvm_verdict_file().read_text())
+    except (OSError, ValueError):
+        return []
+    return [h for h in hosts if isinstance(h, str)] if isinstance(hosts, list) else []
+
+
+def remember_kvm_failure() -> None:
+    """Record that KVM failed a guest on this host (best effort: a cache, not a setting)."""
+    key = host_key()
+    hosts = _failed_hosts()
+    if key in hosts:
+        return
+    path = kvm_verdict_file()
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps([*hosts, key], indent=1) + "\n")
+        os.replace(tmp, path)
+
+
+def forced_accel() -> str | None:
+    """The accelerator named by $AICERT_ACCEL (kvm or tcg); None for auto (unset or "auto")."""
+    value = os.environ.get(ACCEL_ENV, "auto").strip().lower()
+    if value in ("", "auto"):
+        return None
+    if value not in ACCELS:
+        raise InputError(f"${ACCEL_ENV} must be kvm, tcg or auto, not {value!r}")
+    return value
 
 
 def choose_accel() -> str:
     """KVM if it runs guests here, else TCG. A probe that only starts OVMF can pass on
     hosts where the guest kernel later stops with "KVM internal error" (seen: MSR 0x10a),
-    so :meth:`Vm.wait_ready` also falls back to TCG at run time and remembers it."""
-    if _kvm_failed_at_run_time:
+    so :meth:`Vm.wait_ready` also falls back to TCG at run time and records the host in
+    :func:`kvm_verdict_file`; later boots on that host go straight to TCG."""
+    if host_key() in _failed_hosts():
+        log.info("KVM failed a guest on this host before (%s): using TCG", kvm_verdict_file())
         return "tcg"
     return "kvm" if kvm_works() else "tcg"
 
@@ -154,8 +206,9 @@ class Vm:
             if not firmware.is_file():
                 raise ToolError(f"{firmware} is missing; run scripts/install-host-deps.sh")
         self.spec = spec
-        self._auto_accel = spec.accel is None
-        self.accel = spec.accel or choose_accel()
+        forced = spec.accel or forced_accel()
+        self._auto_accel = forced is None
+        self.accel = forced or choose_accel()
         self.host_port = spec.host_port if spec.host_port is not None else free_port()
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._swtpm: Swtpm | None = None
@@ -282,9 +335,13 @@ class Vm:
         return any(marker in stderr for marker in KVM_FAILURE_MARKERS)
 
     def _restart_under_tcg(self) -> None:
-        global _kvm_failed_at_run_time  # noqa: PLW0603 - one answer per process
-        _kvm_failed_at_run_time = True
-        log.warning("KVM failed while running the guest; booting again under TCG")
+        remember_kvm_failure()
+        log.warning(
+            "KVM failed while running the guest; booting again under TCG "
+            "(remembered in %s; set %s=tcg to skip the attempt)",
+            kvm_verdict_file(),
+            ACCEL_ENV,
+        )
         self.stop(grace=0)
         self.accel = "tcg"
         self.start()
