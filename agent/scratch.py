@@ -3,8 +3,12 @@
 Inputs, outputs and the job log live on a disk the platform attaches (QEMU: a sparse
 file from ``aicert-build run``; Azure: an empty managed data disk), not in RAM and not
 on the read-only verity root. The disk arrives blank. Before the agent's API starts,
-``aicert-agent prepare-scratch`` formats it as ext4 labelled ``aicert-scratch``, which
+``aicert-scratch.service`` formats it as ext4 labelled ``aicert-scratch``, which
 ``var-lib-aicert.mount`` mounts; a disk that already carries the label is used as is.
+The unit runs ``python3 -m aicert.agent.scratch`` (:func:`main`), which imports nothing
+of the agent beyond this module: it lies on the boot's critical path, and the agent's
+whole command line costs seconds to import under emulation. ``aicert-agent
+prepare-scratch`` does the same by hand.
 
 Only a whole disk on which ``blkid -p`` finds nothing (no partition table, no file
 system, no RAID or LVM signature) is ever formatted, so no data can be lost; exactly
@@ -16,14 +20,16 @@ their size depends on the VM size, not on the job.
 
 from __future__ import annotations
 
+import argparse
 import re
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from aicert.verifier.errors import FormatError, InputError, ToolError
+from aicert.verifier.errors import AicertError, FormatError, InputError, ToolError
 
 from aicert.process import run
 
@@ -207,3 +213,20 @@ def prepare_scratch(
     if udev:
         run(["udevadm", "trigger", "--settle", "--action=change", device])
     return plan
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python3 -m aicert.agent.scratch [--wait S]``: what aicert-scratch.service runs."""
+    parser = argparse.ArgumentParser(prog="aicert-agent prepare-scratch", description=__doc__)
+    parser.add_argument("--wait", type=float, default=60.0)
+    args = parser.parse_args(argv)
+    try:
+        prepare_scratch(wait=args.wait, say=print)
+    except AicertError as exc:
+        print(f"aicert-agent prepare-scratch: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

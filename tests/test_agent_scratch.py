@@ -207,3 +207,32 @@ def test_scan_reads_sizes_and_flags(machine: FakeMachine) -> None:
     machine.add("sdb", 128 * MiB, model="Virtual Disk", ro=True)
     (disk,) = scan_disks(machine.sys_block, machine.dev)
     assert disk == _disk("sdb", size=128 * MiB, model="Virtual Disk", read_only=True)
+
+
+def test_the_boot_entry_point_imports_no_more_than_its_module() -> None:
+    import subprocess
+    import sys
+
+    probe_imports = (
+        "import sys, aicert.agent.scratch; "
+        "print(sorted(m for m in ('click', 'cryptography', 'tpm2_pytss', 'aicert.agent.cli') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe_imports], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
+
+
+def test_the_boot_entry_point_reports_one_line_and_the_exit_code(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from aicert.agent import scratch
+
+    def no_disk(**_kw: object) -> None:
+        raise ScratchDiskError("no blank disk found (looked at: vda)")
+
+    monkeypatch.setattr(scratch, "prepare_scratch", no_disk)
+    assert scratch.main(["--wait", "0"]) == ScratchDiskError("x").exit_code
+    err = capsys.readouterr().err
+    assert err == "aicert-agent prepare-scratch: no blank disk found (looked at: vda)\n"
