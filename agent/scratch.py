@@ -223,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         prepare_scratch(wait=args.wait, say=print)
     except AicertError as exc:
-        print(f"aicert-agent prepare-scratch: {exc.message}", file=sys.stderr)
+        # The host finds the failure on the console by this prefix (qemu.AGENT_ERROR_MARKER).
+        print(f"aicert-agent: error: {exc.message}", file=sys.stderr)
         return exc.exit_code
     return 0
 

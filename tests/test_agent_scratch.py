@@ -235,4 +235,4 @@ def test_the_boot_entry_point_reports_one_line_and_the_exit_code(
     monkeypatch.setattr(scratch, "prepare_scratch", no_disk)
     assert scratch.main(["--wait", "0"]) == ScratchDiskError("x").exit_code
     err = capsys.readouterr().err
-    assert err == "aicert-agent prepare-scratch: no blank disk found (looked at: vda)\n"
+    assert err == "aicert-agent: error: no blank disk found (looked at: vda)\n"
