@@ -256,3 +256,11 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(
         assert use_color(terminal) is colored
         assert use_color(pipe_like) is False
     os.close(leader)
+
+
+@pytest.mark.parametrize("program", sorted(PROGRAMS))
+def test_a_bare_command_shows_its_help(program: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(program, [], capsys)
+    assert code == 0
+    assert out.startswith(f"Usage: {program} [OPTIONS] COMMAND [ARGS]...")
+    assert err == ""

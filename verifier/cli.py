@@ -42,7 +42,7 @@ class _VerifyByDefault(AicertGroup):
         end = args.index("--") if "--" in args else len(args)
         verbose = [a for a in args[:end] if a in _VERBOSE][:1]
         rest = [a for a in args[:end] if a not in _VERBOSE] + args[end:]
-        if not rest or rest[0] not in (*self.commands, "-h", "--help", "--version"):
+        if rest and rest[0] not in (*self.commands, "-h", "--help", "--version"):
             rest = ["verify", *rest]
         return super().parse_args(ctx, [*verbose, *rest])
 

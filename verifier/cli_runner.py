@@ -28,6 +28,14 @@ EXIT_INPUT = InputError.exit_code
 EXIT_INTERRUPTED = 5
 
 
+# click 8.2 raises this for a group called without a command; click 8.1 has none.
+_NO_ARGS_IS_HELP: tuple[type[BaseException], ...] = tuple(
+    getattr(click.exceptions, name)
+    for name in ("NoArgsIsHelpError",)
+    if hasattr(click.exceptions, name)
+)
+
+
 class ReportedError(Exception):
     """A failure whose full report the command has already printed on stdout.
 
@@ -115,11 +123,16 @@ class AicertGroup(click.Group):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> NoReturn:
+        """Run and always exit (``standalone_mode`` is ignored: this is the handler)."""
         argv = list(sys.argv[1:] if args is None else args)
         prog = prog_name or self.name or "aicert"
         try:
             result = super().main(argv, prog, complete_var, standalone_mode=False, **extra)
         except BaseException as exc:
+            if isinstance(exc, _NO_ARGS_IS_HELP) and isinstance(exc, click.UsageError):
+                # A bare group shows its help, as with click 8.1 (the image's) and --help.
+                click.echo(exc.format_message())
+                sys.exit(0)
             failure = failure_of(exc)
             if failure is None:
                 raise
