@@ -3,7 +3,8 @@
 ``aicert-build run`` calls :func:`plan_job` first, so a typo in a job's ``path`` costs
 nothing instead of a VM boot; ``run --check`` stops after printing the plan. Local
 inputs are listed with the rules the upload applies (regular files and directories
-only, no links inside a tree, no devices or FIFOs), without reading their contents.
+only, no links inside a tree, no devices or FIFOs), without reading their contents;
+only an evaluation-only job's weights are hashed, against its linked certificate.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aicert.builder.agent_client import check_linked_certificate
 from aicert.builder.job_file import GitSource, JobFile, JobInput, LocalSource, UrlSource
-from aicert.verifier.certificate import load_certificate
 from aicert.verifier.errors import InputError
 from aicert.verifier.progress import format_bytes
 from aicert.verifier.treehash import list_tree
@@ -78,18 +79,24 @@ class JobPlan:
 
 
 def plan_job(job: JobFile) -> JobPlan:
-    """Check every local input of ``job`` (InputError naming file, input and path)."""
-    if job.linked_certificate is not None:
-        where = f"{job.path}: linked_certificate"
-        try:
-            load_certificate(job.linked_certificate)
-        except InputError as exc:
-            raise InputError(f"{where}: {exc.message}") from None
+    """Check every local input of ``job`` (InputError naming file, input and path).
+
+    A linked certificate must certify the job's weights (EvaluationError otherwise):
+    that costs one hash of the weights here instead of a boot.
+    """
     inputs = [_planned(item, item.name, job.path) for item in job.inputs]
     for evaluation in job.evaluations:
         inputs += [
             _planned(item, f"{evaluation.name}/{item.name}", job.path) for item in evaluation.inputs
         ]
+    if job.linked_certificate is not None and job.weights is not None:
+        weights = job.weights.source
+        if not isinstance(weights, LocalSource):
+            raise InputError(f"{job.path}: weights: an evaluation-only job's weights are local")
+        try:
+            check_linked_certificate(job.linked_certificate, weights.path)
+        except InputError as exc:
+            raise InputError(f"{job.path}: linked_certificate: {exc.message}") from None
     return JobPlan(
         job=job.path,
         nonce=job.nonce,

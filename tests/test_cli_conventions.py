@@ -60,6 +60,11 @@ def _make_files(root: Path) -> Files:
         'command = ["true"]\noutput = "model"\n[code]\npath = "fifo"\n'
     )
     (root / "broken.toml").write_text('command = "not a list"\n')
+    (root / "unlinked.toml").write_text(
+        'weights = { path = "code" }\nlinked_certificate = "missing.json"\n'
+        '[[evaluation]]\nname = "e"\ncode = { path = "code" }\ncommand = ["true"]\n'
+        'results = "r.json"\n'
+    )
     (root / "nonempty").mkdir()
     (root / "nonempty" / "old").write_text("old result")
     for profile in ("qemu",):
@@ -132,6 +137,7 @@ ROWS: list[Row] = [
     ("aicert-build", lambda f: ["run", f["typo.toml"]], 3),
     ("aicert-build", lambda f: ["run", "--check", f["typo.toml"]], 3),
     ("aicert-build", lambda f: ["run", "--check", f["fifo-input.toml"]], 3),
+    ("aicert-build", lambda f: ["run", "--check", f["unlinked.toml"]], 3),
     ("aicert-build", lambda f: ["run", f["job.toml"], "--output", f["nonempty"]], 3),
     ("aicert-build", lambda f: ["run", f["job.toml"], "--nonce", "zz"], 2),
     ("aicert-build", lambda f: ["run", f["job.toml"], "--caller-ip", "203.0.113.9"], 2),

@@ -12,9 +12,12 @@ import pytest
 from aicert.builder.cli import main as build_main
 from aicert.builder.job_file import load_job_file
 from aicert.builder.job_plan import plan_job
-from aicert.verifier.errors import InputError
+from aicert.verifier.errors import EvaluationError, InputError
 from aicert.verifier.treehash import hash_tree
+from certgen import issue_certificate
 from click.testing import CliRunner
+from conftest import ProvisionedSwtpm
+from cryptography.hazmat.primitives import serialization
 
 DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo"
 
@@ -113,3 +116,30 @@ def test_an_expected_digest_is_part_of_the_plan(tmp_path: Path) -> None:
     )
     (only,) = plan_job(load_job_file(tmp_path / "job.toml")).inputs
     assert (only.expected_sha256, only.files, only.size_bytes) == (digest, 1, 9)
+
+
+@pytest.mark.swtpm
+def test_a_linked_certificate_of_other_weights_is_refused_before_boot(
+    provisioned_swtpm: ProvisionedSwtpm, tmp_path: Path
+) -> None:
+    intermediate = provisioned_swtpm.ca.intermediate_certificate.public_bytes(
+        serialization.Encoding.DER
+    )
+    issued = issue_certificate(provisioned_swtpm.tcti, (intermediate,), tmp_path / "trained")
+    shutil.copytree(DEMO / "eval", tmp_path / "eval")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "weights.bin").write_bytes(b"not the certified weights")
+    job = tmp_path / "evaluate.toml"
+    for weights, ok in ((issued.weights, True), (other, False)):
+        job.write_text(
+            f'weights = {{ path = "{weights}" }}\nlinked_certificate = "{issued.path}"\n'
+            '[[evaluation]]\nname = "accuracy"\ncode = { path = "eval" }\n'
+            'command = ["python3", "evaluate.py"]\nresults = "results.json"\n'
+        )
+        if ok:
+            names = [item.name for item in plan_job(load_job_file(job)).inputs]
+            assert names == ["weights", "training-certificate", "accuracy/code"]
+        else:
+            with pytest.raises(EvaluationError, match=f"not {other}"):
+                plan_job(load_job_file(job))
