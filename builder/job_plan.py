@@ -151,7 +151,11 @@ def _local_tree(path: Path) -> tuple[str, int, int]:
 
 def render_plan(plan: JobPlan) -> str:
     """The plan as a table for people."""
-    nonce = f"{plan.nonce} (generated)" if plan.nonce_generated else plan.nonce
+    nonce = (
+        f"{plan.nonce} (generated; each run makes its own unless --nonce or the job sets one)"
+        if plan.nonce_generated
+        else plan.nonce
+    )
     lines = [f"job {plan.job}: checked; nothing was booted or sent", ""]
     if plan.command:
         lines.append(f"  command   {' '.join(plan.command)}")
