@@ -26,6 +26,7 @@ from aicert.agent import aia, intake, tls
 from aicert.agent.job import Agent, ApiError, parse_nonce
 from aicert.agent.tpm import FIRMWARE_EVENT_LOG, AgentTpm
 from aicert.verifier.errors import AicertError, FormatError, InputError
+from aicert.verifier.input_file import MAX_PEM_BYTES, read_input_file
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -355,7 +356,9 @@ def load_intermediates(directory: Path | None) -> tuple[bytes, ...]:
         if path.suffix not in (".pem", ".crt", ".der"):
             continue
         try:
-            certs = aia.parse_certificates(path.read_bytes())
+            certs = aia.parse_certificates(
+                read_input_file(path, "intermediate certificate", MAX_PEM_BYTES)
+            )
         except FormatError:
             raise InputError(f"{path} is not an X.509 certificate") from None
         found += [c.public_bytes(serialization.Encoding.DER) for c in certs]

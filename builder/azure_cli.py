@@ -15,11 +15,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+from aicert.builder.recipe import load_recipe
 from aicert.verifier.errors import InputError
+from aicert.verifier.input_file import MAX_PEM_BYTES, read_input_file
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from aicert import __version__
+
+AZURE_PROFILE = "azure"
 
 if TYPE_CHECKING:
     from .azure_clients import AzureClients
@@ -28,9 +32,11 @@ if TYPE_CHECKING:
 def _clients(ctx: click.Context, subscription: str) -> AzureClients:
     from .azure_clients import ClientOptions, connect  # noqa: PLC0415 - optional, slow import
 
-    # azure-identity logs a many-line report of every credential it tried; the error
-    # aicert raises says the same in one line. Keep it unless logging is configured.
-    logging.getLogger("azure").addHandler(logging.NullHandler())
+    # azure-identity logs a many-line warning naming every credential it tried, and
+    # azure-core logs each retry; the CloudError aicert raises says what matters in one
+    # line. `aicert-build -v` shows them.
+    verbose = bool(ctx.find_root().params.get("verbose"))
+    logging.getLogger("azure").setLevel(logging.NOTSET if verbose else logging.ERROR)
 
     obj = ctx.find_root().obj or {}
     return connect(
@@ -42,7 +48,7 @@ def _clients(ctx: click.Context, subscription: str) -> AzureClients:
 
 def _certificate_der(path: Path) -> bytes:
     """The DER bytes of the X.509 certificate in ``path`` (PEM or DER)."""
-    data = path.read_bytes()
+    data = read_input_file(path, "Secure Boot certificate", MAX_PEM_BYTES)
     try:
         cert = (
             x509.load_pem_x509_certificate(data)
@@ -52,6 +58,17 @@ def _certificate_der(path: Path) -> bytes:
     except ValueError as exc:
         raise InputError(f"{path} is not an X.509 certificate (PEM or DER)") from exc
     return cert.public_bytes(Encoding.DER)
+
+
+def _require_azure_profile(recipe_path: Path) -> None:
+    """Refuse an image built for another platform: it would not boot as Azure expects."""
+    inputs = load_recipe(recipe_path).get("inputs")
+    profile = inputs.get("profile") if isinstance(inputs, dict) else None
+    if profile != AZURE_PROFILE:
+        raise InputError(
+            f"{recipe_path} is the recipe of a {profile!r} image; deploy azure publishes only "
+            f"images built with 'aicert-build image --profile {AZURE_PROFILE}'"
+        )
 
 
 def _say(message: str) -> None:
@@ -100,14 +117,14 @@ def deploy() -> None:
     "--image",
     "image_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("out"),
+    default=Path("out/image"),
     show_default=True,
-    help="Directory holding the built disk.raw.",
+    help="Output directory of 'aicert-build image --profile azure' (disk.raw, recipe.json).",
 )
 @click.option(
     "--secure-boot-cert",
     "secure_boot_certs",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    type=click.Path(path_type=Path),
     multiple=True,
     help="Certificate (PEM or DER) that signs the UKI, added to the VMs' UEFI db so the "
     "image boots with Secure Boot on. Repeatable.",
@@ -135,6 +152,7 @@ def deploy_azure(
     """Upload disk.raw as a Trusted Launch gallery image version (idempotent, resumable)."""
     from .azure_deploy import DeploymentSpec, deploy_image  # noqa: PLC0415 - optional, slow import
 
+    _require_azure_profile(image_dir / "recipe.json")
     spec = DeploymentSpec(
         resource_group=resource_group,
         location=location,

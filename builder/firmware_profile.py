@@ -20,6 +20,7 @@ from pathlib import Path
 
 from aicert.agent.readiness import ReadinessReport
 from aicert.builder import qemu
+from aicert.builder.recipe import load_recipe
 from aicert.verifier.errors import InputError
 from aicert.verifier.firmware_replay import check_event_digests, replay, verify_against_pcrs
 from aicert.verifier.pcr import SHA256
@@ -47,7 +48,7 @@ def profile_from_report(report: ReadinessReport, vm: qemu.Vm, image: Path) -> Pl
     verify_against_pcrs(log, SHA256, report.pcrs, FIRMWARE_PCRS)
     replayed = replay(log, SHA256)
     pcrs = {pcr: replayed[pcr] for pcr in FIRMWARE_PCRS}
-    recipe = json.loads((image.parent / "recipe.json").read_text())
+    recipe = load_recipe(image.parent / "recipe.json")
     obtained = (
         f"aicert-build record-profile --platform qemu: PCRs replayed from the firmware event "
         f"log of a boot of image roothash {recipe['outputs']['roothash']} "

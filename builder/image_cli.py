@@ -18,8 +18,15 @@ from aicert.builder.image import (
 )
 from aicert.builder.mkosi import DEFAULT_PROFILE, PROFILES
 from aicert.builder.reproducibility import check_reproducible
-from aicert.verifier.errors import InputError
+from aicert.verifier.errors import AicertError, FormatError
+from aicert.verifier.input_file import MAX_UKI_BYTES, read_input_file
 from aicert.verifier.uki import predict_boot_pcrs
+
+
+class NotReproducibleError(AicertError):
+    """Two builds of the same recipe differ: the image is not reproducible."""
+
+    exit_code = 1
 
 
 def _step_printer(verbose: bool) -> Callable[[str], None]:
@@ -74,15 +81,14 @@ def image_command(
 
 
 @click.command("measure")
-@click.argument("uki", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("uki", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print {pcr: hex} as JSON.")
 def measure_command(uki: Path, as_json: bool) -> None:
     """Print the PCRs 4, 9, 11, 12, 13 expected when booting UKI directly."""
     try:
-        data = uki.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read {uki}: {exc.strerror}") from exc
-    prediction = predict_boot_pcrs(data)
+        prediction = predict_boot_pcrs(read_input_file(uki, "UKI", MAX_UKI_BYTES))
+    except FormatError as exc:
+        raise FormatError(f"UKI {uki}: {exc.message}") from None
     pcrs = {str(pcr): value.hex() for pcr, value in sorted(prediction.pcrs.items())}
     if as_json:
         click.echo(json.dumps(pcrs, indent=1))
@@ -133,14 +139,10 @@ def check_reproducible_command(profile: str, workdir: Path | None, verbose: bool
     ):
         click.echo(f"{label}: {'same' if same else 'DIFFERENT'}")
     if not comparison.reproducible:
-        raise SystemExit(
-            "aicert-build: error: the two builds differ, first in "
-            + comparison.differences[0]
-            + (
-                f" (also: {', '.join(comparison.differences[1:])})"
-                if len(comparison.differences) > 1
-                else ""
-            )
+        also = comparison.differences[1:]
+        raise NotReproducibleError(
+            f"the two builds differ, first in {comparison.differences[0]}"
+            + (f" (also: {', '.join(also)})" if also else "")
         )
     click.echo(
         f"reproducible: uki {outputs['uki']['sha256']}, roothash {outputs['roothash']}, "

@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from aicert.verifier.errors import FormatError, InputError
+from aicert.verifier.input_file import MAX_JOB_FILE_BYTES, read_input_file
 
 NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 SHA256: Final = re.compile(r"[0-9a-f]{64}")
@@ -207,12 +208,7 @@ class _Where:
 
 def load_job_file(path: Path) -> JobFile:
     """Read and check a job file; FormatError (or InputError) naming file and key."""
-    try:
-        text = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"job file {path} does not exist") from None
-    except OSError as exc:
-        raise InputError(f"cannot read job file {path}: {exc.strerror}") from None
+    text = read_input_file(path, "job file", MAX_JOB_FILE_BYTES)
     try:
         doc = tomllib.loads(text.decode("utf-8"))
     except UnicodeDecodeError:

@@ -56,10 +56,15 @@ class Verification:
     platform_profile: PlatformProfile | None
 
 
-def staging_dir(output: Path) -> Path:
-    """A fresh directory next to ``output`` (same file system, so the final rename is atomic)."""
+def check_output_dir(output: Path) -> None:
+    """Refuse an ``output`` that holds anything: a result never mixes with older files."""
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise InputError(f"output directory {output} exists and is not empty; choose another")
+
+
+def staging_dir(output: Path) -> Path:
+    """A fresh directory next to ``output`` (same file system, so the final rename is atomic)."""
+    check_output_dir(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
 

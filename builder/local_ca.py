@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aicert.verifier.errors import InputError
+from aicert.verifier.input_file import MAX_PEM_BYTES, read_input_file
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -204,8 +205,10 @@ class LocalCa:
         intermediate = _read_certificate(directory / _FILES["intermediate_cert"])
         key_path = directory / _FILES["intermediate_key"]
         try:
-            key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-        except (OSError, ValueError, TypeError) as exc:
+            key = serialization.load_pem_private_key(
+                read_input_file(key_path, "local CA key", MAX_PEM_BYTES), password=None
+            )
+        except (ValueError, TypeError) as exc:
             raise InputError(f"cannot read the local CA key {key_path}: {exc}") from exc
         if not isinstance(key, rsa.RSAPrivateKey) or key.public_key() != (
             intermediate.public_key()
@@ -288,7 +291,8 @@ def _write_private_key(path: Path, key: rsa.RSAPrivateKey) -> None:
 
 
 def _read_certificate(path: Path) -> x509.Certificate:
+    data = read_input_file(path, "local CA certificate", MAX_PEM_BYTES)
     try:
-        return x509.load_pem_x509_certificate(path.read_bytes())
-    except (OSError, ValueError) as exc:
+        return x509.load_pem_x509_certificate(data)
+    except ValueError as exc:
         raise InputError(f"cannot read the local CA certificate {path}: {exc}") from exc

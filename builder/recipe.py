@@ -16,6 +16,7 @@ from typing import Any
 
 from aicert.verifier.authenticode import authenticode_digest
 from aicert.verifier.errors import FormatError, InputError
+from aicert.verifier.input_file import MAX_RECIPE_BYTES, read_input_file
 from aicert.verifier.pe import find_section, parse_pe
 from aicert.verifier.uki import predict_boot_pcrs
 
@@ -115,11 +116,12 @@ def recipe_json(inputs: BuildInputs, outputs: dict[str, Any], pcrs: dict[str, An
 
 
 def load_recipe(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise InputError(f"{path} does not exist (not an aicert-build image directory?)")
+    data = read_input_file(path, "recipe", MAX_RECIPE_BYTES)
     try:
-        body = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise InputError(f"{path} does not exist (not an aicert-build image directory?)") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        body = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FormatError(f"cannot read recipe {path}: {exc}") from exc
     if not isinstance(body, dict) or body.get("format") != RECIPE_FORMAT:
         raise FormatError(f"{path} is not a format-{RECIPE_FORMAT} aicert recipe")

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import click
 from aicert.builder.job_file import MAX_SCRATCH_GIB, JobFile, load_job_file, with_nonce
-from aicert.builder.job_runner import JobOutcome
+from aicert.builder.job_plan import plan_job, render_plan
+from aicert.builder.job_runner import JobOutcome, check_output_dir
 from aicert.builder.local_run import DEFAULT_SCRATCH_BYTES, LocalRun, default_ca_dir, run_local
 from aicert.verifier.cli import load_root
-from aicert.verifier.errors import InputError
+from aicert.verifier.cli_params import nonce_value
+from aicert.verifier.cli_runner import use_color
 from aicert.verifier.report import render_json, render_text
 
 # Kept in step with aicert.builder.azure_run.DEFAULT_VM_SIZE and azure_vm.DEFAULT_SCRATCH_GIB,
@@ -57,6 +59,7 @@ DEFAULT_LOCAL_SCRATCH_GIB = DEFAULT_SCRATCH_BYTES >> 30
     "--nonce",
     metavar="HEX",
     default=None,
+    callback=nonce_value,
     help="Freshness nonce for this job (8-64 bytes, hex); overrides the job file's.",
 )
 @click.option(
@@ -67,7 +70,19 @@ DEFAULT_LOCAL_SCRATCH_GIB = DEFAULT_SCRATCH_BYTES >> 30
     f"{DEFAULT_LOCAL_SCRATCH_GIB} (local, a sparse file); azure: the job file's [azure] "
     f"scratch_gib, else {DEFAULT_AZURE_SCRATCH_GIB}].",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the verification report as JSON.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the verification report (or --check plan) as JSON.",
+)
+@click.option(
+    "--check",
+    "check_only",
+    is_flag=True,
+    help="Only check the job file and its local inputs and print what would be sent and "
+    "measured; boot nothing.",
+)
 @click.option(
     "--boot-timeout",
     type=click.FloatRange(0),
@@ -130,6 +145,7 @@ def run_command(
     nonce: str | None,
     scratch_gib: int | None,
     as_json: bool,
+    check_only: bool,
     boot_timeout: float,
     subscription: str | None,
     resource_group: str | None,
@@ -147,11 +163,20 @@ def run_command(
     Launch VM with Azure's vTPM (azure); the agent is attested before anything is
     sent; the weights, evaluation results and certificate land in OUTPUT only after
     they verify. Every process, temporary file and cloud resource is removed at the
-    end, also on failure or Ctrl-C.
+    end, also on failure or Ctrl-C. The job file and every local input are checked
+    before anything boots; --check stops there.
     """
     parsed = load_job_file(job)
     if nonce is not None:
         parsed = with_nonce(parsed, nonce)
+    plan = plan_job(parsed)
+    check_output_dir(output)
+    if check_only:
+        if as_json:
+            click.echo(json.dumps(plan.to_json(), indent=2))
+        else:
+            click.echo(render_plan(plan))
+        return
     azure_only = {
         "--resource-group": resource_group,
         "--location": location,
@@ -165,7 +190,7 @@ def run_command(
     if platform == "local":
         given = [name for name, value in azure_only.items() if value is not None]
         if given:
-            raise InputError(f"{', '.join(given)}: only for --platform azure")
+            raise click.UsageError(f"{', '.join(given)}: only for --platform azure")
         spec = LocalRun(
             image=image,
             output=output,
@@ -180,7 +205,7 @@ def run_command(
         )
     else:
         if ca_dir is not None:
-            raise InputError("--ca: only for --platform local (Azure's vTPM has its own CA)")
+            raise click.UsageError("--ca: only for --platform local (Azure's vTPM has its own CA)")
         required = {
             "--subscription (or $AZURE_SUBSCRIPTION_ID)": subscription,
             "--resource-group": resource_group,
@@ -190,7 +215,7 @@ def run_command(
         }
         missing = [name for name, value in required.items() if not value]
         if missing:
-            raise InputError(f"--platform azure needs {', '.join(missing)}")
+            raise click.UsageError(f"--platform azure needs {', '.join(missing)}")
         recipe = recipe or image / "recipe.json"
         outcome = _run_on_azure(
             ctx,
@@ -217,7 +242,7 @@ def run_command(
     if as_json:
         click.echo(json.dumps(render_json(outcome.report, outcome.certificate), indent=2))
     else:
-        click.echo(render_text(outcome.report, outcome.certificate, color=sys.stdout.isatty()))
+        click.echo(render_text(outcome.report, outcome.certificate, color=use_color(sys.stdout)))
         click.echo(
             f"\nAuditors verify it with:\n  aicert-verify {outcome.certificate} {verify_hint} "
             f"--nonce {parsed.nonce} --weights {outcome.weights}"

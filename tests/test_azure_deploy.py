@@ -10,6 +10,7 @@ import base64
 import dataclasses
 import datetime
 import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -42,8 +43,10 @@ from aicert.builder.azure_errors import (
 )
 from aicert.builder.azure_upload import RetryPolicy
 from aicert.builder.cli import main as build_main
+from aicert.builder.recipe import RECIPE_FORMAT
 from aicert.verifier.errors import InputError
 from azure.core.credentials import AccessToken
+from azure.identity import ChainedTokenCredential, EnvironmentCredential
 from azure.mgmt.compute import models as cm
 from azure_fake import FakeAzure, FakeCredential
 from azure_fixtures import MIB, RG, cli_context, sparse_disk
@@ -69,6 +72,13 @@ def small_disk(tmp_path: Path) -> Path:
         48 * MIB,
         {0: os.urandom(64 * 1024), 5 * MIB: os.urandom(9 * MIB), 47 * MIB: os.urandom(4096)},
     )
+
+
+def _image_dir(disk: Path, profile: str = "azure") -> str:
+    """The directory of ``disk``, with the recipe.json of a ``profile`` build next to it."""
+    recipe = {"format": RECIPE_FORMAT, "inputs": {"profile": profile}}
+    (disk.parent / "recipe.json").write_text(json.dumps(recipe))
+    return str(disk.parent)
 
 
 def _spec(disk: Path, version: str = "1.0.0") -> DeploymentSpec:
@@ -511,7 +521,7 @@ def test_cli_deploy_and_destroy(fake: FakeAzure, small_disk: Path) -> None:
             "--location",
             "westeurope",
             "--image",
-            str(small_disk.parent),
+            _image_dir(small_disk),
             "--image-version",
             "2.0.0",
         ],
@@ -528,7 +538,7 @@ def test_cli_deploy_and_destroy(fake: FakeAzure, small_disk: Path) -> None:
             "--location",
             "westeurope",
             "--image",
-            str(small_disk.parent),
+            _image_dir(small_disk),
             "--image-version",
             "2.0.0",
         ],
@@ -557,13 +567,48 @@ def test_cli_errors_are_one_line_with_the_cloud_exit_code(
             "--location",
             "westeurope",
             "--image",
-            str(small_disk.parent),
+            _image_dir(small_disk),
         ],
         obj=obj,
     )
     assert out.exit_code == 6
     (line,) = out.stderr.strip().splitlines()
     assert line.startswith("aicert-build: error: Resource group 'missing' could not be found")
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_cli_login_failure_is_one_line_unless_verbose(
+    fake: FakeAzure,
+    small_disk: Path,
+    verbose: bool,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A real azure-identity credential with nothing to log in with: it logs a many-line
+    # warning naming what it tried, then raises.
+    for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_USERNAME"):
+        monkeypatch.delenv(name, raising=False)
+    obj = {**cli_context(fake), "azure_credential": ChainedTokenCredential(EnvironmentCredential())}
+    args = ["deploy", "azure", "--subscription", fake.subscription, "--resource-group", RG,
+            "--location", "westeurope", "--image", _image_dir(small_disk)]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        build_main.main(["-v", *args] if verbose else args, "aicert-build", obj=obj)
+    assert exit_info.value.code == 6
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("aicert-build: error: not logged in to Azure")
+    azure_warnings = [r for r in caplog.records if r.name.startswith("azure.identity")]
+    assert bool(azure_warnings) == verbose
+
+
+def test_cli_refuses_an_image_built_for_another_platform(fake: FakeAzure, small_disk: Path) -> None:
+    args = ["deploy", "azure", "--subscription", fake.subscription, "--resource-group", RG,
+            "--location", "westeurope", "--image", _image_dir(small_disk, "qemu")]  # fmt: skip
+    out = CliRunner().invoke(build_main, args, obj=cli_context(fake))
+    assert out.exit_code == 3
+    (line,) = out.stderr.strip().splitlines()
+    assert "a 'qemu' image; deploy azure publishes only images built with" in line
+    assert fake.resources == {}
 
 
 @pytest.mark.parametrize(("state", "outcome"), [("Creating", "conflict"), ("Failed", "redone")])
@@ -641,7 +686,7 @@ def test_cli_reads_the_secure_boot_certificate(
     bogus.write_text("-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n")
     obj = cli_context(fake)
     args = ["deploy", "azure", "--subscription", fake.subscription, "--resource-group", RG,
-            "--location", "westeurope", "--image", str(small_disk.parent)]  # fmt: skip
+            "--location", "westeurope", "--image", _image_dir(small_disk)]  # fmt: skip
     bad = CliRunner().invoke(build_main, [*args, "--secure-boot-cert", str(bogus)], obj=obj)
     assert bad.exit_code == 3
     assert "not an X.509 certificate" in bad.stderr

@@ -79,8 +79,15 @@ def _flip(data: bytes, position: int) -> bytes:
 
 @pytest.mark.parametrize("position", range(len(GCP.quote)))
 def test_gcp_any_flipped_attest_byte_fails(position: int) -> None:
-    with pytest.raises(QuoteSignatureError):
+    # A flip that breaks the structure is malformed input; any other fails the signature.
+    with pytest.raises((QuoteSignatureError, QuoteStructureError, FormatError)):
         verify_quote_signature(_flip(GCP.quote, position), GCP.signature, GCP_AK, allow_sha1=True)
+
+
+def test_truncated_quote_is_malformed_not_a_bad_signature() -> None:
+    for end in range(len(GCP.quote)):
+        with pytest.raises(FormatError):
+            verify_quote_signature(GCP.quote[:end], GCP.signature, GCP_AK, allow_sha1=True)
 
 
 def test_gcp_any_flipped_signature_byte_fails() -> None:
@@ -322,7 +329,7 @@ def test_swtpm_quote(tpm: Tools, kind: str) -> None:
         verify_pcr_digest(attest, {**expected, 15: bytes(32)})
 
     for position in range(len(q.message)):
-        with pytest.raises(QuoteSignatureError):
+        with pytest.raises((QuoteSignatureError, QuoteStructureError, FormatError)):
             verify_quote_signature(_flip(q.message, position), q.signature, ak)
     for position in range(0, len(q.signature), 3):
         with pytest.raises(QuoteSignatureError):

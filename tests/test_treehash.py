@@ -700,5 +700,7 @@ def test_cli_errors_are_aicert_errors(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "pipe")
     result = CliRunner().invoke(digest_command, [str(tmp_path)])
     assert isinstance(result.exception, InputError)
+    # A shard size the format forbids is a bad option value (usage, exit 2), not bad input.
     result = CliRunner().invoke(digest_command, [str(tmp_path), "--shard-size", "5"])
-    assert isinstance(result.exception, InputError)
+    assert result.exit_code == 2
+    assert "--shard-size" in result.output

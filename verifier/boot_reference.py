@@ -7,10 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .canonical_json import parse_json
-from .errors import BootPcrError, FormatError, InputError
+from .errors import BootPcrError, FormatError
+from .input_file import MAX_RECIPE_BYTES, MAX_UKI_BYTES, read_input_file
 from .uki import BOOT_PCRS, predict_boot_pcrs
-
-MAX_UKI_BYTES = 512 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -42,9 +41,12 @@ class BootReference:
 
 def reference_from_uki(path: Path) -> BootReference:
     """Predict PCRs 4, 9, 11, 12, 13 from the UKI itself (e.g. an auditor's rebuild)."""
-    data = _read(path, "UKI", MAX_UKI_BYTES)
-    prediction = predict_boot_pcrs(data)
-    secure = predict_boot_pcrs(data, secure_boot=True)
+    data = read_input_file(path, "UKI", MAX_UKI_BYTES)
+    try:
+        prediction = predict_boot_pcrs(data)
+        secure = predict_boot_pcrs(data, secure_boot=True)
+    except FormatError as exc:
+        raise FormatError(f"UKI {path}: {exc.message}") from None
     return BootReference(
         source=f"UKI {path.name} (systemd-stub {prediction.stub_version})",
         pcrs=prediction.pcrs,
@@ -54,7 +56,7 @@ def reference_from_uki(path: Path) -> BootReference:
 
 def reference_from_recipe(path: Path) -> BootReference:
     """The PCRs that ``aicert-build image`` predicted into recipe.json's ``expected_pcrs``."""
-    doc = parse_json(_read(path, "recipe", 16 * 1024 * 1024), f"recipe {path}")
+    doc = parse_json(read_input_file(path, "recipe", MAX_RECIPE_BYTES), f"recipe {path}")
     if not isinstance(doc, Mapping):
         raise FormatError(f"recipe {path} must be a JSON object")
     expected = doc.get("expected_pcrs")
@@ -87,16 +89,3 @@ def _hex_pcrs(raw: object, required: tuple[object, ...], where: str) -> dict[int
         except ValueError:
             raise FormatError(f"{where}[{key}] is not hex") from None
     return pcrs
-
-
-def _read(path: Path, what: str, limit: int) -> bytes:
-    try:
-        if path.stat().st_size > limit:
-            raise InputError(f"{what} {path} is larger than {limit} bytes")
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{what} {path} does not exist") from None
-    except IsADirectoryError:
-        raise InputError(f"{what} {path} is a directory") from None
-    except OSError as exc:
-        raise InputError(f"cannot read {what} {path}: {exc.strerror}") from None

@@ -25,10 +25,10 @@ from typing import Any
 from .canonical_json import parse_json
 from .cel import CelRecord, parse_cel
 from .dsse import Envelope, b64decode, parse_envelope
-from .errors import FormatError, InputError
+from .errors import FormatError
+from .input_file import MAX_CERTIFICATE_BYTES, read_input_file
 
 MEDIA_TYPE = "application/vnd.aicert.certificate.v1+json"
-MAX_CERTIFICATE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -81,18 +81,11 @@ def _b64(data: bytes) -> str:
 
 
 def load_certificate(path: Path) -> Certificate:
+    data = read_input_file(path, "certificate", MAX_CERTIFICATE_BYTES)
     try:
-        size = path.stat().st_size
-        if size > MAX_CERTIFICATE_BYTES:
-            raise InputError(f"{path}: {size} bytes is too large for a certificate")
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"certificate {path} does not exist") from None
-    except IsADirectoryError:
-        raise InputError(f"{path} is a directory, not a certificate file") from None
-    except OSError as exc:
-        raise InputError(f"cannot read certificate {path}: {exc.strerror}") from None
-    return parse_certificate(data)
+        return parse_certificate(data)
+    except FormatError as exc:
+        raise FormatError(f"{path}: {exc.message}") from None
 
 
 def parse_certificate(data: bytes) -> Certificate:

@@ -22,22 +22,29 @@ from .ak_chain import bundled_roots
 from .bom import export_cyclonedx
 from .boot_reference import reference_from_recipe, reference_from_uki
 from .certificate import load_certificate
-from .cli_runner import AicertGroup, run_cli
+from .cli_params import nonce_value
+from .cli_runner import AicertGroup, ReportedError, run_cli, use_color
 from .digest_cli import digest_command
 from .errors import EXIT_CODES, InputError
+from .input_file import MAX_PEM_BYTES, read_input_file
 from .platform_profile import bundled_profile_names, load_profile
 from .report import render_json, render_text
-from .verify import Policy, verify_certificate
+from .verify import Policy, Status, verify_certificate
 from .weights import tree_digest_of
+
+_VERBOSE = ("-v", "--verbose")
 
 
 class _VerifyByDefault(AicertGroup):
-    """``aicert-verify CERT`` means ``aicert-verify verify CERT``."""
+    """``aicert-verify CERT`` means ``aicert-verify verify CERT``; ``-v`` goes anywhere."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ("-h", "--help", "--version"):
-            args = ["verify", *args]
-        return super().parse_args(ctx, args)
+        end = args.index("--") if "--" in args else len(args)
+        verbose = [a for a in args[:end] if a in _VERBOSE][:1]
+        rest = [a for a in args[:end] if a not in _VERBOSE] + args[end:]
+        if rest and rest[0] not in (*self.commands, "-h", "--help", "--version"):
+            rest = ["verify", *rest]
+        return super().parse_args(ctx, [*verbose, *rest])
 
 
 _EPILOG = "Exit status: " + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items())
@@ -86,7 +93,7 @@ def cli(verbose: bool) -> None:
 @click.option(
     "--platform-profile",
     metavar="NAME|FILE",
-    help="Firmware reference profile for PCRs 0-3, 5, 7 (bundled: "
+    help="Firmware reference profile for PCRs 0-3 and 7 (bundled: "
     + (", ".join(bundled_profile_names()) or "none")
     + ").",
 )
@@ -97,7 +104,12 @@ def cli(verbose: bool) -> None:
     type=click.Path(path_type=Path),
     help="PEM file of a root CA for the AK chain (repeatable); the Azure vTPM root is bundled.",
 )
-@click.option("--nonce", metavar="HEX", help="The nonce sent with the job: proves freshness.")
+@click.option(
+    "--nonce",
+    callback=nonce_value,
+    metavar="HEX",
+    help="The nonce sent with the job (8-64 bytes, hex): proves freshness.",
+)
 @click.option(
     "--input",
     "inputs",
@@ -144,7 +156,6 @@ def verify(
     """
     if sum(x is not None for x in (recipe, uki)) + any_image > 1:
         raise click.UsageError("give at most one of --recipe, --uki and --any-image")
-    cert = load_certificate(certificate)
     if recipe is not None:
         reference = reference_from_recipe(recipe)
     elif uki is not None:
@@ -163,13 +174,14 @@ def verify(
         input_paths=_named_paths(inputs, "--input"),
         results_paths=_named_paths(results, "--results"),
     )
-    report = verify_certificate(cert, policy)
+    report = verify_certificate(load_certificate(certificate), policy)
     if as_json:
         click.echo(json.dumps(render_json(report, certificate), indent=2))
     else:
-        click.echo(render_text(report, certificate, color=sys.stdout.isatty()))
+        click.echo(render_text(report, certificate, color=use_color(sys.stdout)))
     if report.error is not None:
-        sys.exit(report.error.exit_code)
+        failed = next(r.check for r in report.results if r.status is Status.FAILED)
+        raise ReportedError(report.error, failed)
     if export_bom is not None and report.provenance is not None:
         export_cyclonedx(report.provenance, certificate, export_bom[1])
         click.echo(f"wrote CycloneDX ML-BOM to {export_bom[1]}", err=True)
@@ -189,10 +201,9 @@ cli.add_command(digest_command)
 
 
 def load_root(path: Path) -> x509.Certificate:
+    data = read_input_file(path, "trust root", MAX_PEM_BYTES)
     try:
-        return x509.load_pem_x509_certificate(path.read_bytes())
-    except OSError as exc:
-        raise InputError(f"cannot read trust root {path}: {exc.strerror}") from None
+        return x509.load_pem_x509_certificate(data)
     except ValueError:
         raise InputError(f"trust root {path} is not a PEM X.509 certificate") from None
 

@@ -10,8 +10,9 @@ from typing import Any
 
 import click
 
+from .cli_params import shard_size_value
 from .errors import InputError
-from .filehash import DEFAULT_SHARD_SIZE
+from .filehash import DEFAULT_SHARD_SIZE, MIN_SHARD_SIZE
 from .progress import format_bytes, progress_for
 from .treehash import hash_tree
 from .treemanifest import TreeManifest, model_signing_digest
@@ -48,10 +49,12 @@ def summary(manifest: TreeManifest, elapsed: float) -> dict[str, Any]:
 )
 @click.option(
     "--shard-size",
-    type=click.IntRange(min=0),
+    type=int,
+    callback=shard_size_value,
     default=DEFAULT_SHARD_SIZE,
     show_default=True,
-    help="Bytes per independently hashed shard of a large file; 0 = plain SHA-256 per file.",
+    help="Bytes per independently hashed shard of a large file (at least "
+    f"{MIN_SHARD_SIZE}); 0 = plain SHA-256 per file.",
 )
 @click.option(
     "--follow-symlinks",

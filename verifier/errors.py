@@ -158,8 +158,8 @@ class WeightsError(VerificationError):
 EXIT_CODES: dict[int, str] = {
     0: "every check passed",
     1: "a verification check failed",
-    2: "usage error (bad command-line arguments)",
-    3: "bad input: a file is missing, unreadable or malformed",
+    2: "usage error (bad command-line arguments or option values)",
+    3: "bad input: a file is missing, unreadable, the wrong kind, too large or malformed",
     4: "an external tool is missing or failed",
     5: "interrupted",
     6: "the cloud provider refused or failed a request",

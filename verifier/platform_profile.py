@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .canonical_json import parse_json
 from .errors import FormatError, InputError, PlatformProfileError
+from .input_file import MAX_PROFILE_BYTES, read_input_file
 
 FIRMWARE_PCRS = (0, 1, 2, 3, 7)
 
@@ -52,12 +53,12 @@ def load_profile(name_or_path: str) -> PlatformProfile:
         res = resources.files(__package__).joinpath("data", f"platform-{name_or_path}.json")
         return parse_profile(res.read_bytes(), name_or_path)
     path = Path(name_or_path)
-    if not path.is_file():
+    if not path.exists():
         known = ", ".join(bundled_profile_names()) or "none"
         raise InputError(
             f"platform profile {name_or_path!r} is neither a bundled profile ({known}) nor a file"
         )
-    return parse_profile(path.read_bytes(), str(path))
+    return parse_profile(read_input_file(path, "platform profile", MAX_PROFILE_BYTES), str(path))
 
 
 def parse_profile(data: bytes, where: str) -> PlatformProfile:

@@ -130,18 +130,21 @@ def verify_quote_signature(
 ) -> Attest:
     """Verify ``signature`` (TPMT_SIGNATURE) over the exact ``attest`` bytes, then parse them.
 
-    Returns the parsed quote. Raises QuoteSignatureError if the key is unfit or the
-    signature does not verify, QuoteStructureError if the signed bytes are not a
-    TPM-generated quote.
+    Returns the parsed quote. Raises FormatError if the signed bytes are malformed,
+    QuoteStructureError if they are not a TPM-generated quote, QuoteSignatureError if
+    the key is unfit or the signature does not verify.
     """
     check_attestation_key(ak)
+    # Parsed first, with the bounds-checked parser, so that a truncated or garbled
+    # quote is reported as malformed input (exit 3), not as a bad signature.
+    parsed = parse_attest(attest)
     try:
         sig = parse_signature(signature)
     except FormatError as exc:
         raise QuoteSignatureError(f"the quote signature is malformed: {exc.message}") from None
     _check_scheme(sig, ak, allow_sha1)
     _verify(sig, attest, ak)
-    return parse_attest(attest)
+    return parsed
 
 
 def pcr_digest(alg: HashAlgorithm, selection: PcrSelection, values: Mapping[int, bytes]) -> bytes:

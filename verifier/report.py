@@ -92,6 +92,6 @@ def render_json(report: Report, certificate: Path) -> dict[str, Any]:
             "check": failed,
             "type": type(report.error).__name__,
             "message": report.error.message,
-            "exitCode": report.error.exit_code,
+            "exit_code": report.error.exit_code,
         }
     return doc
