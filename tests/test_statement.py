@@ -16,8 +16,13 @@ from aicert.verifier.session_events import CommandExited, parse_event
 from aicert.verifier.statement_match import expected_events, match_statement
 from aicert.verifier.treemanifest import FileEntry, TreeManifest
 from aicert.verifier.uris import JOB_REQUEST_URI, check_uri, git_uri, upload_uri
+from google.protobuf import json_format
 from hypothesis import given
 from hypothesis import strategies as st
+from in_toto_attestation.predicates.provenance.v1 import provenance_pb2
+from in_toto_attestation.v1 import statement_pb2
+from in_toto_attestation.v1.resource_descriptor import ResourceDescriptor
+from in_toto_attestation.v1.statement import Statement
 
 H = "ab" * 32
 
@@ -251,3 +256,19 @@ def test_uri_builders() -> None:
 def test_check_uri_raises_only_format_errors(value: str) -> None:
     with contextlib.suppress(FormatError):
         assert check_uri(value, "uri") == value
+
+
+def test_in_toto_and_slsa_protobufs_read_the_statement() -> None:
+    """The reference in-toto Statement v1 and SLSA Provenance v1 protobufs parse it strictly
+    (the predicate without its aicert_* extension fields, which SLSA consumers ignore)."""
+    doc = json.loads(_prov().statement_bytes())
+    statement = json_format.Parse(json.dumps(doc), statement_pb2.Statement())
+    Statement.copy_from_pb(statement).validate()
+    assert all(set(s.digest) == {"sha256"} for s in statement.subject)
+    standard = {k: v for k, v in doc["predicate"].items() if not k.startswith("aicert_")}
+    provenance = json_format.Parse(json.dumps(standard), provenance_pb2.Provenance())
+    builder = provenance.run_details.builder
+    assert [d.name for d in builder.builder_dependencies] == ["root-filesystem", "uki"]
+    for dependency in provenance.build_definition.resolved_dependencies:
+        ResourceDescriptor.copy_from_pb(dependency).validate()
+        assert check_uri(dependency.uri, "uri")
