@@ -240,6 +240,8 @@ class MeasuredSession:
         self, name: str, manifest: TreeManifest, sha256s: Mapping[str, str]
     ) -> None:
         """Name the files of the measured ``weights`` input an evaluation-only job certifies."""
+        if self._phase not in (_Phase.CLAIMED, _Phase.EVALUATING) or self._command:
+            raise SessionError("only an evaluation-only job describes a weights input")
         if not any(
             i.role == "weights" and i.name == name and i.sha256 == manifest.digest
             for i in self._inputs

@@ -272,3 +272,24 @@ def test_in_toto_and_slsa_protobufs_read_the_statement() -> None:
     for dependency in provenance.build_definition.resolved_dependencies:
         ResourceDescriptor.copy_from_pb(dependency).validate()
         assert check_uri(dependency.uri, "uri")
+
+
+@given(
+    st.lists(
+        st.sampled_from(["weights", "weights/a", "weights/b/c", "weights/", "other/a", "w"]),
+        max_size=5,
+    ),
+    st.integers(min_value=-1, max_value=4),
+)
+def test_subjects_parse_only_when_they_are_exactly_the_trees_files(
+    names: list[str], count: int
+) -> None:
+    doc = json.loads(_prov().statement_bytes())
+    doc["subject"] = [{"name": n, "digest": {"sha256": "a1" * 32}} for n in names]
+    doc["predicate"]["aicert_weights"][0]["fileCount"] = count
+    try:
+        prov = parse_statement(json.dumps(doc).encode())
+    except FormatError:
+        return
+    assert len(prov.file_subjects) == count == len(set(names))
+    assert all(n == "weights" or (n.startswith("weights/") and n != "weights/") for n in names)

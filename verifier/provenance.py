@@ -277,25 +277,31 @@ def _tree(raw: object, i: int) -> Artifact:
 
 
 def _check_subjects(trees: tuple[Artifact, ...], files: tuple[FileSubject, ...]) -> None:
-    """Each certified tree lists its files (all, or the largest MAX_FILE_SUBJECTS) as subjects,
-    and the subjects are exactly those files."""
+    """Each certified tree lists its files (all, or the largest MAX_FILE_SUBJECTS) as subjects
+    named ``<tree>/<path>`` (a tree that is one file: ``<tree>``), and nothing else is one."""
     if not trees:
         raise FormatError("statement: aicert_weights names no certified weights")
-    if len({t.name for t in trees}) != len(trees) or len({f.name for f in files}) != len(files):
-        raise FormatError("statement: subject or aicert_weights names repeat")
-    claimed = 0
-    for tree in trees:
-        mine = [f for f in files if f.name == tree.name or f.name.startswith(tree.name + "/")]
-        want = min(tree.files, MAX_FILE_SUBJECTS)
-        single = tree.files == 1 and [f.name for f in mine] == [tree.name]
-        if len(mine) != want or (any(f.name == tree.name for f in mine) and not single):
+    names = {t.name for t in trees}
+    if len(names) != len(trees) or any(not n or "/" in n for n in names):
+        raise FormatError("statement: aicert_weights names must be unique and contain no '/'")
+    if len({f.name for f in files}) != len(files):
+        raise FormatError("statement: subject names repeat")
+    count = dict.fromkeys(names, 0)
+    whole = set()
+    for f in files:
+        tree, slash, path = f.name.partition("/")
+        if tree not in count or (slash and not path):
+            raise FormatError(f"statement: subject {f.name!r} belongs to no certified weights")
+        count[tree] += 1
+        if not slash:
+            whole.add(tree)
+    for t in trees:
+        want = min(t.files, MAX_FILE_SUBJECTS)
+        if count[t.name] != want or (t.name in whole and t.files != 1):
             raise FormatError(
-                f"statement: weights {tree.name!r} hold {tree.files} files, but {len(mine)} "
+                f"statement: weights {t.name!r} hold {t.files} files, but {count[t.name]} "
                 f"subjects name them (expected {want})"
             )
-        claimed += len(mine)
-    if claimed != len(files):
-        raise FormatError("statement: a subject belongs to none of the certified weights")
 
 
 def _image(raw: list[Any]) -> ImageIdentity:
