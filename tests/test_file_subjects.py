@@ -56,7 +56,7 @@ def test_a_file_changed_after_measuring_is_refused(tmp_path: Path) -> None:
     data = bytearray(big.read_bytes())
     data[5] ^= 1
     big.write_bytes(bytes(data))
-    with pytest.raises(InputError, match="changed after it was measured"):
+    with pytest.raises(InputError, match="changed since its tree digest was computed"):
         plain_sha256s(tmp_path, manifest)
     big.unlink()
     with pytest.raises(InputError, match="cannot be opened"):

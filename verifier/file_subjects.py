@@ -115,5 +115,5 @@ def _plain_sha256(root: Path, entry: FileEntry, shard_size: int) -> str:
             done.result()
     digest = shards.result()
     if digest.size != entry.size or digest.digest != entry.digest:
-        raise InputError(f"{path}: changed after it was measured")
+        raise InputError(f"{path}: changed since its tree digest was computed")
     return plain.hexdigest()
