@@ -7,9 +7,18 @@ from pathlib import Path
 
 import pytest
 from aicert.verifier.errors import InputError
-from aicert.verifier.file_subjects import FileSubject, file_subjects, plain_sha256s
+from aicert.verifier.file_subjects import (
+    MAX_FILE_SUBJECTS,
+    FileSubject,
+    file_subjects,
+    plain_sha256s,
+    selected_files,
+)
 from aicert.verifier.filehash import MIN_SHARD_SIZE
 from aicert.verifier.treehash import hash_tree
+from aicert.verifier.treemanifest import FileEntry, TreeManifest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -61,3 +70,15 @@ def test_a_file_changed_after_measuring_is_refused(tmp_path: Path) -> None:
     big.unlink()
     with pytest.raises(InputError, match="cannot be opened"):
         plain_sha256s(tmp_path, manifest)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=50), max_size=1200))
+def test_the_selection_is_the_largest_files_in_path_order(sizes: list[int]) -> None:
+    files = tuple(FileEntry(f"f{i:05d}", size, "ab" * 32) for i, size in enumerate(sizes))
+    chosen = selected_files(TreeManifest(0, files, ()))
+    assert len(chosen) == min(len(files), MAX_FILE_SUBJECTS)
+    assert list(chosen) == sorted(chosen, key=lambda f: f.path)
+    if chosen:
+        rest = set(files) - set(chosen)
+        assert all(f.size <= min(c.size for c in chosen) for f in rest)
