@@ -32,7 +32,7 @@ from .filehash import MiB, is_sharded
 from .streamhash import StreamingHasher
 from .treemanifest import FileEntry, TreeManifest
 
-# 1000 subjects of ~150 bytes keep the statement near 150 KB, well under any input cap,
+# 1000 subjects of ~125 bytes keep the statement near 125 KB, well under any input cap,
 # while covering every file of ordinary model outputs (shards, configs, tokenizers).
 MAX_FILE_SUBJECTS: Final = 1000
 
