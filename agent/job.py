@@ -49,6 +49,7 @@ from aicert.verifier.canonical_json import JsonValue, parse_json
 from aicert.verifier.certificate import TpmEvidence, load_certificate
 from aicert.verifier.dsse import b64decode
 from aicert.verifier.errors import AicertError, FormatError
+from aicert.verifier.file_subjects import plain_sha256s
 from aicert.verifier.filehash import DEFAULT_SHARD_SIZE
 from aicert.verifier.pcr import QUOTED_PCRS
 from aicert.verifier.provenance import parse_statement
@@ -56,6 +57,7 @@ from aicert.verifier.session_events import INPUT_ROLES
 from aicert.verifier.streamhash import StreamingHasher
 from aicert.verifier.treehash import hash_tree
 from aicert.verifier.treemanifest import TreeManifest
+from aicert.verifier.uris import JOB_REQUEST_URI, check_uri, git_uri, upload_uri
 from cryptography.hazmat.primitives.asymmetric import ec
 
 ATTESTATION_DOMAIN: Final = b"aicert-attestation-v1"
@@ -202,6 +204,7 @@ class Agent:
         boot_id: str,
         intermediates: Sequence[bytes] = (),
         git_schemes: tuple[str, ...] = ("https",),
+        kernel_cmdline: str = "",
     ) -> None:
         self._tpm = tpm
         self.scratch = scratch
@@ -237,6 +240,7 @@ class Agent:
                 boot_id=boot_id,
                 key=key,
                 intermediates=intermediates,
+                kernel_cmdline=kernel_cmdline,
             )
         except SessionError as exc:
             self._session = None
@@ -455,15 +459,16 @@ class Agent:
         if fmt not in ("tar", "file"):
             raise ApiError(400, "bad-request", "format must be 'tar' or 'file'")
         slot = self._reserve(name, role, evaluation)
+        source = upload_uri(slot.key)
         if fmt == "tar":
             return self._receive(
                 slot,
-                "upload",
+                source,
                 lambda dest: intake.receive_tar(body, dest, expected_digest=expected),
             )
         return self._receive(
             slot,
-            "upload",
+            source,
             lambda dest: intake.receive_file_input(body, dest, expected_digest=expected),
         )
 
@@ -500,6 +505,7 @@ class Agent:
             if not isinstance(expected, str):
                 raise ApiError(400, "bad-request", "a URL input needs the file's sha256")
             intake.check_https_url(url)
+            _check_source_uri(lambda: check_uri(url, "url"))
             intake.check_sha256(expected, "sha256")
             slot = self._reserve(name, role, evaluation)
             return self._receive(
@@ -509,10 +515,11 @@ class Agent:
             commit = request.get("commit")
             if not isinstance(commit, str):
                 raise ApiError(400, "bad-request", "a git input needs the commit to check out")
+            source = _check_source_uri(lambda: git_uri(git, commit))
             slot = self._reserve(name, role, evaluation)
             return self._receive(
                 slot,
-                f"git+{git}@{commit}",
+                source,
                 checked(
                     lambda dest: intake.fetch_git(
                         git, commit, dest, slot.git_dir, schemes=self._git_schemes
@@ -563,9 +570,9 @@ class Agent:
                     409, "duplicate-input", f"the input name {CONFIG_INPUT!r} is reserved"
                 )
             manifest = intake.write_config(config, config_dir)
-            session.add_input("config", CONFIG_INPUT, manifest.digest, "job request")
+            session.add_input("config", CONFIG_INPUT, manifest.digest, JOB_REQUEST_URI)
             self._inputs[CONFIG_INPUT] = MeasuredInput(
-                CONFIG_INPUT, "config", manifest.digest, "job request", config_dir
+                CONFIG_INPUT, "config", manifest.digest, JOB_REQUEST_URI, config_dir
             )
             self._evaluations = requests
             if not training:
@@ -687,13 +694,14 @@ class Agent:
         self._note(f"command exited with status 0; measuring {spec.output.name}")
         try:
             manifest = hash_tree(spec.output)
+            sha256s = plain_sha256s(spec.output, manifest)
         except AicertError as exc:
             with self._lock:
                 self._fail_locked(f"the outputs cannot be measured: {exc.message}", status)
             return
         with self._lock:
             try:
-                session.add_output(self._output_name, manifest.digest)
+                session.add_output(self._output_name, manifest, sha256s)
             except AicertError as exc:
                 self._fail_locked(f"the outputs cannot be measured: {exc.message}", status)
                 return
@@ -702,6 +710,16 @@ class Agent:
             self._issue(f"outputs {self._output_name} = {manifest.digest}")
 
     def _evaluate_only(self, weights: MeasuredInput) -> None:
+        session = self._session_or_refuse()
+        try:
+            manifest = hash_tree(weights.path)
+            sha256s = plain_sha256s(weights.path, manifest)
+            with self._lock:
+                session.describe_weights(weights.name, manifest, sha256s)
+        except AicertError as exc:
+            with self._lock:
+                self._fail_locked(f"the weights input cannot be described: {exc.message}", None)
+            return
         if self._run_evaluations(weights.path, weights.digest):
             self._issue(f"evaluated weights {weights.name} = {weights.digest}")
 
@@ -994,6 +1012,14 @@ def _open_measured(path: Path, size: int) -> IO[bytes]:
         handle.close()
         raise ApiError(500, "outputs-changed", f"{path} changed after it was measured")
     return handle
+
+
+def _check_source_uri(make: Callable[[], str]) -> str:
+    """The source URI ``make`` builds; a 400 refusal if it is not a URI."""
+    try:
+        return make()
+    except FormatError as exc:
+        raise ApiError(400, "bad-request", exc.message) from None
 
 
 def _check_command(command: object) -> tuple[str, ...]:

@@ -330,6 +330,7 @@ def make_server(
 
 
 BOOT_ID_PATH: Final = Path("/proc/sys/kernel/random/boot_id")
+KERNEL_CMDLINE_PATH: Final = Path("/proc/cmdline")
 
 
 def read_boot_id(path: Path = BOOT_ID_PATH) -> str:
@@ -337,6 +338,14 @@ def read_boot_id(path: Path = BOOT_ID_PATH) -> str:
         return path.read_text().strip()
     except OSError as exc:
         raise InputError(f"cannot read the boot id from {path}: {exc.strerror}") from None
+
+
+def read_kernel_cmdline(path: Path = KERNEL_CMDLINE_PATH) -> str:
+    """The kernel command line; its ``roothash=`` names the image in the statement."""
+    try:
+        return path.read_text(errors="replace").strip()
+    except OSError as exc:
+        raise InputError(f"cannot read the kernel command line {path}: {exc.strerror}") from None
 
 
 def load_intermediates(directory: Path | None) -> tuple[bytes, ...]:
@@ -406,7 +415,13 @@ def serve(
         if issuer_fetch_budget > 0:
             chain = (*chain, *_fetch_issuers(tpm.ak_certificate(), chain, issuer_fetch_budget))
         server.agent = Agent(
-            tpm, scratch, key=key, agent_version=__version__, boot_id=boot_id, intermediates=chain
+            tpm,
+            scratch,
+            key=key,
+            agent_version=__version__,
+            boot_id=boot_id,
+            intermediates=chain,
+            kernel_cmdline=read_kernel_cmdline(),
         )
     except BaseException:
         server.server_close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -20,6 +21,12 @@ from aicert.verifier.cel import CelRecord, make_record
 from aicert.verifier.certificate import Certificate, TpmEvidence, agent_key_id
 from aicert.verifier.dsse import IN_TOTO_PAYLOAD_TYPE, sign_envelope
 from aicert.verifier.errors import AicertError
+from aicert.verifier.file_subjects import FileSubject, file_subjects
+from aicert.verifier.image_identity import (
+    ImageIdentity,
+    roothash_from_cmdline,
+    uki_authenticode_from_log,
+)
 from aicert.verifier.pcr import QUOTED_PCRS
 from aicert.verifier.provenance import Artifact, Evaluation, TrainingProvenance
 from aicert.verifier.session_events import (
@@ -34,6 +41,9 @@ from aicert.verifier.session_events import (
     SessionEvent,
     SessionLocked,
 )
+from aicert.verifier.tcg_log import parse_event_log
+from aicert.verifier.treemanifest import TreeManifest
+from aicert.verifier.uris import check_uri
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -73,6 +83,14 @@ class SessionTpm(Protocol):
     def firmware_event_log(self) -> bytes: ...
 
 
+def _check_source(source: str) -> None:
+    if source:
+        try:
+            check_uri(source, "input source")
+        except AicertError as exc:
+            raise SessionError(exc.message) from None
+
+
 class _Phase(enum.IntEnum):
     STARTED = 0
     CLAIMED = 1
@@ -80,6 +98,35 @@ class _Phase(enum.IntEnum):
     EXITED = 3
     EVALUATING = 4
     LOCKED = 5
+
+
+@dataclass(frozen=True)
+class _Certified:
+    """A certified tree: its name, tree digest and file count, and its file subjects."""
+
+    tree: Artifact
+    files: tuple[FileSubject, ...]
+
+
+def _certified(name: str, manifest: TreeManifest, sha256s: Mapping[str, str]) -> _Certified:
+    if not manifest.files:
+        raise SessionError(f"{name} holds no file: there is nothing to certify")
+    try:
+        files = file_subjects(name, manifest, sha256s)
+    except KeyError:
+        raise SessionError(f"the SHA-256 of a file of {name} is missing") from None
+    return _Certified(Artifact(name, manifest.digest, files=len(manifest.files)), files)
+
+
+def image_identity(kernel_cmdline: str, firmware_log: bytes) -> ImageIdentity:
+    """The booted image's root hash (from the kernel command line) and UKI Authenticode
+    digest (from PCR 4 of the firmware log, when the platform exposes one)."""
+    try:
+        roothash = roothash_from_cmdline(kernel_cmdline)
+        uki = uki_authenticode_from_log(parse_event_log(firmware_log)) if firmware_log else ""
+    except AicertError as exc:
+        raise SessionError(f"the booted image cannot be identified: {exc.message}") from None
+    return ImageIdentity(roothash, uki)
 
 
 def _now() -> str:
@@ -95,7 +142,9 @@ class MeasuredSession:
         boot_id: str,
         key: ec.EllipticCurvePrivateKey,
         intermediates: Sequence[bytes] = (),
+        kernel_cmdline: str = "",
     ) -> None:
+        """``kernel_cmdline`` is /proc/cmdline, whose ``roothash=`` names the image's root."""
         if tpm.read_pcrs(pcrs=[APPLICATION_PCR])[APPLICATION_PCR] != bytes(32):
             raise SessionError(
                 "PCR 15 is not zero: something was measured before this agent started "
@@ -103,6 +152,7 @@ class MeasuredSession:
             )
         self._tpm = tpm
         self._key = key
+        self._image = image_identity(kernel_cmdline, tpm.firmware_event_log())
         self._intermediates = tuple(intermediates)
         self._records: list[CelRecord] = []
         self._public_der = key.public_key().public_bytes(
@@ -114,6 +164,7 @@ class MeasuredSession:
         self._command: CommandStarted | None = None
         self._exit: CommandExited | None = None
         self._outputs: list[OutputMeasured] = []
+        self._certified: dict[str, _Certified] = {}
         self._evaluations: list[Evaluation] = []
         self._eval_inputs: list[Artifact] = []
         self._started_on = ""
@@ -155,6 +206,7 @@ class MeasuredSession:
             raise SessionError(f"unknown input role {role!r}; use one of {', '.join(INPUT_ROLES)}")
         if any(i.name == name for i in self._inputs):
             raise SessionError(f"an input named {name!r} was already measured")
+        _check_source(source)
         event = InputMeasured(role, name, sha256, source)
         self._measure(event)
         self._inputs.append(event)
@@ -172,13 +224,30 @@ class MeasuredSession:
         self._measure(self._exit)
         self._phase = _Phase.EXITED
 
-    def add_output(self, name: str, sha256: str) -> None:
+    def add_output(self, name: str, manifest: TreeManifest, sha256s: Mapping[str, str]) -> None:
+        """Measure the output tree ``manifest``; ``sha256s`` holds the plain SHA-256 of its
+        files (see :func:`aicert.verifier.file_subjects.plain_sha256s`), for the subjects."""
         self._require(_Phase.EXITED, "add an output")
         if self._exit is None or self._exit.exit_status != 0:
             raise SessionError("the command failed: its outputs are not certified")
-        event = OutputMeasured(name, sha256)
+        certified = _certified(name, manifest, sha256s)
+        event = OutputMeasured(name, manifest.digest)
         self._measure(event)
         self._outputs.append(event)
+        self._certified[name] = certified
+
+    def describe_weights(
+        self, name: str, manifest: TreeManifest, sha256s: Mapping[str, str]
+    ) -> None:
+        """Name the files of the measured ``weights`` input an evaluation-only job certifies."""
+        if self._phase not in (_Phase.CLAIMED, _Phase.EVALUATING) or self._command:
+            raise SessionError("only an evaluation-only job describes a weights input")
+        if not any(
+            i.role == "weights" and i.name == name and i.sha256 == manifest.digest
+            for i in self._inputs
+        ):
+            raise SessionError(f"no weights input {name!r} with tree digest {manifest.digest}")
+        self._certified[name] = _certified(name, manifest, sha256s)
 
     def evaluated_weights(self) -> tuple[str, ...]:
         """Digests evaluations may run on: the outputs, or the weights inputs (evaluation only)."""
@@ -201,6 +270,7 @@ class MeasuredSession:
         if role not in ("eval-code", "eval-data"):
             raise SessionError(f"evaluation inputs have role eval-code or eval-data, not {role!r}")
         full_name = f"{evaluation}/{name}"
+        _check_source(source)
         self._measure(InputMeasured(role, full_name, sha256, source))
         self._eval_inputs.append(Artifact(full_name, sha256, role, source))
 
@@ -243,17 +313,21 @@ class MeasuredSession:
         if self._eval_inputs:
             raise SessionError("an evaluation's inputs were measured but it did not complete")
         if self._outputs:
-            subjects = tuple(Artifact(o.name, o.sha256) for o in self._outputs)
+            names = [o.name for o in self._outputs]
         elif self._evaluations:
-            subjects = tuple(
-                Artifact(i.name, i.sha256) for i in self._inputs if i.role == "weights"
-            )
+            names = [i.name for i in self._inputs if i.role == "weights"]
         else:
             raise SessionError("no output was measured: there is nothing to certify")
+        missing = [n for n in names if n not in self._certified]
+        if missing:
+            raise SessionError(f"the files of {', '.join(missing)} were not described")
+        certified = [self._certified[n] for n in names]
         assert self._claim is not None  # noqa: S101 - set in the CLAIMED phase
         self.lock()
         provenance = TrainingProvenance(
-            subjects=subjects,
+            subjects=tuple(c.tree for c in certified),
+            file_subjects=tuple(f for c in certified for f in c.files),
+            image=self._image,
             dependencies=tuple(Artifact(i.name, i.sha256, i.role, i.source) for i in self._inputs),
             command=self._command.argv if self._command else (),
             output_path=self._command.output_path if self._command else "",

@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aicert.verifier.authenticode import authenticode_digest
 from aicert.verifier.errors import FormatError, InputError
+from aicert.verifier.image_identity import roothash_from_cmdline, uki_cmdline
 from aicert.verifier.input_file import MAX_RECIPE_BYTES, read_input_file
-from aicert.verifier.pe import find_section, parse_pe
 from aicert.verifier.uki import predict_boot_pcrs
 
 RECIPE_FORMAT = 1
-_ROOTHASH = re.compile(r"(?:^|\s)roothash=([0-9a-f]{64})(?:\s|$)")
 _CHUNK = 1 << 20
 
 
@@ -33,20 +31,11 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def uki_cmdline(uki: bytes) -> str:
-    pe = parse_pe(uki)
-    section = find_section(pe, b".cmdline")
-    if section is None:
-        raise FormatError("the UKI has no .cmdline section")
-    raw = uki[section.raw_offset : section.raw_offset + min(section.virtual_size, section.raw_size)]
-    return raw.split(b"\0", 1)[0].decode("utf-8", errors="strict").strip()
-
-
 def roothash_of(uki: bytes) -> str:
-    match = _ROOTHASH.search(uki_cmdline(uki))
-    if match is None:
+    roothash = roothash_from_cmdline(uki_cmdline(uki))
+    if not roothash:
         raise FormatError("the UKI's command line has no roothash= (the root is not verity)")
-    return match.group(1)
+    return roothash
 
 
 @dataclass(frozen=True)

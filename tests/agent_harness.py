@@ -23,6 +23,7 @@ from aicert.agent.tls import server_context
 from aicert.agent.tpm import AgentTpm
 from aicert.builder.agent_client import AgentClient
 from aicert.builder.local_ca import LocalCa
+from certgen import KERNEL_CMDLINE
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from tpm_replay import OVMF_LOG, replay_log_into_tpm
@@ -79,6 +80,7 @@ def running_agent(
             boot_id=BOOT_ID,
             intermediates=(intermediate,) if knows_intermediates else (),
             git_schemes=("https", "file"),
+            kernel_cmdline=KERNEL_CMDLINE,
         )
         server = make_server(agent, server_context(key), "127.0.0.1", 0)
         server.serve_in_thread()

@@ -9,15 +9,32 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from aicert.agent.session import MeasuredSession
 from aicert.agent.tpm import AgentTpm
 from aicert.verifier.certificate import Certificate
+from aicert.verifier.file_subjects import plain_sha256s
+from aicert.verifier.image_identity import uki_authenticode_from_log
+from aicert.verifier.tcg_log import parse_event_log
 from aicert.verifier.treehash import hash_tree
+from aicert.verifier.treemanifest import TreeManifest
+from aicert.verifier.uris import upload_uri
 from cryptography.hazmat.primitives.asymmetric import ec
 from tpm_replay import OVMF_LOG, replay_log_into_tpm
+
+# The image root hash the test agents find on their "kernel command line".
+ROOTHASH = "5a" * 32
+KERNEL_CMDLINE = f"console=ttyS0 roothash={ROOTHASH} ro"
+
+
+def recipe_outputs() -> dict[str, object]:
+    """recipe.json ``outputs`` naming the test agents' image: ROOTHASH and the UKI that the
+    replayed OVMF log's PCR 4 measured."""
+    uki = uki_authenticode_from_log(parse_event_log(OVMF_LOG.read_bytes()))
+    return {"roothash": ROOTHASH, "uki": {"authenticode_sha256": uki}}
 
 
 @dataclass(frozen=True)
@@ -46,8 +63,16 @@ def _evaluate(session: MeasuredSession, weights_sha256: str, workdir: Path) -> P
     test_set.write_text("x,y\n1,2\n")
     results = workdir / "results.json"
     results.write_text('{"accuracy": 0.93, "samples": 360}\n')
-    session.add_evaluation_input("accuracy", "eval-code", "code", hash_tree(eval_code).digest)
-    session.add_evaluation_input("accuracy", "eval-data", "test-set", hash_tree(test_set).digest)
+    session.add_evaluation_input(
+        "accuracy", "eval-code", "code", hash_tree(eval_code).digest, upload_uri("accuracy/code")
+    )
+    session.add_evaluation_input(
+        "accuracy",
+        "eval-data",
+        "test-set",
+        hash_tree(test_set).digest,
+        upload_uri("accuracy/test-set"),
+    )
     session.add_evaluation(
         "accuracy",
         ["python3", "eval.py"],
@@ -71,10 +96,17 @@ def issue_evaluation_only(
     nonce = secrets.token_hex(16)
     with AgentTpm(tcti, event_log_path=OVMF_LOG) as tpm:
         session = _new_session(tpm, intermediates, nonce)
-        digest = hash_tree(weights).digest
-        session.add_input("weights", "weights", digest, "upload")
+        manifest = hash_tree(weights)
+        digest = manifest.digest
+        session.add_input("weights", "weights", digest, upload_uri("weights"))
         if linked is not None:
-            session.add_input("certificate", "training-certificate", hash_tree(linked).digest)
+            session.add_input(
+                "certificate",
+                "training-certificate",
+                hash_tree(linked).digest,
+                upload_uri("training-certificate"),
+            )
+        session.describe_weights("weights", manifest, plain_sha256s(weights, manifest))
         results = _evaluate(session, digest, workdir)
         certificate = session.finish()
     path = workdir / "eval.aicert.json"
@@ -82,22 +114,37 @@ def issue_evaluation_only(
     return IssuedCertificate(certificate, path, nonce, weights, weights, results)
 
 
-def _new_session(tpm: AgentTpm, intermediates: tuple[bytes, ...], nonce: str) -> MeasuredSession:
+def _new_session(
+    tpm: AgentTpm,
+    intermediates: tuple[bytes, ...],
+    nonce: str,
+    kernel_cmdline: str = KERNEL_CMDLINE,
+) -> MeasuredSession:
     session = MeasuredSession(
         tpm,
         agent_version="0.1.0",
         boot_id=secrets.token_hex(16),
         key=ec.generate_private_key(ec.SECP256R1()),
         intermediates=intermediates,
+        kernel_cmdline=kernel_cmdline,
     )
     session.claim(owner=secrets.token_hex(32), nonce=nonce)
     return session
 
 
 def issue_certificate(
-    tcti: str, intermediates: tuple[bytes, ...], workdir: Path, *, evaluate: bool = False
+    tcti: str,
+    intermediates: tuple[bytes, ...],
+    workdir: Path,
+    *,
+    evaluate: bool = False,
+    kernel_cmdline: str = KERNEL_CMDLINE,
+    file_sha256s: Callable[[Path, TreeManifest], dict[str, str]] = plain_sha256s,
 ) -> IssuedCertificate:
-    """Run a measured session for a fake job on the swtpm at ``tcti``; save the certificate."""
+    """Run a measured session for a fake job on the swtpm at ``tcti``; save the certificate.
+
+    ``file_sha256s`` gives the agent's per-file SHA-256 (a test may make it lie).
+    """
     replay_log_into_tpm(tcti, OVMF_LOG.read_bytes())
     code = workdir / "code"
     code.mkdir(parents=True)
@@ -106,12 +153,13 @@ def issue_certificate(
     nonce = secrets.token_hex(16)
     results = None
     with AgentTpm(tcti, event_log_path=OVMF_LOG) as tpm:
-        session = _new_session(tpm, intermediates, nonce)
-        session.add_input("code", "code", hash_tree(code).digest, "upload")
+        session = _new_session(tpm, intermediates, nonce, kernel_cmdline)
+        session.add_input("code", "code", hash_tree(code).digest, upload_uri("code"))
         session.start_command(["python3", "train.py"], "weights")
         session.command_exited(0)
-        weights_digest = hash_tree(weights).digest
-        session.add_output("weights", weights_digest)
+        manifest = hash_tree(weights)
+        weights_digest = manifest.digest
+        session.add_output("weights", manifest, file_sha256s(weights, manifest))
         if evaluate:
             results = _evaluate(session, weights_digest, workdir)
         certificate = session.finish()

@@ -27,6 +27,7 @@ from aicert.verifier.errors import BindingError, BootPcrError
 from aicert.verifier.session_events import CommandExited, InputMeasured, SessionLocked
 from aicert.verifier.treehash import hash_tree
 from aicert.verifier.verify import Policy, Status, verify_certificate
+from certgen import recipe_outputs
 from conftest import ProvisionedSwtpm
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -471,7 +472,10 @@ def test_git_input_fetched_by_the_agent(live: RunningAgent, tmp_path: Path) -> N
         "GIT_COMMITTER_NAME": "t",
         "GIT_COMMITTER_EMAIL": "t@example.invalid",
     }
-    (repo / "train.py").write_text("print('from git')\n")
+    (repo / "train.py").write_text(
+        "import os\nprint('from git')\n"
+        "open(os.path.join(os.environ['AICERT_OUTPUT'], 'w.bin'), 'wb').write(b'w')\n"
+    )
     for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "c"]):
         run(["git", "-C", str(repo), *args], env=env)
     commit = (run(["git", "-C", str(repo), "rev-parse", "HEAD"]).stdout or b"").decode().strip()
@@ -501,7 +505,12 @@ def test_attestation_checks_boot_pcrs_against_a_reference(
     expected = {p: pcrs[p] for p in (4, 9, 11, 12, 13)}
     recipe = tmp_path / "recipe.json"
     recipe.write_text(
-        json.dumps({"expected_pcrs": {"pcrs": {str(p): v.hex() for p, v in expected.items()}}})
+        json.dumps(
+            {
+                "outputs": recipe_outputs(),
+                "expected_pcrs": {"pcrs": {str(p): v.hex() for p, v in expected.items()}},
+            }
+        )
     )
     matching = AgentClient(live.url, trust_roots=[live.ca.root_certificate], recipe=recipe)
     assert "recipe.json" in matching.attest().boot_checked

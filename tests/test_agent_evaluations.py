@@ -221,7 +221,7 @@ def test_evaluation_data_altered_before_upload_is_refused(
             "name": "code",
             "role": "eval-code",
             "sha256": hash_tree(project / "eval").digest,
-            "source": "upload",
+            "source": "urn:aicert:upload:accuracy/code",
         }
     ]
     # Hashed on arrival, measured only when the evaluation runs: nothing of it in PCR 15.

@@ -18,5 +18,6 @@ def test_the_agent_does_not_import_the_verification_checks() -> None:
     loaded = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout
-    for module in ("ak_chain", "verify", "quote", "tcg_log", "uki"):
+    # tcg_log, pure Python, is allowed: the agent reads the UKI's digest from the firmware log.
+    for module in ("ak_chain", "verify", "quote", "uki"):
         assert f"'aicert.verifier.{module}'" not in loaded, loaded

@@ -30,6 +30,7 @@ from aicert.verifier.treehash import hash_tree
 from aicert.verifier.uki import BOOT_PCRS
 from azure_fake import FakeAzure
 from azure_fixtures import RG, cli_context
+from certgen import recipe_outputs
 from click.testing import CliRunner
 from conftest import ProvisionedSwtpm
 from tpm_replay import OVMF_LOG, replay_log_into_tpm
@@ -76,6 +77,7 @@ def _recipe_for(tcti: str, path: Path) -> Path:
         json.dumps(
             {
                 "inputs": {"profile": "azure"},
+                "outputs": recipe_outputs(),
                 "expected_pcrs": {"pcrs": plain, "secure_boot_pcrs": {"4": pcrs[4].hex()}},
             }
         )
@@ -218,7 +220,7 @@ def test_an_agent_that_does_not_match_the_recipe_is_refused_and_everything_delet
 def _plain_recipe(tmp_path: Path) -> Path:
     recipe = tmp_path / "recipe.json"
     pcrs = {str(n): "00" * 32 for n in BOOT_PCRS}
-    recipe.write_text(json.dumps({"expected_pcrs": {"pcrs": pcrs}}))
+    recipe.write_text(json.dumps({"outputs": recipe_outputs(), "expected_pcrs": {"pcrs": pcrs}}))
     return recipe
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import copy
 import dataclasses
+import hashlib
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aicert.verifier.boot_reference import BootReference
+from aicert.verifier.boot_reference import BootReference, reference_from_recipe
 from aicert.verifier.certificate import parse_certificate
 from aicert.verifier.cli import main as verify_main
 from aicert.verifier.errors import (
@@ -22,15 +23,17 @@ from aicert.verifier.errors import (
     BootPcrError,
     CelLogError,
     FormatError,
+    ImageIdentityError,
     NonceError,
     PcrDigestError,
     StatementMismatchError,
     VerificationError,
     WeightsError,
 )
+from aicert.verifier.treemanifest import TreeManifest
 from aicert.verifier.verify import Policy, Report, Status, verify_certificate
 from aicert.verifier.weights import tree_digest_of
-from certgen import IssuedCertificate, issue_certificate
+from certgen import ROOTHASH, IssuedCertificate, issue_certificate, recipe_outputs
 from conftest import ProvisionedSwtpm
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -231,6 +234,100 @@ def test_altered_weights_fail(
     assert _failed(report) == ("weights", WeightsError)
 
 
+def test_an_added_or_removed_weights_file_fails(
+    provisioned_swtpm: ProvisionedSwtpm, issued: IssuedCertificate
+) -> None:
+    (issued.weights / "extra.bin").write_bytes(b"x")
+    report = verify_certificate(issued.certificate, _policy(provisioned_swtpm, issued))
+    assert _failed(report) == ("weights", WeightsError)
+    (issued.weights / "extra.bin").unlink()
+    (issued.weights / "config.json").unlink()
+    report = verify_certificate(issued.certificate, _policy(provisioned_swtpm, issued))
+    assert _failed(report) == ("weights", WeightsError)
+
+
+def test_a_file_subject_that_lies_fails(
+    provisioned_swtpm: ProvisionedSwtpm, tmp_path: Path
+) -> None:
+    """An agent whose per-file SHA-256 does not fit the measured tree is caught on --weights."""
+
+    def lying(weights: Path, manifest: TreeManifest) -> dict[str, str]:
+        return {f.path: "00" * 32 if f.path == "model.bin" else f.digest for f in manifest.files}
+
+    intermediate = provisioned_swtpm.ca.intermediate_certificate.public_bytes(
+        serialization.Encoding.DER
+    )
+    issued = issue_certificate(
+        provisioned_swtpm.tcti, (intermediate,), tmp_path, file_sha256s=lying
+    )
+    report = verify_certificate(issued.certificate, _policy(provisioned_swtpm, issued))
+    assert _failed(report) == ("weights", WeightsError)
+    assert "weights/model.bin" in str(report.error)
+
+
+def _recipe(tmp_path: Path, issued: IssuedCertificate, **outputs: Any) -> Path:
+    quoted = issued.certificate.tpm.pcrs
+    recipe = {
+        "format": 1,
+        "inputs": {"profile": "qemu"},
+        "outputs": recipe_outputs() | outputs,
+        "expected_pcrs": {"pcrs": {str(p): quoted[p].hex() for p in (4, 9, 11, 12, 13)}},
+    }
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps(recipe))
+    return path
+
+
+def test_the_statement_names_the_recipes_image(
+    provisioned_swtpm: ProvisionedSwtpm, issued: IssuedCertificate, tmp_path: Path
+) -> None:
+    reference = reference_from_recipe(_recipe(tmp_path, issued))
+    policy = _policy(provisioned_swtpm, issued, boot_reference=reference, accept_any_image=False)
+    report = verify_certificate(issued.certificate, policy)
+    assert report.ok, report.error
+    assert report.provenance is not None
+    assert report.provenance.image.roothash == ROOTHASH
+    assert report.provenance.image.uki_authenticode.startswith("5fad3168")
+    assert "names its image" in {r.check: r.detail for r in report.results}["boot-pcrs"]
+
+
+@pytest.mark.parametrize(
+    "outputs",
+    [
+        {"roothash": "11" * 32},
+        {"uki": {"authenticode_sha256": "22" * 32}},
+    ],
+)
+def test_a_statement_naming_another_image_fails(
+    provisioned_swtpm: ProvisionedSwtpm,
+    issued: IssuedCertificate,
+    tmp_path: Path,
+    outputs: dict[str, Any],
+) -> None:
+    reference = reference_from_recipe(_recipe(tmp_path, issued, **outputs))
+    policy = _policy(provisioned_swtpm, issued, boot_reference=reference, accept_any_image=False)
+    assert _failed(verify_certificate(issued.certificate, policy)) == (
+        "boot-pcrs",
+        ImageIdentityError,
+    )
+
+
+def test_a_statement_without_the_root_hash_fails_against_a_recipe(
+    provisioned_swtpm: ProvisionedSwtpm, tmp_path: Path
+) -> None:
+    intermediate = provisioned_swtpm.ca.intermediate_certificate.public_bytes(
+        serialization.Encoding.DER
+    )
+    issued = issue_certificate(
+        provisioned_swtpm.tcti, (intermediate,), tmp_path / "job", kernel_cmdline="console=ttyS0"
+    )
+    reference = reference_from_recipe(_recipe(tmp_path, issued))
+    policy = _policy(provisioned_swtpm, issued, boot_reference=reference, accept_any_image=False)
+    report = verify_certificate(issued.certificate, policy)
+    assert _failed(report) == ("boot-pcrs", ImageIdentityError)
+    assert "names no root hash" in str(report.error)
+
+
 def test_truncated_quote_is_malformed_input(
     provisioned_swtpm: ProvisionedSwtpm, issued: IssuedCertificate
 ) -> None:
@@ -267,10 +364,14 @@ def test_cli_verifies_and_reports_json(
     doc = json.loads(out)
     assert code == 0
     assert doc["verified"] is True
-    assert (
-        doc["provenance"]["subject"][0]["digest"]["sha256"]
-        == issued.certificate.tpm.cel_log[-2].content["sha256"]
-    )
+    (weights,) = doc["provenance"]["predicate"]["aicert_weights"]
+    assert weights["digest"] == {
+        "aicert-tree-sha256": issued.certificate.tpm.cel_log[-2].content["sha256"]
+    }
+    files = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in issued.weights.iterdir()}
+    assert {s["name"]: s["digest"] for s in doc["provenance"]["subject"]} == {
+        f"weights/{name}": {"sha256": sha256} for name, sha256 in files.items()
+    }
 
 
 def test_cli_fails_with_one_line_and_exit_codes(

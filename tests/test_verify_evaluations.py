@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -136,8 +137,14 @@ def test_evaluation_only_job_links_the_training_certificate(
     out = capsys.readouterr().out
     assert exit_info.value.code == 0, out
     assert "metric     accuracy" in out
-    doc = json.loads(bom.read_text())
+    model = json.loads(bom.read_text())["metadata"]["component"]
+    properties = {p["name"]: p["value"] for p in model["properties"]}
     assert (
-        doc["metadata"]["component"]["hashes"][0]["content"]
-        == (evaluation.certificate.tpm.cel_log[2].content["sha256"])
+        properties["aicert:tree-sha256"] == evaluation.certificate.tpm.cel_log[2].content["sha256"]
     )
+    assert {c["name"]: c["hashes"][0]["content"] for c in model["components"]} == {
+        f"weights/{f.name}": hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in training.weights.iterdir()
+    }
+    metrics = model["modelCard"]["quantitativeAnalysis"]["performanceMetrics"]
+    assert {m["type"]: m["value"] for m in metrics} == {"accuracy": "0.93", "samples": "360"}

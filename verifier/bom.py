@@ -1,19 +1,32 @@
 """A CycloneDX 1.6 ML-BOM derived from a verified certificate.
 
-The model (subject weights), every data set and code input, and the evaluation
-inputs become components with their tree digests (SHA-256); the training and
-evaluation runs are workflows in ``formulation``; the certificate itself is an
-external reference of type ``attestation``. Built with ``cyclonedx-python-lib``
-(the ``bom`` extra); ``formulation``, which that library does not model yet, is
-added to its JSON output and the result is validated against the 1.6 schema.
+The model is ``metadata.component``: its files are nested ``file`` components with their
+plain SHA-256 (the statement's subjects), its evaluation metrics are in
+``modelCard.quantitativeAnalysis.performanceMetrics``, its training data sets in
+``modelCard.modelParameters.datasets``. Inputs (code, data, base model, configuration,
+evaluation code and test sets) and the booted OS image are components; aicert's tree
+digests and the image's root hash and UKI Authenticode digest are not the SHA-256 of any
+one file, so they are properties (``aicert:tree-sha256``, ...), never ``hashes``. The
+model ``dependsOn`` only what made it (the training inputs); the evaluations' inputs
+appear in their ``formulation`` workflows. ``metadata.tools`` names aicert-verify, and
+every command is kept as its argv, a JSON array in the property ``aicert:argv``, beside a
+shell-quoted ``executed`` line. The certificate itself is an external reference of type
+``attestation``. Built with ``cyclonedx-python-lib`` (the ``bom`` extra); ``formulation``
+and ``modelCard``, which that library does not model yet, are added to its JSON output
+and the result is validated against the 1.6 schema.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shlex
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from aicert import __version__
 
 from .errors import InputError, ToolError
 from .provenance import Artifact, TrainingProvenance
@@ -28,6 +41,8 @@ _COMPONENT_TYPES = {
     "weights": "machine-learning-model",
     "certificate": "data",
 }
+TRAINING_ROLES = ("code", "data", "base-model", "config")
+OS_IMAGE_REF = "aicert:os-image"
 
 
 def export_cyclonedx(prov: TrainingProvenance, certificate_path: Path, out: Path) -> None:
@@ -38,6 +53,7 @@ def export_cyclonedx(prov: TrainingProvenance, certificate_path: Path, out: Path
             ExternalReferenceType,
             HashAlgorithm,
             HashType,
+            Property,
             XsUri,
         )
         from cyclonedx.model.bom import Bom  # noqa: PLC0415
@@ -58,37 +74,81 @@ def export_cyclonedx(prov: TrainingProvenance, certificate_path: Path, out: Path
         hashes=[HashType(alg=HashAlgorithm.SHA_256, content=cert_sha256)],
     )
 
+    def source_references(artifact: Artifact) -> list[ExternalReference]:
+        if artifact.source.startswith("https://"):
+            kind = ExternalReferenceType.DISTRIBUTION
+        elif artifact.source.startswith("git+"):
+            kind = ExternalReferenceType.VCS
+        else:
+            return []
+        return [ExternalReference(type=kind, url=XsUri(artifact.source))]
+
     def component(artifact: Artifact, role: str) -> Component:
+        props = [Property(name="aicert:tree-sha256", value=artifact.sha256)]
+        if artifact.source:
+            props.append(Property(name="aicert:source", value=artifact.source))
         return Component(
             name=artifact.name,
             type=ComponentType(_COMPONENT_TYPES.get(role, "data")),
             bom_ref=_ref(role, artifact),
-            hashes=[HashType(alg=HashAlgorithm.SHA_256, content=artifact.sha256)],
-            description=f"aicert {role} (tree digest)",
+            description=f"aicert {role} input",
+            properties=props,
+            external_references=source_references(artifact),
         )
 
     bom = Bom()
+    bom.metadata.tools.components.add(
+        Component(
+            type=ComponentType.APPLICATION,
+            name="aicert-verify",
+            version=__version__,
+            description="verified the certificate and derived this BOM from it",
+        )
+    )
     model = prov.subjects[0]
     bom.metadata.component = Component(
         name=model.name,
         type=ComponentType.MACHINE_LEARNING_MODEL,
         bom_ref=_ref("weights", model),
-        hashes=[HashType(alg=HashAlgorithm.SHA_256, content=model.sha256)],
+        properties=[
+            Property(name="aicert:tree-sha256", value=model.sha256),
+            Property(name="aicert:file-count", value=str(model.files)),
+        ],
         external_references=[cert_ref],
+        components=[
+            Component(
+                name=f.name,
+                type=ComponentType.FILE,
+                bom_ref=f"aicert:file:{f.name}",
+                hashes=[HashType(alg=HashAlgorithm.SHA_256, content=f.sha256)],
+            )
+            for f in prov.file_subjects
+        ],
     )
+    image = _os_image(prov, Component, ComponentType, Property)
     seen = {_ref("weights", model)}
-    inputs = []
+    training: list[Component] = []
     for artifact, role in _all_inputs(prov):
-        if _ref(role, artifact) not in seen:
-            seen.add(_ref(role, artifact))
-            inputs.append(component(artifact, role))
-    bom.components.update(inputs)
-    # The model depends on everything that made or measured it.
-    bom.register_dependency(bom.metadata.component, inputs)
+        ref = _ref(role, artifact)
+        if ref in seen:
+            continue
+        seen.add(ref)
+        made = component(artifact, role)
+        bom.components.add(made)
+        if role in TRAINING_ROLES:
+            training.append(made)
+    if image is not None:
+        bom.components.add(image)
+    # The model depends on what made it; evaluations only measured it (see formulation).
+    bom.register_dependency(bom.metadata.component, training)
     bom.external_references.add(cert_ref)
 
-    doc = json.loads(JsonV1Dot6(bom).output_as_string())
-    doc["formulation"] = [_formula(prov)]
+    with warnings.catch_warnings():
+        # An evaluation-only job's model has no dependencies the certificate knows of.
+        warnings.filterwarnings("ignore", "The Component this BOM is describing", UserWarning)
+        doc = json.loads(JsonV1Dot6(bom).output_as_string())
+    doc["metadata"]["component"]["modelCard"] = _model_card(prov)
+    doc["formulation"] = [_formula(prov, image is not None)]
     text = json.dumps(doc, indent=2)
     error = JsonStrictValidator(SchemaVersion.V1_6).validate_str(text)
     if error is not None:
@@ -97,6 +157,24 @@ def export_cyclonedx(prov: TrainingProvenance, certificate_path: Path, out: Path
         out.write_text(text + "\n")
     except OSError as exc:
         raise InputError(f"cannot write the BOM to {out}: {exc.strerror}") from None
+
+
+def _os_image(prov: TrainingProvenance, component: Any, kind: Any, prop: Any) -> Any:
+    """The booted OS image as a component, when the statement names it."""
+    props = []
+    if prov.image.roothash:
+        props.append(prop(name="aicert:dm-verity-roothash", value=prov.image.roothash))
+    if prov.image.uki_authenticode:
+        props.append(prop(name="aicert:uki-authenticode-sha256", value=prov.image.uki_authenticode))
+    if not props:
+        return None
+    return component(
+        name="aicert OS image",
+        type=kind.OPERATING_SYSTEM,
+        bom_ref=OS_IMAGE_REF,
+        description="the measured image the job ran in (dm-verity root, UKI)",
+        properties=props,
+    )
 
 
 def _ref(role: str, artifact: Artifact) -> str:
@@ -109,8 +187,31 @@ def _all_inputs(prov: TrainingProvenance) -> list[tuple[Artifact, str]]:
     return items
 
 
-def _formula(prov: TrainingProvenance) -> dict[str, Any]:
+def _model_card(prov: TrainingProvenance) -> dict[str, Any]:
+    metrics = [
+        {"type": name, "value": json.dumps(value), "slice": ev.name}
+        for ev in prov.evaluations
+        for name, value in sorted(ev.metrics.items())
+    ]
+    card: dict[str, Any] = {"bom-ref": f"aicert:model-card:{prov.boot_id}"}
+    datasets = [{"ref": _ref(d.role, d)} for d in prov.dependencies if d.role == "data"]
+    if datasets:
+        card["modelParameters"] = {"datasets": datasets}
+    if metrics:
+        card["quantitativeAnalysis"] = {"performanceMetrics": metrics}
+    return card
+
+
+def _command(argv: Sequence[str]) -> dict[str, Any]:
+    return {
+        "executed": shlex.join(argv),
+        "properties": [{"name": "aicert:argv", "value": json.dumps(list(argv))}],
+    }
+
+
+def _formula(prov: TrainingProvenance, has_image: bool) -> dict[str, Any]:
     model = prov.subjects[0]
+    environment = [{"resource": {"ref": OS_IMAGE_REF}}] if has_image else []
     workflows: list[dict[str, Any]] = []
     if not prov.evaluation_only:
         workflows.append(
@@ -121,9 +222,12 @@ def _formula(prov: TrainingProvenance) -> dict[str, Any]:
                 "taskTypes": ["build"],
                 "timeStart": prov.started_on,
                 "timeEnd": prov.finished_on,
-                "inputs": [{"resource": {"ref": _ref(d.role, d)}} for d in prov.dependencies],
+                "inputs": [
+                    *environment,
+                    *({"resource": {"ref": _ref(d.role, d)}} for d in prov.dependencies),
+                ],
                 "outputs": [{"resource": {"ref": _ref("weights", model)}}],
-                "steps": [{"name": "train", "commands": [{"executed": " ".join(prov.command)}]}],
+                "steps": [{"name": "train", "commands": [_command(prov.command)]}],
             }
         )
     for ev in prov.evaluations:
@@ -134,12 +238,13 @@ def _formula(prov: TrainingProvenance) -> dict[str, Any]:
                 "name": f"evaluation {ev.name}",
                 "taskTypes": ["test"],
                 "inputs": [
+                    *environment,
                     {"resource": {"ref": _ref("weights", model)}},
                     *({"resource": {"ref": _ref(i.role, i)}} for i in ev.inputs),
                 ],
-                "steps": [{"name": ev.name, "commands": [{"executed": " ".join(ev.command)}]}],
+                "steps": [{"name": ev.name, "commands": [_command(ev.command)]}],
                 "properties": [
-                    {"name": "aicert:results:sha256", "value": ev.results_sha256},
+                    {"name": "aicert:results:tree-sha256", "value": ev.results_sha256},
                     *(
                         {"name": f"aicert:metric:{k}", "value": json.dumps(v)}
                         for k, v in sorted(ev.metrics.items())

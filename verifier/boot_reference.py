@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .canonical_json import parse_json
 from .errors import BootPcrError, FormatError
+from .image_identity import ImageIdentity, identity_of_uki
 from .input_file import MAX_RECIPE_BYTES, MAX_UKI_BYTES, read_input_file
 from .uki import BOOT_PCRS, predict_boot_pcrs
 
@@ -26,6 +27,8 @@ class BootReference:
     second LoadImage measurement, so PCR 4 lacks the kernel's Authenticode event.
     Accepting either is safe: the UKI's own Authenticode, in both, covers the kernel.
     """
+    image: ImageIdentity = field(default_factory=ImageIdentity)
+    """The image's root hash and UKI Authenticode digest, which the statement must name."""
 
     def check(self, quoted: Mapping[int, bytes]) -> None:
         """Raise BootPcrError at the first PCR that matches neither prediction."""
@@ -51,6 +54,7 @@ def reference_from_uki(path: Path) -> BootReference:
         source=f"UKI {path.name} (systemd-stub {prediction.stub_version})",
         pcrs=prediction.pcrs,
         secure_boot_pcrs={p: v for p, v in secure.pcrs.items() if v != prediction.pcrs[p]},
+        image=identity_of_uki(data),
     )
 
 
@@ -73,7 +77,18 @@ def reference_from_recipe(path: Path) -> BootReference:
         secure_boot_pcrs=_hex_pcrs(secure, tuple(secure), f"{where}.secure_boot_pcrs")
         if isinstance(secure, Mapping)
         else _hex_pcrs(None, (), f"{where}.secure_boot_pcrs"),
+        image=_recipe_image(doc.get("outputs"), f"recipe {path}: outputs"),
     )
+
+
+def _recipe_image(outputs: object, where: str) -> ImageIdentity:
+    """``outputs.roothash`` and ``outputs.uki.authenticode_sha256``, both required."""
+    if not isinstance(outputs, Mapping) or not isinstance(outputs.get("uki"), Mapping):
+        raise FormatError(f"{where} must name the image's roothash and uki")
+    roothash, uki = outputs.get("roothash"), outputs["uki"].get("authenticode_sha256")
+    if not isinstance(roothash, str) or not isinstance(uki, str):
+        raise FormatError(f"{where}: roothash and uki.authenticode_sha256 must be strings")
+    return ImageIdentity(roothash, uki)
 
 
 def _hex_pcrs(raw: object, required: tuple[object, ...], where: str) -> dict[int, bytes]:

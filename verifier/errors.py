@@ -137,6 +137,12 @@ class BootPcrError(VerificationError):
     check = "boot-pcrs"
 
 
+class ImageIdentityError(VerificationError):
+    """The image the statement names is not the reference image, or not the one booted."""
+
+    check = "boot-pcrs"
+
+
 class PlatformProfileError(VerificationError):
     """A firmware PCR differs from the platform reference profile."""
 

@@ -1,19 +1,26 @@
 """The certificate's statement: an in-toto Statement v1 with a SLSA Provenance v1 predicate.
 
-Subject = the outputs (weights) by tree digest; ``resolvedDependencies`` = the
-measured inputs; ``externalParameters`` = what the client asked for (command,
-output path, nonce). Facts only aicert has travel as ``aicert_*`` extension
-fields, which SLSA consumers ignore. See docs/certificate-format.md.
+``subject`` = one entry per file of the certified weights with its plain SHA-256, so
+generic tools can match a file; the weights' tree digest, which binds the whole tree,
+is ``predicate.aicert_weights``. ``resolvedDependencies`` = the measured inputs with
+their tree digests and source URIs; ``builderDependencies`` = the booted image;
+``externalParameters`` = what the client asked for (command, output path, nonce).
+Facts only aicert has travel as ``aicert_*`` extension fields, which SLSA consumers
+ignore. Digest sets name a tree digest ``aicert-tree-sha256``; ``sha256`` always is the
+SHA-256 of a file's bytes. See docs/certificate-format.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .canonical_json import JsonValue, canonicalize, parse_json
 from .errors import FormatError
+from .file_subjects import MAX_FILE_SUBJECTS, FileSubject
+from .image_identity import ImageIdentity
+from .uris import check_uri
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 SLSA_PROVENANCE_V1 = "https://slsa.dev/provenance/v1"
@@ -21,16 +28,26 @@ BUILD_TYPE = "urn:aicert:build-type:training-job:v1"
 # A job that only evaluates existing weights (supplied as an input) runs no command.
 EVALUATION_BUILD_TYPE = "urn:aicert:build-type:evaluation-job:v1"
 BUILDER_ID = "urn:aicert:agent"
+# Digest-set keys (in-toto allows algorithm names of one's own; "sha256" stays a file's).
+TREE_DIGEST = "aicert-tree-sha256"
+VERITY_DIGEST = "aicert-dm-verity-sha256"
+AUTHENTICODE_DIGEST = "aicert-authenticode-sha256"
+ROOT_FS_NAME = "root-filesystem"
+UKI_NAME = "uki"
 
 
 @dataclass(frozen=True)
 class Artifact:
-    """A named file tree and its aicert tree digest (hex SHA-256)."""
+    """A named file tree and its aicert tree digest (hex); ``source`` is its URI.
+
+    ``files`` is the number of files in a certified tree (``aicert_weights``).
+    """
 
     name: str
     sha256: str
     role: str = ""
     source: str = ""
+    files: int = 0
 
 
 @dataclass(frozen=True)
@@ -50,8 +67,8 @@ class Evaluation:
             "name": self.name,
             "command": list(self.command),
             "inputs": [_dependency(i) for i in self.inputs],
-            "weights": {"sha256": self.weights_sha256},
-            "results": {"sha256": self.results_sha256},
+            "weights": {TREE_DIGEST: self.weights_sha256},
+            "results": {TREE_DIGEST: self.results_sha256},
             "metrics": dict(self.metrics),
             "exitStatus": self.exit_status,
         }
@@ -59,7 +76,11 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class TrainingProvenance:
-    """Everything the statement says, as typed data."""
+    """Everything the statement says, as typed data.
+
+    ``subjects`` are the certified trees by tree digest (what the CEL ``output`` events
+    and the evaluations name); ``file_subjects`` are the in-toto subjects, their files.
+    """
 
     subjects: tuple[Artifact, ...]
     dependencies: tuple[Artifact, ...]
@@ -74,6 +95,8 @@ class TrainingProvenance:
     started_on: str
     finished_on: str
     evaluations: tuple[Evaluation, ...] = ()
+    file_subjects: tuple[FileSubject, ...] = ()
+    image: ImageIdentity = field(default_factory=ImageIdentity)
 
     @property
     def evaluation_only(self) -> bool:
@@ -91,7 +114,11 @@ class TrainingProvenance:
                 "resolvedDependencies": [_dependency(d) for d in self.dependencies],
             },
             "runDetails": {
-                "builder": {"id": BUILDER_ID, "version": {"aicert-agent": self.agent_version}},
+                "builder": {
+                    "id": BUILDER_ID,
+                    "version": {"aicert-agent": self.agent_version},
+                    "builderDependencies": _image_dependencies(self.image),
+                },
                 "metadata": {
                     "invocationId": self.boot_id,
                     "startedOn": self.started_on,
@@ -104,12 +131,18 @@ class TrainingProvenance:
                 "owner": self.owner,
             },
             "aicert_exitStatus": self.exit_status,
+            "aicert_weights": [
+                {"name": s.name, "digest": {TREE_DIGEST: s.sha256}, "fileCount": s.files}
+                for s in self.subjects
+            ],
         }
         if self.evaluations:
             predicate["aicert_evaluations"] = [e.to_json() for e in self.evaluations]
         return {
             "_type": STATEMENT_TYPE,
-            "subject": [{"name": s.name, "digest": {"sha256": s.sha256}} for s in self.subjects],
+            "subject": [
+                {"name": f.name, "digest": {"sha256": f.sha256}} for f in self.file_subjects
+            ],
             "predicateType": SLSA_PROVENANCE_V1,
             "predicate": predicate,
         }
@@ -119,10 +152,19 @@ class TrainingProvenance:
         return canonicalize(self.to_statement())
 
 
+def _image_dependencies(image: ImageIdentity) -> list[JsonValue]:
+    found: list[JsonValue] = []
+    if image.roothash:
+        found.append({"name": ROOT_FS_NAME, "digest": {VERITY_DIGEST: image.roothash}})
+    if image.uki_authenticode:
+        found.append({"name": UKI_NAME, "digest": {AUTHENTICODE_DIGEST: image.uki_authenticode}})
+    return found
+
+
 def _dependency(artifact: Artifact) -> dict[str, JsonValue]:
     entry: dict[str, JsonValue] = {
         "name": artifact.name,
-        "digest": {"sha256": artifact.sha256},
+        "digest": {TREE_DIGEST: artifact.sha256},
         "annotations": {"aicert_role": artifact.role},
     }
     if artifact.source:
@@ -153,8 +195,15 @@ def parse_statement(payload: bytes) -> TrainingProvenance:
         raise FormatError(f"builder id is not {BUILDER_ID}")
     metadata = _obj(run.get("metadata"), "runDetails.metadata")
     session = _obj(predicate.get("aicert_session"), "aicert_session")
+    trees = tuple(
+        _tree(t, i) for i, t in enumerate(_list(predicate.get("aicert_weights"), "aicert_weights"))
+    )
+    files = tuple(_subject(s, i) for i, s in enumerate(_list(doc.get("subject"), "subject")))
+    _check_subjects(trees, files)
     prov = TrainingProvenance(
-        subjects=tuple(_subject(s, i) for i, s in enumerate(_list(doc.get("subject"), "subject"))),
+        subjects=trees,
+        file_subjects=files,
+        image=_image(_list(builder.get("builderDependencies", []), "builderDependencies")),
         dependencies=tuple(
             _dep(d, i)
             for i, d in enumerate(_list(build.get("resolvedDependencies"), "resolvedDependencies"))
@@ -194,35 +243,103 @@ def _evaluation(raw: object, i: int) -> Evaluation:
         name=_str(obj.get("name"), f"{where} name"),
         command=tuple(_str(c, f"{where} command") for c in _list(obj.get("command"), where)),
         inputs=tuple(_dep(d, j) for j, d in enumerate(_list(obj.get("inputs"), f"{where} inputs"))),
-        weights_sha256=_sha256(_obj(obj.get("weights"), f"{where} weights"), f"{where} weights"),
-        results_sha256=_sha256(_obj(obj.get("results"), f"{where} results"), f"{where} results"),
+        weights_sha256=_hex(
+            _obj(obj.get("weights"), f"{where} weights"), TREE_DIGEST, f"{where} weights"
+        ),
+        results_sha256=_hex(
+            _obj(obj.get("results"), f"{where} results"), TREE_DIGEST, f"{where} results"
+        ),
         metrics=dict(metrics),
         exit_status=_int(obj.get("exitStatus"), f"{where} exitStatus"),
     )
 
 
-def _subject(raw: object, i: int) -> Artifact:
+def _subject(raw: object, i: int) -> FileSubject:
     obj = _obj(raw, f"subject {i}")
     digest = _obj(obj.get("digest"), f"subject {i} digest")
-    return Artifact(_str(obj.get("name"), f"subject {i} name"), _sha256(digest, f"subject {i}"))
+    name = _str(obj.get("name"), f"subject {i} name")
+    if not name:
+        raise FormatError(f"statement: subject {i} has an empty name")
+    return FileSubject(name, _hex(digest, "sha256", f"subject {i}"))
+
+
+def _tree(raw: object, i: int) -> Artifact:
+    where = f"aicert_weights {i}"
+    obj = _obj(raw, where)
+    files = _int(obj.get("fileCount"), f"{where} fileCount")
+    if files < 1:
+        raise FormatError(f"statement: {where} must hold at least one file")
+    return Artifact(
+        name=_str(obj.get("name"), f"{where} name"),
+        sha256=_hex(_obj(obj.get("digest"), f"{where} digest"), TREE_DIGEST, where),
+        files=files,
+    )
+
+
+def _check_subjects(trees: tuple[Artifact, ...], files: tuple[FileSubject, ...]) -> None:
+    """Each certified tree lists its files (all, or the largest MAX_FILE_SUBJECTS) as subjects
+    named ``<tree>/<path>`` (a tree that is one file: ``<tree>``), and nothing else is one."""
+    if not trees:
+        raise FormatError("statement: aicert_weights names no certified weights")
+    names = {t.name for t in trees}
+    if len(names) != len(trees) or any(not n or "/" in n for n in names):
+        raise FormatError("statement: aicert_weights names must be unique and contain no '/'")
+    if len({f.name for f in files}) != len(files):
+        raise FormatError("statement: subject names repeat")
+    count = dict.fromkeys(names, 0)
+    whole = set()
+    for f in files:
+        tree, slash, path = f.name.partition("/")
+        if tree not in count or (slash and not path):
+            raise FormatError(f"statement: subject {f.name!r} belongs to no certified weights")
+        count[tree] += 1
+        if not slash:
+            whole.add(tree)
+    for t in trees:
+        want = min(t.files, MAX_FILE_SUBJECTS)
+        if count[t.name] != want or (t.name in whole and t.files != 1):
+            raise FormatError(
+                f"statement: weights {t.name!r} hold {t.files} files, but {count[t.name]} "
+                f"subjects name them (expected {want})"
+            )
+
+
+def _image(raw: list[Any]) -> ImageIdentity:
+    facts = {ROOT_FS_NAME: VERITY_DIGEST, UKI_NAME: AUTHENTICODE_DIGEST}
+    found: dict[str, str] = {}
+    for i, entry in enumerate(raw):
+        obj = _obj(entry, f"builderDependencies {i}")
+        name = _str(obj.get("name"), f"builderDependencies {i} name")
+        if name not in facts or name in found or set(obj) != {"name", "digest"}:
+            raise FormatError(f"statement: builderDependencies {i} ({name!r}) is not an image fact")
+        digest = _obj(obj.get("digest"), f"builderDependencies {i} digest")
+        if set(digest) != {facts[name]}:
+            raise FormatError(f"statement: builderDependencies {i} digest must be {facts[name]}")
+        found[name] = _hex(digest, facts[name], f"builderDependencies {i}")
+    return ImageIdentity(found.get(ROOT_FS_NAME, ""), found.get(UKI_NAME, ""))
 
 
 def _dep(raw: object, i: int) -> Artifact:
     obj = _obj(raw, f"dependency {i}")
     digest = _obj(obj.get("digest"), f"dependency {i} digest")
     annotations = _obj(obj.get("annotations"), f"dependency {i} annotations")
+    source = ""
+    if "uri" in obj:
+        source = check_uri(
+            _str(obj["uri"], f"dependency {i} uri"), f"statement: dependency {i} uri"
+        )
     return Artifact(
         name=_str(obj.get("name"), f"dependency {i} name"),
-        sha256=_sha256(digest, f"dependency {i}"),
+        sha256=_hex(digest, TREE_DIGEST, f"dependency {i}"),
         role=_str(annotations.get("aicert_role"), f"dependency {i} aicert_role"),
-        source=_str(obj.get("uri", ""), f"dependency {i} uri"),
+        source=source,
     )
 
 
-def _sha256(digest: Mapping[str, Any], where: str) -> str:
-    value = _str(digest.get("sha256"), f"{where} sha256 digest")
+def _hex(digest: Mapping[str, Any], alg: str, where: str) -> str:
+    value = _str(digest.get(alg), f"{where} {alg} digest")
     if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
-        raise FormatError(f"{where} sha256 digest must be 64 lowercase hex digits")
+        raise FormatError(f"statement: {where} {alg} digest must be 64 lowercase hex digits")
     return value
 
 

@@ -39,7 +39,9 @@ from .errors import (
     PcrDigestError,
     WeightsError,
 )
+from .file_subjects import file_subjects, plain_sha256s
 from .firmware_replay import check_event_digests, verify_against_pcrs
+from .image_identity import check_image_identity
 from .pcr import QUOTED_PCRS, SHA256
 from .platform_profile import PlatformProfile, check_profile
 from .provenance import TrainingProvenance, parse_statement
@@ -47,6 +49,7 @@ from .quote import verify_pcr_digest, verify_quote_signature
 from .statement_match import match_statement
 from .tcg_log import parse_event_log
 from .tpm2_structures import Attest, TpmPublic, parse_tpm2b_public
+from .weights import tree_manifest_of
 
 # The quote must cover every PCR whose value the verifier relies on.
 _T = TypeVar("_T")
@@ -339,9 +342,19 @@ def _boot_pcrs(state: _State) -> str | tuple[Status, str]:
             "to check which OS image booted"
         )
     reference.check(state.cert.tpm.pcrs)
+    raw_log = state.cert.tpm.firmware_event_log
+    image = check_image_identity(
+        state.prov.image,
+        reference.image,
+        reference.source,
+        parse_event_log(raw_log) if raw_log else None,
+    )
     state.enforce(reference.pcrs, f"predicted by {reference.source}")
     note = f" (profile {reference.profile})" if reference.profile else ""
-    return f"PCRs {_ranges(sorted(reference.pcrs))} equal {reference.source}{note}"
+    return (
+        f"PCRs {_ranges(sorted(reference.pcrs))} equal {reference.source}{note}; "
+        f"the statement names its image ({image})"
+    )
 
 
 def _platform(state: _State) -> str | tuple[Status, str]:
@@ -354,18 +367,34 @@ def _platform(state: _State) -> str | tuple[Status, str]:
 
 
 def _weights(state: _State) -> str | tuple[Status, str]:
-    path, digest = state.policy.weights_path, state.policy.tree_digest
-    if path is None or digest is None:
+    path = state.policy.weights_path
+    if path is None or state.policy.tree_digest is None:
         return Status.SKIPPED, "no --weights given: files on disk not compared"
-    subjects = state.prov.subjects
-    if len(subjects) != 1:
-        raise WeightsError(f"the statement has {len(subjects)} subjects; expected one")
-    got = digest(path)
-    if got != subjects[0].sha256:
+    trees = state.prov.subjects
+    if len(trees) != 1:
+        raise WeightsError(f"the statement certifies {len(trees)} weights trees; expected one")
+    tree = trees[0]
+    manifest = tree_manifest_of(path)
+    if manifest.digest != tree.sha256:
         raise WeightsError(
-            f"{path} has tree digest {got}, but the certificate's subject is {subjects[0].sha256}"
+            f"{path} has tree digest {manifest.digest}, but the certificate's weights "
+            f"{tree.name!r} have {tree.sha256}"
         )
-    return f"{path} matches subject {subjects[0].name!r}"
+    # The tree digest binds every file; the subjects must also be exactly its files.
+    expected = file_subjects(tree.name, manifest, plain_sha256s(path, manifest))
+    claimed = {f.name: f.sha256 for f in state.prov.file_subjects}
+    for subject in expected:
+        if claimed.get(subject.name) != subject.sha256:
+            raise WeightsError(
+                f"subject {subject.name!r} does not carry the SHA-256 {subject.sha256} "
+                f"of that file in {path}"
+            )
+    if len(claimed) != len(expected):
+        raise WeightsError("the statement's subjects are not exactly the files of the weights")
+    return (
+        f"{path} matches weights {tree.name!r}: tree digest and the SHA-256 of "
+        f"{len(expected)} file subject(s)"
+    )
 
 
 def _files(state: _State) -> str | tuple[Status, str]:
