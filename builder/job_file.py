@@ -18,6 +18,9 @@
     path = "base/"
     expected = "<tree digest>"        # optional on every input: refuse anything else
 
+    [environment]                     # optional: exactly one of image (by digest) | path
+    image = "registry.example/team/trainer@sha256:<manifest digest>"
+
     [config]                          # free-form; measured as the job configuration
     epochs = 3
 
@@ -28,6 +31,7 @@
     [[evaluation]]                    # any number: benchmarks run on the trained weights
     name = "accuracy"
     code = { path = "eval/" }         # an input as above (role eval-code)
+    environment = { path = "eval-env.oci.tar" }   # optional, as above (role eval-environment)
     data = [{ name = "test-set", path = "test.csv" }]   # role eval-data
     command = ["python3", "eval.py"]
     results = "results.json"          # written under $AICERT_OUTPUT: {"metric": number, ...}
@@ -55,6 +59,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from aicert.agent.oci.errors import OciError
+from aicert.agent.oci.reference import parse_reference
 from aicert.verifier.errors import FormatError, InputError
 from aicert.verifier.input_file import MAX_JOB_FILE_BYTES, read_input_file
 
@@ -67,6 +73,7 @@ MAX_JSON_INT: Final = 2**53 - 1
 RESERVED_NAMES: Final = frozenset({"job-config"})
 WEIGHTS_INPUT: Final = "weights"
 CERTIFICATE_INPUT: Final = "training-certificate"
+ENVIRONMENT_INPUT: Final = "environment"
 
 _TOP_KEYS: Final = frozenset(
     {
@@ -76,6 +83,7 @@ _TOP_KEYS: Final = frozenset(
         "code",
         "data",
         "base_model",
+        "environment",
         "config",
         "evaluation",
         "weights",
@@ -83,9 +91,9 @@ _TOP_KEYS: Final = frozenset(
         "azure",
     }
 )
-_TRAINING_KEYS: Final = ("command", "output", "code", "data", "base_model")
+_TRAINING_KEYS: Final = ("command", "output", "code", "data", "base_model", "environment")
 _INPUT_KEYS: Final = frozenset({"name", "path", "git", "commit", "url", "sha256", "expected"})
-_EVALUATION_KEYS: Final = frozenset({"name", "code", "data", "command", "results"})
+_EVALUATION_KEYS: Final = frozenset({"name", "code", "data", "command", "results", "environment"})
 _AZURE_KEYS: Final = frozenset({"vm_size", "scratch_gib"})
 # Azure size names: "Standard_" and the family, vCPUs, features and version.
 VM_SIZE: Final = re.compile(r"Standard_[A-Za-z0-9_]{1,60}")
@@ -115,7 +123,23 @@ class UrlSource:
     sha256: str
 
 
-InputSource = LocalSource | GitSource | UrlSource
+@dataclass(frozen=True)
+class ImageSource:
+    """An OCI image the agent pulls from its registry by digest:
+    ``REGISTRY/NAME@sha256:HEX`` (checked with the agent's own reference rules)."""
+
+    reference: str
+
+
+@dataclass(frozen=True)
+class ArchiveSource:
+    """An OCI image-layout archive (``skopeo copy ... oci-archive:FILE``) on this machine,
+    uploaded to the agent."""
+
+    path: Path
+
+
+InputSource = LocalSource | GitSource | UrlSource | ImageSource | ArchiveSource
 
 
 @dataclass(frozen=True)
@@ -150,10 +174,13 @@ class JobEvaluation(EvaluationRun):
 
     code: JobInput
     data: tuple[JobInput, ...] = ()
+    environment: JobInput | None = None
 
     @property
     def inputs(self) -> tuple[JobInput, ...]:
-        return (self.code, *self.data)
+        """The environment (if any), the code, then the data sets."""
+        environment = () if self.environment is None else (self.environment,)
+        return (*environment, self.code, *self.data)
 
 
 @dataclass(frozen=True)
@@ -173,6 +200,7 @@ class JobFile:
     weights: JobInput | None = None
     linked_certificate: Path | None = None
     azure: AzurePlacement = AzurePlacement()
+    environment: JobInput | None = None
 
     @property
     def evaluation_only(self) -> bool:
@@ -180,8 +208,8 @@ class JobFile:
 
     @property
     def inputs(self) -> tuple[JobInput, ...]:
-        """Every job input in the order they are sent: code, base model, data sets, or
-        (evaluation only) weights and the linked certificate."""
+        """Every job input in the order they are sent: the environment (if any), code,
+        base model, data sets, or (evaluation only) weights and the linked certificate."""
         if self.weights is not None:
             linked = ()
             if self.linked_certificate is not None:
@@ -193,7 +221,8 @@ class JobFile:
             return (self.weights, *linked)
         assert self.code is not None  # noqa: S101 - parse_job requires code for training
         base = () if self.base_model is None else (self.base_model,)
-        return (self.code, *base, *self.data)
+        environment = () if self.environment is None else (self.environment,)
+        return (*environment, self.code, *base, *self.data)
 
 
 class _Where:
@@ -235,11 +264,24 @@ def parse_job(doc: Mapping[str, Any], path: Path) -> JobFile:
         weights = _weights(doc["weights"], base, where)
         linked = _linked_certificate(doc.get("linked_certificate"), base, where)
         code, data, base_model, command, output = None, (), None, (), ""
+        environment = None
     else:
         if "linked_certificate" in doc:
             raise where.fail("linked_certificate", "only goes with weights (evaluation only)")
         weights, linked = None, None
         code, data, base_model = _training_inputs(doc, base, where)
+        environment = _environment(
+            doc.get("environment"), "environment", "environment", base, where
+        )
+        _unique(
+            [
+                ("environment", environment),
+                ("code", code),
+                ("base_model", base_model),
+                *_keyed("data", data),
+            ],
+            where,
+        )
         command = _command(doc.get("command"), "command", where)
         output = doc.get("output")
         if not isinstance(output, str) or not NAME.fullmatch(output):
@@ -268,6 +310,7 @@ def parse_job(doc: Mapping[str, Any], path: Path) -> JobFile:
         weights=weights,
         linked_certificate=linked,
         azure=_azure(doc.get("azure", {}), where),
+        environment=environment,
     )
 
 
@@ -307,7 +350,6 @@ def _training_inputs(
         base_model = _input(
             doc["base_model"], "base_model", "base-model", "base-model", base, where
         )
-    _unique([("code", code), ("base_model", base_model), *_keyed("data", data)], where)
     return code, data, base_model
 
 
@@ -357,7 +399,17 @@ def _evaluations(raw: object, base: Path, where: _Where) -> tuple[JobEvaluation,
             _input(d, f"{key}.data[{j}]", "eval-data", None, base, where)
             for j, d in enumerate(data_raw)
         )
-        _unique([(f"{key}.code", code), *_keyed(f"{key}.data", data)], where)
+        environment = _environment(
+            item.get("environment"), f"{key}.environment", "eval-environment", base, where
+        )
+        _unique(
+            [
+                (f"{key}.environment", environment),
+                (f"{key}.code", code),
+                *_keyed(f"{key}.data", data),
+            ],
+            where,
+        )
         results = item.get("results")
         if (
             not isinstance(results, str)
@@ -368,8 +420,37 @@ def _evaluations(raw: object, base: Path, where: _Where) -> tuple[JobEvaluation,
                 f"{key}.results", "must be a relative path of names (" + _name_rule() + ")"
             )
         command = _command(item.get("command"), f"{key}.command", where)
-        evaluations.append(JobEvaluation(name, command, results, code, data))
+        evaluations.append(JobEvaluation(name, command, results, code, data, environment))
     return tuple(evaluations)
+
+
+def _environment(raw: object, key: str, role: str, base: Path, where: _Where) -> JobInput | None:
+    """An ``environment`` table: exactly one of ``image`` (by digest) or ``path``."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise where.fail(
+            key,
+            'must be a table: { image = "REGISTRY/NAME@sha256:..." } or { path = "env.oci.tar" }',
+        )
+    unknown = sorted(set(raw) - {"image", "path"})
+    if unknown:
+        raise where.fail(f"{key}.{unknown[0]}", "unknown key (allowed: image, path)")
+    if len(raw) != 1:
+        raise where.fail(key, "give exactly one of image (REGISTRY/NAME@sha256:DIGEST) or path")
+    ((field, value),) = raw.items()
+    if not isinstance(value, str) or not value:
+        raise where.fail(f"{key}.{field}", "must be a non-empty string")
+    source: InputSource
+    if field == "image":
+        try:
+            parse_reference(value)
+        except OciError as exc:
+            raise where.fail(f"{key}.image", exc.message) from None
+        source = ImageSource(value)
+    else:
+        source = ArchiveSource(_resolve(value, base))
+    return JobInput(ENVIRONMENT_INPUT, role, source)
 
 
 def _weights(raw: object, base: Path, where: _Where) -> JobInput:
