@@ -167,7 +167,7 @@ class BodyReader:
         return b"".join(parts)
 
 
-def _only_zeros_left(source: Reader) -> bool:
+def only_zeros_left(source: Reader) -> bool:
     """Read ``source`` to its end; whether everything left was zero bytes (tar padding)."""
     while data := source.read(CHUNK):
         if any(data):
@@ -404,7 +404,7 @@ def receive_tar(
     try:
         tree = _TarTree(dest)
         _extract(body, tree)
-        if not _only_zeros_left(body):
+        if not only_zeros_left(body):
             raise IntakeError("data follows the end of the tar archive", 422)
         os.sync()
         manifest = tree.manifest()

@@ -27,6 +27,7 @@ session locked, so the TPM itself records that this boot's job failed.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import enum
 import hashlib
 import hmac
@@ -43,6 +44,8 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 from aicert.agent import intake
+from aicert.agent.oci.environment import Environment, pull_environment, receive_archive
+from aicert.agent.oci.reference import parse_reference
 from aicert.agent.sandbox import SandboxRun, SandboxSpec
 from aicert.agent.session import MeasuredSession, SessionError, SessionTpm
 from aicert.verifier.canonical_json import JsonValue, parse_json
@@ -68,9 +71,11 @@ MAX_COMMAND_ARGS: Final = 4096
 MAX_EVALUATIONS: Final = 32
 MAX_RESULTS_BYTES: Final = 1024 * 1024
 MAX_JSON_INT: Final = 2**53 - 1
-EVALUATION_ROLES: Final = ("eval-code", "eval-data")
+EVALUATION_ROLES: Final = ("eval-code", "eval-data", "eval-environment")
 # Roles of the inputs that make weights; an evaluation-only job has none of them.
-TRAINING_ROLES: Final = ("code", "data", "base-model")
+TRAINING_ROLES: Final = ("code", "data", "base-model", "environment")
+# An OCI image the command runs in (agent/oci); at most one per training and evaluation.
+ENVIRONMENT_ROLES: Final = ("environment", "eval-environment")
 _HEX: Final = re.compile(r"(?:[0-9a-fA-F]{2})+")
 _SCRATCH_ENTRIES: Final = (
     "incoming",
@@ -205,10 +210,13 @@ class Agent:
         intermediates: Sequence[bytes] = (),
         git_schemes: tuple[str, ...] = ("https",),
         kernel_cmdline: str = "",
+        plain_http_registries: frozenset[str] = frozenset(),
     ) -> None:
         self._tpm = tpm
         self.scratch = scratch
         self._git_schemes = git_schemes
+        self._plain_http_registries = plain_http_registries
+        self._environments: dict[str, Environment] = {}
         self._lock = threading.RLock()
         self._state = JobState.READY
         self._message = ""
@@ -406,25 +414,25 @@ class Agent:
             self._pending.add(key)
         return slot
 
-    def _keep_input(self, slot: _Slot, manifest: TreeManifest, source: str) -> str:
+    def _keep_input(self, slot: _Slot, digest: str, source: str) -> str:
         """Move the received input in place; measure it now unless it is an evaluation's."""
         with self._lock:
             try:
                 session = self._session_or_refuse()
                 os.rename(slot.staged, slot.final)
                 item = MeasuredInput(
-                    slot.name, slot.role, manifest.digest, source, slot.final, slot.evaluation
+                    slot.name, slot.role, digest, source, slot.final, slot.evaluation
                 )
                 if slot.evaluation:
                     self._evaluation_inputs.setdefault(slot.evaluation, []).append(item)
                 else:
-                    session.add_input(slot.role, slot.name, manifest.digest, source)
+                    session.add_input(slot.role, slot.name, digest, source)
                     self._inputs[slot.name] = item
             except SessionError as exc:
                 raise ApiError(409, "conflict", exc.message) from None
             finally:
                 self._pending.discard(slot.key)
-        return manifest.digest
+        return digest
 
     def _receive(self, slot: _Slot, source: str, receive: Callable[[Path], TreeManifest]) -> str:
         try:
@@ -434,11 +442,59 @@ class Agent:
                 self._pending.discard(slot.key)
             raise
         try:
-            return self._keep_input(slot, manifest, source)
+            return self._keep_input(slot, manifest.digest, source)
         except BaseException:
             intake.remove_path(slot.staged)
             intake.remove_path(slot.final)
             raise
+
+    def _receive_environment(
+        self,
+        slot: _Slot,
+        source: Callable[[Environment], str],
+        receive: Callable[[Path], Environment],
+    ) -> str:
+        """Like :meth:`_receive` for an OCI environment, identified by its manifest digest."""
+        if slot.role not in ENVIRONMENT_ROLES:
+            with self._lock:
+                self._pending.discard(slot.key)
+            raise ApiError(
+                400,
+                "bad-request",
+                f"an OCI image is an input of role {' or '.join(ENVIRONMENT_ROLES)}",
+            )
+        try:
+            environment = receive(slot.staged)
+        except BaseException:
+            with self._lock:
+                self._pending.discard(slot.key)
+            raise
+        try:
+            # Recorded like every digest, as bare hex: the manifest's SHA-256.
+            digest = self._keep_input(
+                slot, environment.manifest_digest.removeprefix("sha256:"), source(environment)
+            )
+        except BaseException:
+            intake.remove_path(slot.staged)
+            intake.remove_path(slot.final)
+            raise
+        with self._lock:
+            self._environments[slot.key] = dataclasses.replace(
+                environment, rootfs=slot.final / environment.rootfs.name
+            )
+        return digest
+
+    def environment(self, evaluation: str | None = None) -> Environment | None:
+        """The OCI environment the training (or ``evaluation``) runs in, if one was given."""
+        with self._lock:
+            for key, environment in self._environments.items():
+                if (key.partition("/")[0] if "/" in key else None) == evaluation:
+                    return environment
+        return None
+
+    def _scratch_room(self) -> int:
+        """What an environment may take of the scratch disk: its free space now."""
+        return shutil.disk_usage(self.scratch).free
 
     def upload_input(
         self,
@@ -456,10 +512,26 @@ class Agent:
         self._session_or_refuse()
         if expected is not None:
             intake.check_sha256(expected, "sha256")
-        if fmt not in ("tar", "file"):
-            raise ApiError(400, "bad-request", "format must be 'tar' or 'file'")
+        if fmt not in ("tar", "file", "oci-archive"):
+            raise ApiError(400, "bad-request", "format must be 'tar', 'file' or 'oci-archive'")
+        if (fmt == "oci-archive") != (role in ENVIRONMENT_ROLES):
+            raise ApiError(
+                400, "bad-request", "an environment, and only it, is uploaded as format=oci-archive"
+            )
+        if fmt == "oci-archive" and expected is not None:
+            raise ApiError(400, "bad-request", "an environment is identified by its own digest")
         slot = self._reserve(name, role, evaluation)
         source = upload_uri(slot.key)
+        if fmt == "oci-archive":
+
+            def archive(dest: Path) -> Environment:
+                environment = receive_archive(body, dest, max_bytes=self._scratch_room())
+                if not intake.only_zeros_left(body):
+                    intake.remove_path(dest)
+                    raise intake.IntakeError("data follows the end of the archive", 422)
+                return environment
+
+            return self._receive_environment(slot, lambda env: env.source(name), archive)
         if fmt == "tar":
             return self._receive(
                 slot,
@@ -499,7 +571,24 @@ class Agent:
 
             return receive
 
-        url, git = request.get("url"), request.get("git")
+        url, git, image = request.get("url"), request.get("git"), request.get("image")
+        if isinstance(image, str) and url is None and git is None:
+            if tree is not None:
+                raise ApiError(400, "bad-request", "an image is pinned by the digest it names")
+            reference = parse_reference(image)
+            slot = self._reserve(name, role, evaluation)
+            return self._receive_environment(
+                slot,
+                lambda env: env.source(name),
+                lambda dest: pull_environment(
+                    reference,
+                    dest,
+                    max_bytes=self._scratch_room(),
+                    plain_http=self._plain_http_registries,
+                ),
+            )
+        if image is not None:
+            raise ApiError(400, "bad-request", "an image input takes no url or git")
         if isinstance(url, str) and git is None:
             expected = request.get("sha256")
             if not isinstance(expected, str):
@@ -526,7 +615,11 @@ class Agent:
                     )
                 ),
             )
-        raise ApiError(400, "bad-request", "give either 'url' and 'sha256', or 'git' and 'commit'")
+        raise ApiError(
+            400,
+            "bad-request",
+            "give either 'url' and 'sha256', 'git' and 'commit', or 'image' (by digest)",
+        )
 
     # -- the job -----------------------------------------------------------------------------
 
@@ -624,14 +717,28 @@ class Agent:
                     "unknown-evaluation",
                     f"inputs were sent for evaluation {evaluation!r}, which the job does not run",
                 )
+        if sum(i.role == "environment" for i in self._inputs.values()) > 1:
+            raise ApiError(409, "job-inputs", "a job has at most one environment")
         for request in requests:
             received = self._evaluation_inputs.get(request.name, [])
+            if sum(i.role == "eval-environment" for i in received) > 1:
+                raise ApiError(
+                    409, "job-inputs", f"evaluation {request.name!r} has more than one environment"
+                )
             if sum(i.role == "eval-code" for i in received) != 1:
                 raise ApiError(
                     409,
                     "no-eval-code",
                     f"evaluation {request.name!r} needs exactly one input with role 'eval-code'",
                 )
+        if self._environments:
+            # Until the OCI runtime runs commands in them, a job with an environment would
+            # run in the image's own root while its certificate named the environment.
+            raise ApiError(
+                409,
+                "environment-unsupported",
+                "this agent measures OCI environments but cannot run commands in them yet",
+            )
         if training:
             if any(i.role in ("weights", "certificate") for i in self._inputs.values()):
                 raise ApiError(
@@ -642,7 +749,9 @@ class Agent:
             return None
         if any(i.role in TRAINING_ROLES for i in self._inputs.values()):
             raise ApiError(
-                409, "job-inputs", "an evaluation-only job takes no code, data or base model"
+                409,
+                "job-inputs",
+                "an evaluation-only job takes no code, data, base model or environment",
             )
         weights = [i for i in self._inputs.values() if i.role == "weights"]
         if len(weights) != 1:

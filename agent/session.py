@@ -267,8 +267,11 @@ class MeasuredSession:
     ) -> None:
         """Measure an input of an evaluation (its code or data set) before it runs."""
         self._enter_evaluation("add an evaluation input")
-        if role not in ("eval-code", "eval-data"):
-            raise SessionError(f"evaluation inputs have role eval-code or eval-data, not {role!r}")
+        if role not in ("eval-code", "eval-data", "eval-environment"):
+            raise SessionError(
+                "evaluation inputs have role eval-code, eval-data or eval-environment, "
+                f"not {role!r}"
+            )
         full_name = f"{evaluation}/{name}"
         _check_source(source)
         self._measure(InputMeasured(role, full_name, sha256, source))

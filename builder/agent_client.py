@@ -49,7 +49,15 @@ from aicert.builder.agent_attestation import (
     spki_sha256,
     verify_attestation,
 )
-from aicert.builder.job_file import EvaluationRun, GitSource, JobFile, JobInput, LocalSource
+from aicert.builder.job_file import (
+    ArchiveSource,
+    EvaluationRun,
+    GitSource,
+    ImageSource,
+    JobFile,
+    JobInput,
+    LocalSource,
+)
 from aicert.verifier.boot_reference import BootReference, reference_from_recipe
 from aicert.verifier.certificate import Certificate, load_certificate, parse_certificate
 from aicert.verifier.errors import AicertError, EvaluationError, InputError, NonceError
@@ -387,6 +395,42 @@ class AgentClient:
             )
         return digest
 
+    def upload_environment(
+        self,
+        name: str,
+        path: Path,
+        role: str,
+        *,
+        progress: Progress | None = None,
+        evaluation: str | None = None,
+    ) -> str:
+        """Stream an OCI image-layout archive to the agent; the image's manifest digest.
+
+        The agent checks every blob against its digest; the digest it answers is the one
+        the certificate records.
+        """
+        if not path.is_file():
+            raise InputError(f"environment {path} is not a file (an OCI image-layout archive)")
+        sink = progress or progress_for(label=f"uploading {name}")
+        query = {"role": role, "format": "oci-archive"}
+        if evaluation is not None:
+            query["evaluation"] = evaluation
+        target = f"/v1/inputs/{urllib.parse.quote(name, safe='')}?{urllib.parse.urlencode(query)}"
+        stream = _FileSender(path, sink)
+        try:
+            response = self._request(
+                "PUT",
+                target,
+                f"upload of {name}",
+                body=stream.chunks(),
+                extra_headers={"Content-Type": "application/x-tar"},
+                timeout=FETCH_TIMEOUT,
+            )
+        finally:
+            stream.close()
+            sink.finish()
+        return str(response.json().get("sha256", ""))
+
     def fetch_input(
         self,
         name: str,
@@ -396,10 +440,12 @@ class AgentClient:
         sha256: str | None = None,
         git: str | None = None,
         commit: str | None = None,
+        image: str | None = None,
         expected_sha256: str | None = None,
         evaluation: str | None = None,
     ) -> str:
-        """Have the agent fetch an input (https URL + SHA-256, or git URL + commit).
+        """Have the agent fetch an input (https URL + SHA-256, git URL + commit, or an OCI
+        image by digest, whose manifest digest is returned).
 
         ``expected_sha256`` is the tree digest the input must have, or it is refused;
         ``evaluation`` names the evaluation the input belongs to.
@@ -413,8 +459,10 @@ class AgentClient:
             request |= {"url": url, "sha256": sha256}
         elif git is not None and commit is not None and url is None:
             request |= {"git": git, "commit": commit}
+        elif image is not None and url is None and git is None:
+            request |= {"image": image}
         else:
-            raise InputError(f"input {name}: give url and sha256, or git and commit")
+            raise InputError(f"input {name}: give url and sha256, git and commit, or image")
         response = self._request(
             "POST",
             f"/v1/inputs/{urllib.parse.quote(name, safe='')}/fetch",
@@ -635,6 +683,18 @@ def _send(
     progress: Callable[[JobInput], Progress] | None,
 ) -> str:
     source = item.source
+    if isinstance(source, ImageSource):
+        return client.fetch_input(
+            item.name, item.role, image=source.reference, evaluation=evaluation
+        )
+    if isinstance(source, ArchiveSource):
+        return client.upload_environment(
+            item.name,
+            source.path,
+            item.role,
+            progress=None if progress is None else progress(item),
+            evaluation=evaluation,
+        )
     if isinstance(source, LocalSource):
         return client.upload_input(
             item.name,

@@ -61,6 +61,7 @@ def running_agent(
     scratch: Path | None = None,
     replay: bool = True,
     knows_intermediates: bool = True,
+    plain_http_registries: frozenset[str] = frozenset(),
 ) -> Iterator[RunningAgent]:
     if replay:
         replay_log_into_tpm(tcti, OVMF_LOG.read_bytes())
@@ -81,6 +82,7 @@ def running_agent(
             intermediates=(intermediate,) if knows_intermediates else (),
             git_schemes=("https", "file"),
             kernel_cmdline=KERNEL_CMDLINE,
+            plain_http_registries=plain_http_registries,
         )
         server = make_server(agent, server_context(key), "127.0.0.1", 0)
         server.serve_in_thread()

@@ -101,7 +101,7 @@ def test_mistakes_name_the_key(tmp_path: Path, text: str, key: str, message: str
 
 
 def test_environment_must_be_a_table(tmp_path: Path) -> None:
-    with pytest.raises(FormatError, match="job.toml: environment: must be a table"):
+    with pytest.raises(FormatError, match=r"job\.toml: environment: must be a table"):
         _load(tmp_path, "environment = 3\n" + TRAINING)
 
 

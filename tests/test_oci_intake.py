@@ -138,7 +138,7 @@ def test_blob_whose_bytes_differ(registry: Registry, tmp_path: Path) -> None:
     data = bytearray(stored.read_bytes())
     data[len(data) // 2] ^= 0xFF  # same size: only the digest can tell
     stored.write_bytes(bytes(data))
-    with pytest.raises(OciError, match="layer 1/2 .* not the sha256:.* it was asked for"):
+    with pytest.raises(OciError, match=r"layer 1/2 .* not the sha256:.* it was asked for"):
         pull(registry, reference, tmp_path / "env")
     assert not (tmp_path / "env").exists()
 
@@ -148,7 +148,7 @@ def test_config_whose_bytes_differ(registry: Registry, tmp_path: Path) -> None:
     reference = registry.push("tampered-config", image)
     stored = registry.stored_blob(image.config_digest)
     stored.write_bytes(stored.read_bytes().replace(b"/work", b"/root"))
-    with pytest.raises(OciError, match="image config .* not the"):
+    with pytest.raises(OciError, match=r"image config .* not the"):
         pull(registry, reference, tmp_path / "env")
 
 
@@ -179,7 +179,7 @@ def test_image_larger_than_the_scratch_allows(registry: Registry, tmp_path: Path
         pull(registry, reference, tmp_path / "env", max_bytes=2 << 20)
     assert info.value.status == 507
     assert not (tmp_path / "env").exists()
-    with pytest.raises(OciError, match="layers are .* bytes compressed"):
+    with pytest.raises(OciError, match=r"layers are .* bytes compressed"):
         pull(registry, reference, tmp_path / "env", max_bytes=1000)
 
 

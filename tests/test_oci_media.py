@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -139,7 +140,9 @@ def test_index_picks_linux_amd64() -> None:
     ]
     index = parse_index(json.dumps({"schemaVersion": 2, "manifests": entries}).encode())
     assert index.pick().digest == D2
-    with pytest.raises(OciError, match="no linux/riscv64 image .it has linux/amd64, linux/arm64"):
+    with pytest.raises(
+        OciError, match=r"no linux/riscv64 image \(it has linux/amd64, linux/arm64\)"
+    ):
         index.pick("linux", "riscv64")
 
 
@@ -182,10 +185,8 @@ _json = st.recursive(
 def test_parsers_only_raise_oci_errors(doc: object) -> None:
     data = json.dumps(doc).encode()
     for parse in (parse_manifest, parse_index, parse_config):
-        try:
+        with contextlib.suppress(OciError):
             parse(data)
-        except OciError:
-            pass
 
 
 @given(

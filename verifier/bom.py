@@ -31,6 +31,7 @@ from aicert import __version__
 from .errors import InputError, ToolError
 from .provenance import Artifact, TrainingProvenance
 
+_OCI_ROLES = ("environment", "eval-environment")
 _COMPONENT_TYPES = {
     "code": "application",
     "eval-code": "application",
@@ -40,6 +41,8 @@ _COMPONENT_TYPES = {
     "base-model": "machine-learning-model",
     "weights": "machine-learning-model",
     "certificate": "data",
+    "environment": "container",
+    "eval-environment": "container",
 }
 TRAINING_ROLES = ("code", "data", "base-model", "config")
 OS_IMAGE_REF = "aicert:os-image"

@@ -26,6 +26,9 @@ INPUT_ROLES = (
     "certificate",
     "eval-code",
     "eval-data",
+    # An OCI image the command ran in, by manifest digest (source: its pkg:oci URL).
+    "environment",
+    "eval-environment",
 )
 
 Metrics = Mapping[str, int | float]
