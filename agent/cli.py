@@ -69,6 +69,14 @@ def ready_report(console: Path | None) -> None:
     help="Seconds to spend fetching the AK certificate's missing issuers from its AIA "
     "links at start (0: do not fetch).",
 )
+@click.option(
+    "--plain-http-registry",
+    "plain_http_registries",
+    multiple=True,
+    metavar="HOST[:PORT]",
+    help="An OCI registry to pull environments from over plain HTTP instead of HTTPS "
+    "(repeatable; every blob is digest-checked either way).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every request.")
 def serve_command(
     scratch: Path,
@@ -78,6 +86,7 @@ def serve_command(
     event_log: Path,
     intermediates: Path | None,
     issuer_fetch_timeout: float,
+    plain_http_registries: tuple[str, ...],
     verbose: bool,
 ) -> None:
     """Serve the attested HTTPS API for this boot's one training job."""
@@ -94,6 +103,7 @@ def serve_command(
         event_log=event_log,
         intermediates=intermediates,
         issuer_fetch_budget=issuer_fetch_timeout,
+        plain_http_registries=frozenset(plain_http_registries),
     )
 
 

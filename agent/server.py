@@ -395,6 +395,7 @@ def serve(
     event_log: Path = FIRMWARE_EVENT_LOG,
     intermediates: Path | None = None,
     issuer_fetch_budget: float = 30.0,
+    plain_http_registries: frozenset[str] = frozenset(),
 ) -> None:
     """Start the agent: fresh key, measured agent-start, HTTPS until SIGTERM or SIGINT.
 
@@ -422,6 +423,7 @@ def serve(
             boot_id=boot_id,
             intermediates=chain,
             kernel_cmdline=read_kernel_cmdline(),
+            plain_http_registries=plain_http_registries,
         )
     except BaseException:
         server.server_close()

@@ -35,6 +35,14 @@ apt-get install -y -qq --no-install-recommends \
     libtss2-dev tpm2-tools swtpm swtpm-tools \
     ovmf systemd-boot-efi zstd e2fsprogs cpio libc6-dev sbsigntool >/dev/null
 
+# OCI environments: the tests' local registry, and the benchmark's reference tools.
+apt-get install -y -qq --no-install-recommends docker-registry skopeo umoci >/dev/null
+# The package's own service would serve every interface on :5000; the tests start their
+# own registry on 127.0.0.1.
+if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    systemctl disable --now docker-registry.service >/dev/null 2>&1 || true
+fi
+
 apt-get install -y -qq --no-install-recommends "${backports[@]}" \
     qemu-system-x86 qemu-utils >/dev/null
 

@@ -8,21 +8,35 @@ with ``?digest=``, ``PUT /v2/NAME/manifests/REF``), as any client would push the
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import datetime
 import gzip
 import hashlib
 import http.client
+import http.server
 import io
+import ipaddress
 import json
+import re
+import secrets
 import shutil
 import socket
+import ssl
 import subprocess
 import tarfile
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.x509.oid import NameOID
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -194,21 +208,176 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class TokenService:
+    """A registry token service (the distribution spec's bearer-token flow) on 127.0.0.1:
+    ES256 JWTs whose x5c names a self-signed certificate the registry trusts. Anonymous
+    requests get pull access; ``push_token`` is for the test's own pusher."""
+
+    SERVICE = "aicert-test-registry"
+    ISSUER = "aicert-test-issuer"
+
+    def __init__(self, directory: Path, *, refuse: bool = False) -> None:
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "aicert test token signer")])
+        now = datetime.datetime.now(datetime.UTC)
+        self.certificate = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(self.key, hashes.SHA256())
+        )
+        self.bundle = directory / "token-signer.pem"
+        self.bundle.write_bytes(self.certificate.public_bytes(serialization.Encoding.PEM))
+        self.refuse = refuse
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        service = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                url = urllib.parse.urlsplit(self.path)
+                query = dict(urllib.parse.parse_qsl(url.query))
+                service.requests.append((url.path, dict(self.headers.items()) | query))
+                if service.refuse:
+                    self.send_response(403)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                _, name, actions = query.get("scope", "repository::").split(":")
+                pulls = [a for a in actions.split(",") if a == "pull"]
+                body = json.dumps({"token": service.token(name, pulls)}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.realm = f"http://127.0.0.1:{self.server.server_address[1]}/token"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def token(self, repository: str, actions: list[str]) -> str:
+        der = self.certificate.public_bytes(serialization.Encoding.DER)
+        header = {"typ": "JWT", "alg": "ES256", "x5c": [base64.b64encode(der).decode()]}
+        now = int(time.time())
+        claims = {
+            "iss": self.ISSUER,
+            "sub": "",
+            "aud": self.SERVICE,
+            "exp": now + 300,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": secrets.token_hex(8),
+            "access": [{"type": "repository", "name": repository, "actions": actions}],
+        }
+        signing_input = (
+            _b64url(json.dumps(header).encode()) + "." + _b64url(json.dumps(claims).encode())
+        )
+        r, s = decode_dss_signature(
+            self.key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
+        )
+        return signing_input + "." + _b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def loopback_tls(directory: Path) -> tuple[Path, Path, bytes]:
+    """A certificate for 127.0.0.1 and its key (PEM files), and the PEM of the CA that
+    issued it (trusted by a test's client only)."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "aicert test registry CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "registry.crt", directory / "registry.key"
+    cert_path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path, ca.public_bytes(serialization.Encoding.PEM)
+
+
 class Registry:
     """A running docker-registry on 127.0.0.1 with storage under ``root``."""
 
-    def __init__(self, root: Path, port: int) -> None:
+    def __init__(
+        self,
+        root: Path,
+        port: int,
+        tokens: TokenService | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.root = root
         self.port = port
         self.host = f"127.0.0.1:{port}"
+        self.tokens = tokens
+        self.tls = tls
+
+    def _connection(self, timeout: float = 60) -> http.client.HTTPConnection:
+        if self.tls is not None:
+            return http.client.HTTPSConnection(
+                "127.0.0.1", self.port, timeout=timeout, context=self.tls
+            )
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
 
     # -- pushing -----------------------------------------------------------------------------
 
     def _request(
         self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
     ) -> http.client.HTTPResponse:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        conn.request(method, path, body=body, headers=headers or {})
+        headers = dict(headers or {})
+        if self.tokens is not None:
+            found = re.match(r"/v2/(.+?)/(?:blobs|manifests)/", path)
+            repository = found.group(1) if found else ""
+            token = self.tokens.token(repository, ["pull", "push"])
+            headers["Authorization"] = f"Bearer {token}"
+        conn = self._connection()
+        conn.request(method, path, body=body, headers=headers)
         response = conn.getresponse()
         response.read()
         conn.close()
@@ -253,8 +422,12 @@ class Registry:
 
 
 @contextlib.contextmanager
-def running_registry(root: Path) -> Iterator[Registry]:
-    """Start docker-registry on a free loopback port; stop it on exit."""
+def running_registry(
+    root: Path, tokens: TokenService | None = None, *, tls: bool = False
+) -> Iterator[Registry]:
+    """Start docker-registry on a free loopback port (behind ``tokens``' bearer-token
+    auth when given; over HTTPS with a test CA, ``Registry.tls``, when ``tls``); stop it
+    on exit."""
     binary = shutil.which("docker-registry")
     if binary is None:
         raise RuntimeError("docker-registry is not installed: run scripts/install-host-deps.sh")
@@ -262,21 +435,34 @@ def running_registry(root: Path) -> Iterator[Registry]:
     storage = root / "storage"
     storage.mkdir(parents=True)
     config = root / "config.yml"
+    auth = (
+        ""
+        if tokens is None
+        else f"auth:\n  token:\n    realm: {tokens.realm}\n    service: {tokens.SERVICE}\n"
+        f"    issuer: {tokens.ISSUER}\n    rootcertbundle: {tokens.bundle}\n"
+    )
+    client_tls: ssl.SSLContext | None = None
+    http_tls = ""
+    if tls:
+        cert, key, ca = loopback_tls(root)
+        client_tls = ssl.create_default_context(cadata=ca.decode())
+        http_tls = f"  tls:\n    certificate: {cert}\n    key: {key}\n"
     config.write_text(
         "version: 0.1\n"
         "log:\n  level: error\n"
         f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n" + http_tls + auth
     )
     log = (root / "registry.log").open("wb")
     proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    registry = Registry(storage, port, tokens, client_tls)
     try:
         deadline = time.monotonic() + 30
         while True:
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                conn = registry._connection(timeout=2)
                 conn.request("GET", "/v2/")
-                if conn.getresponse().status == 200:
+                if conn.getresponse().status in (200, 401):
                     conn.close()
                     break
             except OSError:
@@ -286,7 +472,7 @@ def running_registry(root: Path) -> Iterator[Registry]:
                     f"docker-registry did not start: {(root / 'registry.log').read_text()[-500:]}"
                 )
             time.sleep(0.1)
-        yield Registry(storage, port)
+        yield registry
     finally:
         proc.terminate()
         try:

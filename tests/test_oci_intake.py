@@ -18,6 +18,7 @@ from oci_support import (
     OCI_INDEX,
     Entry,
     Registry,
+    TokenService,
     file,
     layer_tar,
     layout_archive,
@@ -269,3 +270,50 @@ def test_archive_index_manifest_must_be_in_the_archive(tmp_path: Path) -> None:
             dst.addfile(member, payload)
     with pytest.raises(OciError, match="archive lacks the image manifest"):
         receive_archive(io.BytesIO(patched.getvalue()), tmp_path / "env", max_bytes=BIG)
+
+
+def test_anonymous_bearer_token_flow(tmp_path: Path) -> None:
+    tokens = TokenService(tmp_path)
+    try:
+        with running_registry(tmp_path / "registry", tokens) as registry:
+            image = make_image([layer_tar([file("a", b"token")])])
+            reference = registry.push("team/private-ish", image)
+            tokens.requests.clear()
+            env = pull(registry, reference, tmp_path / "env")
+            assert (env.rootfs / "a").read_bytes() == b"token"
+            # One anonymous token request, for pull access to this repository only.
+            assert len(tokens.requests) == 1
+            path, request = tokens.requests[0]
+            assert (path, request["scope"], request["service"]) == (
+                "/token",
+                "repository:team/private-ish:pull",
+                TokenService.SERVICE,
+            )
+            assert "Authorization" not in request
+    finally:
+        tokens.close()
+
+
+def test_token_service_refusal(tmp_path: Path) -> None:
+    tokens = TokenService(tmp_path)
+    try:
+        with running_registry(tmp_path / "registry", tokens) as registry:
+            image = make_image([layer_tar([file("a")])])
+            reference = registry.push("team/closed", image)
+            tokens.refuse = True
+            with pytest.raises(OciError, match="token service answered HTTP 403"):
+                pull(registry, reference, tmp_path / "env")
+    finally:
+        tokens.close()
+
+
+def test_https_registry_is_verified(tmp_path: Path) -> None:
+    with running_registry(tmp_path / "registry", tls=True) as registry:
+        image = make_image([layer_tar([file("a", b"tls")])])
+        reference = parse_reference(registry.push("team/tls", image))
+        # The system trust store does not know the test CA: refused, nothing kept.
+        with pytest.raises(OciError, match="CERTIFICATE_VERIFY_FAILED"):
+            pull_environment(reference, tmp_path / "env", max_bytes=BIG)
+        assert not (tmp_path / "env").exists()
+        env = pull_environment(reference, tmp_path / "env", max_bytes=BIG, context=registry.tls)
+        assert (env.rootfs / "a").read_bytes() == b"tls"

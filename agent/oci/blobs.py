@@ -53,10 +53,10 @@ def read_blob(source: Reader, descriptor: Descriptor, what: str) -> bytes:
 
 
 def receive_blob(source: Reader, dest: Path, descriptor: Descriptor, what: str) -> None:
-    """Write ``descriptor.size`` bytes of ``source`` to the new file ``dest``, checked.
+    """Write exactly ``descriptor.size`` bytes of ``source`` to the new file ``dest``,
+    hashing each chunk as it is written; a short stream or another digest removes it.
 
-    ``source`` may hold more (the rest of a tar member's padding is the caller's); at
-    most one byte beyond the size is read, to tell a longer stream from a complete one.
+    Nothing beyond the size is read: :func:`check_end` refuses a longer registry answer.
     """
     try:
         fd = os.open(dest, _CREATE, 0o644)

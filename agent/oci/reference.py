@@ -42,10 +42,6 @@ class ImageReference:
         """The host (and port) that serves the registry's ``/v2/`` API."""
         return _API_HOSTS.get(self.registry, self.registry)
 
-    @property
-    def hostname(self) -> str:
-        return self.registry.rsplit(":", 1)[0] if not self.registry.endswith("]") else self.registry
-
     def __str__(self) -> str:
         tag = f":{self.tag}" if self.tag else ""
         return f"{self.registry}/{self.repository}{tag}@{self.digest}"

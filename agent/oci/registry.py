@@ -100,7 +100,8 @@ class RegistryClient:
             except urllib.error.HTTPError as exc:
                 challenge = exc.headers.get("WWW-Authenticate", "")
                 exc.close()
-                if exc.code == 401 and attempt == 0 and self._token is None:
+                # A first 401 asks for a token, or a fresh one (they expire mid-pull).
+                if exc.code == 401 and attempt == 0:
                     self._token = self._fetch_token(challenge)
                     continue
                 raise self._refused(exc.code, what) from None
@@ -153,7 +154,7 @@ class RegistryClient:
             doc = json.loads(body) if len(body) <= MAX_TOKEN_BYTES else None
         except (ValueError, UnicodeDecodeError):
             doc = None
-        token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
+        token = (doc.get("token") or doc.get("access_token")) if isinstance(doc, dict) else None
         if not isinstance(token, str) or not token.isascii() or not token.isprintable():
             raise OciError("the registry's token service did not answer with a token", 502)
         return token

@@ -186,7 +186,7 @@ class RootfsWriter:
         try:
             with _decompressed(source, compression, what) as stream:
                 hashed = _HashingReader(stream)
-                with tarfile.open(fileobj=hashed, mode="r|") as archive:  # type: ignore[call-overload]
+                with tarfile.open(fileobj=hashed, mode="r|", bufsize=CHUNK) as archive:  # type: ignore[call-overload]
                     for member in archive:
                         self._apply(archive, member)
                 hashed.drain()
