@@ -3,18 +3,24 @@ tests of the member-name check."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import importlib.util
 import io
 import os
+import stat
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
 from aicert.agent.oci.errors import OciError
 from aicert.agent.oci.unpack import RootfsWriter, member_parts
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from oci_support import Entry, directory, file, hardlink, layer_tar, sha256, symlink
+
+from aicert.process import run
 
 BIG = 1 << 30
 
@@ -189,3 +195,53 @@ def test_member_parts_only_raises_oci_errors(name: str) -> None:
     assert not name.startswith("/")
     assert ".." not in parts
     assert "\x00" not in name
+
+
+_names = st.sampled_from(["a", "b", "a/b", "a/b/c", "..", "../x", "/abs", "a/../../x", "l", "l/x"])
+_targets = st.sampled_from(["a", "a/b", "../outside", "/", "..", "l", "outside-link"])
+_entry = st.one_of(
+    st.builds(lambda n: file(n, b"data"), _names),
+    st.builds(directory, _names),
+    st.builds(symlink, _names, st.sampled_from(["..", "../..", "/", "a", "../outside"])),
+    st.builds(hardlink, _names, _targets),
+    st.builds(lambda n: file(f"{n}/.wh.b" if n != "/abs" else ".wh.a"), _names),
+    st.builds(lambda n: file(f"{n}/.wh..wh..opq"), _names),
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(st.lists(_entry, max_size=6), min_size=1, max_size=3))
+def test_hostile_layer_sequences_never_touch_anything_outside(
+    tmp_path: Path, layers: list[list[Entry]]
+) -> None:
+    case = Path(tempfile.mkdtemp(dir=tmp_path))
+    outside = case / "outside"
+    outside.mkdir()
+    (outside / "precious").write_text("keep")
+    (case / "sibling").write_text("keep")
+    before = sorted(p.relative_to(case) for p in case.rglob("*"))
+    root = case / "rootfs"
+    with contextlib.suppress(OciError):
+        apply(root, *(layer_tar(entries) for entries in layers))
+    left = sorted(p.relative_to(case) for p in case.rglob("*") if not p.is_relative_to(root))
+    assert left == before
+    assert (outside / "precious").read_text() == "keep"
+    assert (case / "sibling").read_text() == "keep"
+    # Whatever was unpacked is only regular files, directories and symbolic links.
+    for path in root.rglob("*") if root.exists() else ():
+        mode = path.lstat().st_mode
+        assert stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)
+
+
+def test_zstd_layers(tmp_path: Path) -> None:
+    layer = layer_tar([file("z", b"zstd layer")])
+    blob = run(["zstd", "-q", "-c"], input=layer).stdout
+    writer = RootfsWriter(tmp_path / "rootfs", BIG)
+    if importlib.util.find_spec("zstandard") is None:
+        with pytest.raises(OciError, match=r"no zstd support \(python3-zstandard"):
+            writer.apply_layer(io.BytesIO(blob), "zstd", sha256(layer), "layer 0")
+    else:
+        writer.apply_layer(io.BytesIO(blob), "zstd", sha256(layer), "layer 0")
+        assert (tmp_path / "rootfs" / "z").read_bytes() == b"zstd layer"
