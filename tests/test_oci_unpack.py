@@ -245,3 +245,14 @@ def test_zstd_layers(tmp_path: Path) -> None:
     else:
         writer.apply_layer(io.BytesIO(blob), "zstd", sha256(layer), "layer 0")
         assert (tmp_path / "rootfs" / "z").read_bytes() == b"zstd layer"
+
+
+def test_oversized_extended_headers_are_refused_before_reading(tmp_path: Path) -> None:
+    # PAX and GNU long-name headers whose size fields claim 4 GiB, followed by far less.
+    for kind in (tarfile.XHDTYPE, tarfile.GNUTYPE_LONGNAME):
+        header = tarfile.TarInfo("././@LongHeader")
+        header.type = kind
+        header.size = 4 << 30
+        head = header.tobuf(format=tarfile.USTAR_FORMAT)
+        with pytest.raises(OciError, match="extended header claims 4294967296 bytes"):
+            apply(tmp_path / f"rootfs-{kind.decode()}", head + bytes(4096))

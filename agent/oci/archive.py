@@ -21,6 +21,7 @@ from .blobs import Reader, receive_blob
 from .errors import OciError
 from .media import MAX_MANIFEST_BYTES, Descriptor
 from .reference import SHA256_DIGEST
+from .tarheaders import BoundedTarInfo
 
 LAYOUT_VERSION: Final = "1.0.0"
 _IGNORED: Final = frozenset({"manifest.json", "repositories"})
@@ -47,7 +48,7 @@ def receive_layout(stream: Reader, blob_dir: Path, max_bytes: int) -> ReceivedLa
     blobs: set[str] = set()
     total = 0
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as archive:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=stream, mode="r|", tarinfo=BoundedTarInfo) as archive:  # type: ignore[call-overload]
             for member in archive:
                 name = _name(member)
                 if member.isdir() and name in _DIRECTORIES:

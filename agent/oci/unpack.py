@@ -30,6 +30,7 @@ from typing import IO, Final
 
 from .blobs import CHUNK, Reader
 from .errors import OciError
+from .tarheaders import BoundedTarInfo
 
 WHITEOUT: Final = ".wh."
 OPAQUE: Final = ".wh..wh..opq"
@@ -186,7 +187,9 @@ class RootfsWriter:
         try:
             with _decompressed(source, compression, what) as stream:
                 hashed = _HashingReader(stream)
-                with tarfile.open(fileobj=hashed, mode="r|", bufsize=CHUNK) as archive:  # type: ignore[call-overload]
+                with tarfile.open(
+                    fileobj=hashed, mode="r|", bufsize=CHUNK, tarinfo=BoundedTarInfo
+                ) as archive:  # type: ignore[call-overload]
                     for member in archive:
                         self._apply(archive, member)
                 hashed.drain()
