@@ -42,6 +42,7 @@ PACKAGE_DIRS = {
     "verifier": "aicert/verifier",
     "builder": "aicert/builder",
     "agent": "aicert/agent",
+    "agent/oci": "aicert/agent/oci",
 }
 PACKAGE_DATA = {"verifier": ("py.typed", "data")}
 SITE_PACKAGES = Path("usr/lib/python3/dist-packages")
