@@ -589,6 +589,8 @@ class Agent:
             )
         if image is not None:
             raise ApiError(400, "bad-request", "an image input takes no url or git")
+        if role in ENVIRONMENT_ROLES:
+            raise ApiError(400, "bad-request", "an environment is fetched by 'image' (by digest)")
         if isinstance(url, str) and git is None:
             expected = request.get("sha256")
             if not isinstance(expected, str):

@@ -136,6 +136,10 @@ def test_tag_role_and_format_mistakes_are_refused(live: RunningAgent, tmp_path: 
     with pytest.raises(AgentRequestError, match="an OCI image is an input of role") as refused:
         client.fetch_input("code", "code", image=f"127.0.0.1:1/x@sha256:{'1' * 64}")
     assert refused.value.status == 400
+    with pytest.raises(AgentRequestError, match="an environment is fetched by 'image'"):
+        client.fetch_input(
+            "environment", "environment", url="https://example.org/e.tar", sha256="0" * 64
+        )
     archive = tmp_path / "env.oci.tar"
     archive.write_bytes(layout_archive(make_image([layer_tar([file("a")])])))
     with pytest.raises(AgentRequestError, match="only it, is uploaded as format=oci-archive"):
