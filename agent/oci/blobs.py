@@ -12,6 +12,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import threading
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -52,11 +53,18 @@ def read_blob(source: Reader, descriptor: Descriptor, what: str) -> bytes:
     return data
 
 
-def receive_blob(source: Reader, dest: Path, descriptor: Descriptor, what: str) -> None:
+def receive_blob(
+    source: Reader,
+    dest: Path,
+    descriptor: Descriptor,
+    what: str,
+    stop: threading.Event | None = None,
+) -> None:
     """Write exactly ``descriptor.size`` bytes of ``source`` to the new file ``dest``,
     hashing each chunk as it is written; a short stream or another digest removes it.
 
     Nothing beyond the size is read: :func:`check_end` refuses a longer registry answer.
+    ``stop``, once set, ends the transfer early (another part of the intake failed).
     """
     try:
         fd = os.open(dest, _CREATE, 0o644)
@@ -66,6 +74,8 @@ def receive_blob(source: Reader, dest: Path, descriptor: Descriptor, what: str) 
         hasher = hashlib.sha256()
         left = descriptor.size
         while left > 0:
+            if stop is not None and stop.is_set():
+                raise OciError(f"{what}: stopped, another part of the image was refused")
             data = source.read(min(CHUNK, left))
             if not data:
                 raise OciError(

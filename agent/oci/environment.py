@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import ssl
+import threading
 import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -146,6 +147,7 @@ def pull_environment(
         rootfs = RootfsWriter(dest / ROOTFS, room)
         total = len(manifest.layers)
         say(f"pulling {reference}: {total} layers, {sum(la.size for la in manifest.layers)} bytes")
+        stop = threading.Event()
         with ThreadPoolExecutor(PARALLEL_DOWNLOADS, thread_name_prefix="oci-pull") as pool:
             downloads: dict[str, Future[None]] = {}
             for i, layer in enumerate(manifest.layers):
@@ -155,6 +157,7 @@ def pull_environment(
                         layer,
                         blob_dir / layer.digest[7:],
                         f"layer {i + 1}/{total} ({layer.digest})",
+                        stop,
                     )
             try:
                 for i, layer in enumerate(manifest.layers):
@@ -163,6 +166,7 @@ def pull_environment(
                     _apply(rootfs, blob_dir / layer.digest[7:], layer, config.diff_ids[i], what)
                     say(f"layer {i + 1}/{total} checked and unpacked")
             except BaseException:
+                stop.set()  # downloads under way end at their next chunk
                 for download in downloads.values():
                     download.cancel()
                 raise

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import ssl
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -201,9 +202,11 @@ class RegistryClient:
             check_end(response, descriptor, what)
         return data
 
-    def download_blob(self, descriptor: Descriptor, dest: Path, what: str) -> None:
+    def download_blob(
+        self, descriptor: Descriptor, dest: Path, what: str, stop: threading.Event | None = None
+    ) -> None:
         with self._open(f"{self.base}/blobs/{descriptor.digest}", "*/*", what) as response:
-            receive_blob(response, dest, descriptor, what)
+            receive_blob(response, dest, descriptor, what, stop)
             check_end(response, descriptor, what)
 
 
