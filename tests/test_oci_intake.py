@@ -29,6 +29,8 @@ from oci_support import (
     symlink,
 )
 
+from aicert.process import run
+
 BIG = 1 << 30
 
 
@@ -317,3 +319,18 @@ def test_https_registry_is_verified(tmp_path: Path) -> None:
         assert not (tmp_path / "env").exists()
         env = pull_environment(reference, tmp_path / "env", max_bytes=BIG, context=registry.tls)
         assert (env.rootfs / "a").read_bytes() == b"tls"
+
+
+def test_archives_written_by_skopeo(registry: Registry, tmp_path: Path) -> None:
+    image = make_image(base_layers())
+    source = f"docker://{registry.push('interop', image)}"
+    layout, legacy = tmp_path / "env.oci.tar", tmp_path / "env.docker.tar"
+    run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", source, f"oci-archive:{layout}"])
+    with layout.open("rb") as stream:
+        env = receive_archive(stream, tmp_path / "env", max_bytes=BIG)
+    assert (env.manifest_digest, env.config_digest) == (image.digest, image.config_digest)
+    assert (env.rootfs / "work/README").read_text() == "hello"
+    # skopeo's docker-archive is Docker's old format: no manifest digest to measure.
+    run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", source, f"docker-archive:{legacy}"])
+    with legacy.open("rb") as stream, pytest.raises(OciError, match="skopeo copy docker-archive"):
+        receive_archive(stream, tmp_path / "env2", max_bytes=BIG)

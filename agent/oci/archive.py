@@ -71,7 +71,9 @@ def receive_layout(stream: Reader, blob_dir: Path, max_bytes: int) -> ReceivedLa
                 if not name.startswith("blobs/sha256/") or not SHA256_DIGEST.fullmatch(digest):
                     raise OciError(
                         f"the archive member {member.name[:200]!r} is not part of an OCI "
-                        "image layout (oci-layout, index.json, blobs/sha256/HEX)"
+                        "image layout (oci-layout, index.json, blobs/sha256/HEX); a docker "
+                        "save archive of Docker before 25 is not one: convert it with "
+                        "skopeo copy docker-archive:IN oci-archive:OUT"
                     )
                 if digest in blobs:
                     raise OciError(f"the archive holds blob {digest} twice")
