@@ -77,9 +77,7 @@ def test_image_by_digest_is_pulled_and_measured(
     client = _claimed(live)
     digests = send_inputs(client, load_job_file(_job(tmp_path, f'image = "{reference}"')))
     assert digests["environment"] == image.digest[7:]
-    purl = (
-        f"pkg:oci/trainer@sha256%3A{image.digest[7:]}?repository_url={registry.host}/team/trainer"
-    )
+    purl = f"pkg:oci/trainer@sha256:{image.digest[7:]}?repository_url={registry.host}/team/trainer"
     assert _environment_events(client) == [
         InputMeasured("environment", "environment", image.digest[7:], purl)
     ]
@@ -102,7 +100,7 @@ def test_archive_is_uploaded_and_measured(live: RunningAgent, tmp_path: Path) ->
     [event] = _environment_events(client)
     assert (event.sha256, event.source) == (
         image.digest[7:],
-        f"pkg:oci/environment@sha256%3A{image.digest[7:]}",
+        f"pkg:oci/environment@sha256:{image.digest[7:]}",
     )
 
 

@@ -90,7 +90,7 @@ def test_pull_by_digest(registry: Registry, tmp_path: Path) -> None:
         "/work",
     )
     assert env.source("environment") == (
-        f"pkg:oci/trainer@sha256%3A{image.digest[7:]}?repository_url={registry.host}/team/trainer"
+        f"pkg:oci/trainer@sha256:{image.digest[7:]}?repository_url={registry.host}/team/trainer"
     )
     root = env.rootfs
     assert (root / "usr/bin/train").read_bytes() == b"#!/bin/sh\n"
@@ -204,7 +204,7 @@ def test_layout_archive(tmp_path: Path) -> None:
         image.config_digest,
         None,
     )
-    assert env.source("environment") == f"pkg:oci/environment@sha256%3A{image.digest[7:]}"
+    assert env.source("environment") == f"pkg:oci/environment@sha256:{image.digest[7:]}"
     assert (env.rootfs / "work/README").read_text() == "hello"
 
 

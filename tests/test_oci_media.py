@@ -19,6 +19,7 @@ from aicert.agent.oci.media import (
 from aicert.agent.oci.reference import parse_reference
 from hypothesis import given
 from hypothesis import strategies as st
+from packageurl import PackageURL
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64
@@ -48,8 +49,12 @@ def test_reference_by_digest() -> None:
         "",
     )
     assert ref.purl() == (
-        "pkg:oci/trainer@sha256%3A" + "1" * 64 + "?repository_url=127.0.0.1:5000/team/trainer"
+        "pkg:oci/trainer@sha256:" + "1" * 64 + "?repository_url=127.0.0.1:5000/team/trainer"
     )
+    canonical = PackageURL.from_string(ref.purl())
+    assert (canonical.type, canonical.name, canonical.version) == ("oci", "trainer", D1)
+    assert canonical.qualifiers == {"repository_url": "127.0.0.1:5000/team/trainer"}
+    assert canonical.to_string() == ref.purl()
     tagged = parse_reference(f"docker.io/library/debian:trixie@{D1}")
     assert (tagged.tag, tagged.api_host) == ("trixie", "registry-1.docker.io")
     assert str(tagged) == f"docker.io/library/debian:trixie@{D1}"

@@ -91,3 +91,4 @@ def test_environment_inputs_verify_and_are_reported(
     containers = [c for c in components if c["type"] == "container"]
     assert {c["hashes"][0]["content"] for c in containers} == {manifest_hex}
     assert all("OCI manifest digest" in c["description"] for c in containers)
+    assert {c["purl"] for c in containers} == {reference.purl(), env.source("x")}

@@ -44,7 +44,7 @@ _COMPONENT_TYPES = {
     "environment": "container",
     "eval-environment": "container",
 }
-TRAINING_ROLES = ("code", "data", "base-model", "config")
+TRAINING_ROLES = ("code", "data", "base-model", "config", "environment")
 OS_IMAGE_REF = "aicert:os-image"
 
 
@@ -64,6 +64,7 @@ def export_cyclonedx(prov: TrainingProvenance, certificate_path: Path, out: Path
         from cyclonedx.output.json import JsonV1Dot6  # noqa: PLC0415
         from cyclonedx.schema import SchemaVersion  # noqa: PLC0415
         from cyclonedx.validation.json import JsonStrictValidator  # noqa: PLC0415
+        from packageurl import PackageURL  # noqa: PLC0415 - cyclonedx's own dependency
     except ImportError:
         raise ToolError(
             "BOM export needs cyclonedx-python-lib: pip install 'aicert[bom]'"
@@ -87,16 +88,21 @@ def export_cyclonedx(prov: TrainingProvenance, certificate_path: Path, out: Path
         return [ExternalReference(type=kind, url=XsUri(artifact.source))]
 
     def component(artifact: Artifact, role: str) -> Component:
-        props = [Property(name="aicert:tree-sha256", value=artifact.sha256)]
+        oci = role in _OCI_ROLES
+        digest_name = "aicert:oci-manifest-sha256" if oci else "aicert:tree-sha256"
+        props = [Property(name=digest_name, value=artifact.sha256)]
         if artifact.source:
             props.append(Property(name="aicert:source", value=artifact.source))
         return Component(
             name=artifact.name,
             type=ComponentType(_COMPONENT_TYPES.get(role, "data")),
             bom_ref=_ref(role, artifact),
-            description=f"aicert {role} input",
+            description=f"aicert {role} input" + (" (OCI image)" if oci else ""),
             properties=props,
             external_references=source_references(artifact),
+            # An environment's digest is its image manifest's SHA-256: a real file hash.
+            hashes=[HashType(alg=HashAlgorithm.SHA_256, content=artifact.sha256)] if oci else [],
+            purl=_oci_purl(PackageURL, artifact, role),
         )
 
     bom = Bom()
@@ -178,6 +184,18 @@ def _os_image(prov: TrainingProvenance, component: Any, kind: Any, prop: Any) ->
         description="the measured image the job ran in (dm-verity root, UKI)",
         properties=props,
     )
+
+
+def _oci_purl(parse: Any, artifact: Artifact, role: str) -> Any:
+    """An environment's package URL (its recorded source), when it is one."""
+    if role not in _OCI_ROLES or not artifact.source.startswith("pkg:oci/"):
+        return None
+    try:
+        return parse.from_string(artifact.source)
+    except ValueError:
+        raise InputError(
+            f"environment {artifact.name}: {artifact.source!r} is not a purl"
+        ) from None
 
 
 def _ref(role: str, artifact: Artifact) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import shutil
 import ssl
 import threading
-import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -65,7 +64,7 @@ class Environment:
         uploaded archive is named after its input ``name``, without a repository."""
         if self.reference is not None:
             return self.reference.purl()
-        return f"pkg:oci/{name}@{urllib.parse.quote(self.manifest_digest, safe='')}"
+        return f"pkg:oci/{name.lower()}@{self.manifest_digest}"
 
 
 def _check_config(config: ImageConfig, manifest: ImageManifest) -> None:

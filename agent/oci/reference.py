@@ -8,7 +8,6 @@ repository grammar. ``docker.io`` is reached at ``registry-1.docker.io``.
 from __future__ import annotations
 
 import re
-import urllib.parse
 from dataclasses import dataclass
 from typing import Final
 
@@ -48,10 +47,10 @@ class ImageReference:
 
     def purl(self) -> str:
         """The package URL of the image (purl type ``oci``): the last name component, the
-        digest as version, and the full repository as ``repository_url``."""
+        digest as version, and the full repository as ``repository_url``, in the canonical
+        form (``:`` and ``/`` unescaped, as packageurl-python writes it)."""
         name = self.repository.rsplit("/", 1)[-1]
-        version = urllib.parse.quote(self.digest, safe="")
-        return f"pkg:oci/{name}@{version}?repository_url={self.registry}/{self.repository}"
+        return f"pkg:oci/{name}@{self.digest}?repository_url={self.registry}/{self.repository}"
 
 
 def check_digest(value: str, what: str) -> str:
