@@ -334,3 +334,30 @@ def test_archives_written_by_skopeo(registry: Registry, tmp_path: Path) -> None:
     run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", source, f"docker-archive:{legacy}"])
     with legacy.open("rb") as stream, pytest.raises(OciError, match="skopeo copy docker-archive"):
         receive_archive(stream, tmp_path / "env2", max_bytes=BIG)
+
+
+def test_archive_manifest_blobs_are_bounded_before_reading(tmp_path: Path) -> None:
+    # index.json names a 9 MiB "manifest" that the archive holds, correctly digested.
+    huge = b" " * (9 << 20)
+    index = {
+        "schemaVersion": 2,
+        "manifests": [
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": sha256(huge),
+                "size": len(huge),
+            }
+        ],
+    }
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as archive:
+        for name, data in (
+            ("oci-layout", b'{"imageLayoutVersion": "1.0.0"}'),
+            ("index.json", json.dumps(index).encode()),
+            (f"blobs/sha256/{sha256(huge)[7:]}", huge),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    with pytest.raises(OciError, match=r"image manifest .* is larger than"):
+        receive_archive(io.BytesIO(out.getvalue()), tmp_path / "env", max_bytes=BIG)

@@ -25,6 +25,7 @@ from .errors import OciError
 from .media import (
     INDEX_TYPES,
     MANIFEST_TYPES,
+    MAX_CONFIG_BYTES,
     PLATFORM,
     ImageConfig,
     ImageManifest,
@@ -195,9 +196,13 @@ def receive_archive(
         received = receive_layout(stream, blob_dir, max_bytes)
 
         def blob(digest: str, what: str) -> bytes:
+            """A manifest, index or config blob of the archive (already digest-checked)."""
             if digest not in received.blobs:
                 raise OciError(f"the archive lacks {what} {digest}")
-            return (blob_dir / digest[7:]).read_bytes()
+            path = blob_dir / digest[7:]
+            if path.stat().st_size > MAX_CONFIG_BYTES:
+                raise OciError(f"the archive's {what} {digest} is larger than {MAX_CONFIG_BYTES}")
+            return path.read_bytes()
 
         entry = _pick_manifest(received.index, blob)
         manifest_bytes = blob(entry, "the image manifest")
