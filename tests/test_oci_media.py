@@ -6,12 +6,14 @@ import contextlib
 import json
 
 import pytest
+from aicert.agent.oci.blobs import read_blob
 from aicert.agent.oci.errors import OciError
 from aicert.agent.oci.media import (
     DOCKER_MANIFEST,
     OCI_CONFIG,
     OCI_INDEX,
     OCI_MANIFEST,
+    Descriptor,
     parse_config,
     parse_index,
     parse_manifest,
@@ -210,3 +212,12 @@ def test_mutated_manifests_only_raise_oci_errors(changes: dict[str, object], jun
             continue
         assert all(layer.digest.startswith("sha256:") for layer in parsed.layers)
         assert parsed.config.size >= 0
+
+
+def test_small_blobs_are_bounded_before_reading() -> None:
+    class Endless:
+        def read(self, size: int = -1, /) -> bytes:
+            raise AssertionError("read before the size was checked")
+
+    with pytest.raises(OciError, match="more than the 8388608 allowed"):
+        read_blob(Endless(), Descriptor(OCI_MANIFEST, D1, 2**50), "the manifest")

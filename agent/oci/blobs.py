@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Final, Protocol
 
 from .errors import OciError
-from .media import Descriptor
+from .media import MAX_CONFIG_BYTES, Descriptor
 
 CHUNK: Final = 1024 * 1024
+MAX_SMALL_BLOB: Final = MAX_CONFIG_BYTES  # the largest JSON blob ever read into memory
 _CREATE: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
@@ -39,7 +40,9 @@ def _too_long(what: str, descriptor: Descriptor) -> OciError:
 
 
 def read_blob(source: Reader, descriptor: Descriptor, what: str) -> bytes:
-    """All of a small blob (its descriptor's size is bounded by the caller), checked."""
+    """All of a small blob (a manifest, index or config), checked."""
+    if descriptor.size > MAX_SMALL_BLOB:
+        raise OciError(f"{what} is {descriptor.size} bytes, more than the {MAX_SMALL_BLOB} allowed")
     data = source.read(descriptor.size + 1)
     while len(data) <= descriptor.size and (more := source.read(descriptor.size + 1 - len(data))):
         data += more
