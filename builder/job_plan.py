@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from aicert.builder.agent_client import check_linked_certificate
-from aicert.builder.job_file import GitSource, JobFile, JobInput, LocalSource, UrlSource
+from aicert.builder.job_file import (
+    ArchiveSource,
+    GitSource,
+    ImageSource,
+    JobFile,
+    JobInput,
+    LocalSource,
+    UrlSource,
+)
 from aicert.verifier.errors import InputError
 from aicert.verifier.progress import format_bytes
 from aicert.verifier.treehash import list_tree
@@ -123,6 +131,26 @@ def _planned(item: JobInput, name: str, job_path: Path) -> PlannedInput:
         return PlannedInput(how="git", source=f"{source.url}@{source.commit}", **common)
     if isinstance(source, UrlSource):
         return PlannedInput(how="url", source=f"{source.url} (sha256 {source.sha256})", **common)
+    if isinstance(source, ImageSource):
+        return PlannedInput(how="image", source=source.reference, **common)
+    if isinstance(source, ArchiveSource):
+        try:
+            kind, files, size = _local_tree(source.path)
+        except InputError as exc:
+            raise InputError(f"{job_path}: input {name}: {exc.message}") from None
+        if kind != "file":
+            raise InputError(
+                f"{job_path}: input {name}: {source.path} is a directory, not an OCI "
+                "image-layout archive (make one with skopeo copy ... oci-archive:FILE)"
+            )
+        return PlannedInput(
+            how="upload",
+            source=str(source.path),
+            kind="oci-archive",
+            files=files,
+            size_bytes=size,
+            **common,
+        )
     return PlannedInput(how="fetched by the agent", source=str(source), **common)
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 from aicert.builder.job_file import ArchiveSource, ImageSource, load_job_file
-from aicert.verifier.errors import FormatError
+from aicert.builder.job_plan import plan_job, render_plan
+from aicert.verifier.errors import FormatError, InputError
 
 DIGEST = "sha256:" + "ab" * 32
 IMAGE = f"registry.example/team/trainer@{DIGEST}"
@@ -119,3 +120,36 @@ def test_evaluation_only_job_has_no_training_environment(tmp_path: Path) -> None
         'weights = { path = "w" }\n' + EVALUATION + f'environment = {{ image = "{IMAGE}" }}\n',
     )
     assert job.evaluations[0].environment is not None
+
+
+def test_the_plan_checks_environments_before_boot(tmp_path: Path) -> None:
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "train.py").write_text("print(1)\n")
+    (tmp_path / "env.oci.tar").write_bytes(b"x" * 1000)
+    job = _load(
+        tmp_path,
+        TRAINING
+        + '[environment]\npath = "env.oci.tar"\n'
+        + EVALUATION
+        + f'environment = {{ image = "{IMAGE}" }}\n',
+    )
+    (tmp_path / "eval").mkdir()
+    plan = plan_job(job)
+    planned = {item.name: item for item in plan.inputs}
+    assert list(planned) == ["environment", "code", "accuracy/environment", "accuracy/code"]
+    archive = planned["environment"]
+    assert (archive.role, archive.how, archive.kind, archive.size_bytes) == (
+        "environment",
+        "upload",
+        "oci-archive",
+        1000,
+    )
+    image = planned["accuracy/environment"]
+    assert (image.role, image.how, image.source) == ("eval-environment", "image", IMAGE)
+    assert "eval-environment  accuracy/environment  image (agent)" in render_plan(plan)
+    (tmp_path / "env.oci.tar").unlink()
+    with pytest.raises(InputError, match=r"input environment: .*env\.oci\.tar does not exist"):
+        plan_job(job)
+    (tmp_path / "env.oci.tar").mkdir()
+    with pytest.raises(InputError, match="is a directory, not an OCI image-layout archive"):
+        plan_job(job)
