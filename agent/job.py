@@ -492,6 +492,10 @@ class Agent:
                     return environment
         return None
 
+    def _environment_note(self, name: str) -> Callable[[str], None]:
+        """Intake steps of a (long) environment pull, in the job log."""
+        return lambda line: self._note(f"input {name}: {line}")
+
     def _scratch_room(self) -> int:
         """What an environment may take of the scratch disk: its free space now."""
         return shutil.disk_usage(self.scratch).free
@@ -525,7 +529,9 @@ class Agent:
         if fmt == "oci-archive":
 
             def archive(dest: Path) -> Environment:
-                environment = receive_archive(body, dest, max_bytes=self._scratch_room())
+                environment = receive_archive(
+                    body, dest, max_bytes=self._scratch_room(), step=self._environment_note(name)
+                )
                 if not intake.only_zeros_left(body):
                     intake.remove_path(dest)
                     raise intake.IntakeError("data follows the end of the archive", 422)
@@ -585,6 +591,7 @@ class Agent:
                     dest,
                     max_bytes=self._scratch_room(),
                     plain_http=self._plain_http_registries,
+                    step=self._environment_note(name),
                 ),
             )
         if image is not None:

@@ -86,6 +86,9 @@ def test_image_by_digest_is_pulled_and_measured(
     assert environment.config_digest == image.config_digest
     assert (environment.rootfs / "usr/bin/tool").read_bytes() == b"#!/bin/sh\n"
     assert environment.rootfs.is_relative_to(live.scratch / "inputs")
+    notes = (live.scratch / "job.log").read_text()
+    assert f"input environment: pulling {reference}: 1 layer, " in notes
+    assert "input environment: layer 1/1 checked and unpacked" in notes
     # Measured, but not run in yet: the job is refused rather than run in the wrong root.
     with pytest.raises(AgentRequestError) as refused:
         client.start_job(["python3", "train.py"], "model", {})

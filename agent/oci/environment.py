@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from aicert.verifier.progress import format_bytes
+
 from .archive import receive_layout
 from .blobs import Reader
 from .errors import OciError
@@ -146,7 +148,8 @@ def pull_environment(
         blob_dir.mkdir()
         rootfs = RootfsWriter(dest / ROOTFS, room)
         total = len(manifest.layers)
-        say(f"pulling {reference}: {total} layers, {sum(la.size for la in manifest.layers)} bytes")
+        size = format_bytes(sum(la.size for la in manifest.layers))
+        say(f"pulling {reference}: {total} layer{'' if total == 1 else 's'}, {size}")
         stop = threading.Event()
         with ThreadPoolExecutor(PARALLEL_DOWNLOADS, thread_name_prefix="oci-pull") as pool:
             downloads: dict[str, Future[None]] = {}
