@@ -60,6 +60,7 @@ def test_reference_by_digest() -> None:
     tagged = parse_reference(f"docker.io/library/debian:trixie@{D1}")
     assert (tagged.tag, tagged.api_host) == ("trixie", "registry-1.docker.io")
     assert str(tagged) == f"docker.io/library/debian:trixie@{D1}"
+    assert parse_reference(f"docker.io/debian@{D1}").repository == "library/debian"
 
 
 @pytest.mark.parametrize(

@@ -95,4 +95,6 @@ def parse_reference(text: str) -> ImageReference:
             f"image {text!r}: {path!r} is not a repository name "
             "(lowercase letters, digits and separators . _ - /)"
         )
+    if registry == "docker.io" and "/" not in path:
+        path = f"library/{path}"  # Docker Hub's official images live under library/
     return ImageReference(registry, path, digest, tag)
