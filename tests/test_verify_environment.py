@@ -13,11 +13,12 @@ from aicert.agent.oci.reference import parse_reference
 from aicert.agent.session import MeasuredSession, SessionError
 from aicert.agent.tpm import AgentTpm
 from aicert.verifier.bom import export_cyclonedx
+from aicert.verifier.file_subjects import plain_sha256s
 from aicert.verifier.report import render_text
 from aicert.verifier.treehash import hash_tree
 from aicert.verifier.verify import Policy, verify_certificate
 from aicert.verifier.weights import tree_digest_of
-from certgen import write_weights
+from certgen import KERNEL_CMDLINE, write_weights
 from conftest import ProvisionedSwtpm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -50,18 +51,22 @@ def test_environment_inputs_verify_and_are_reported(
             boot_id=secrets.token_hex(16),
             key=ec.generate_private_key(ec.SECP256R1()),
             intermediates=(intermediate,),
+            kernel_cmdline=KERNEL_CMDLINE,
         )
         session.claim(owner=secrets.token_hex(32), nonce=nonce)
         session.add_input("environment", "environment", manifest_hex, env.source("environment"))
-        session.add_input("code", "code", "ab" * 32, "upload")
+        session.add_input("code", "code", "ab" * 32, "urn:aicert:upload:code")
         session.start_command(["python3", "train.py"], "weights")
         session.command_exited(0)
-        digest = hash_tree(weights).digest
-        session.add_output("weights", digest)
+        manifest = hash_tree(weights)
+        digest = manifest.digest
+        session.add_output("weights", manifest, plain_sha256s(weights, manifest))
         session.add_evaluation_input(
             "accuracy", "eval-environment", "environment", manifest_hex, env.source("x")
         )
-        session.add_evaluation_input("accuracy", "eval-code", "code", "cd" * 32)
+        session.add_evaluation_input(
+            "accuracy", "eval-code", "code", "cd" * 32, "urn:aicert:upload:accuracy/code"
+        )
         with pytest.raises(SessionError, match="eval-environment"):
             session.add_evaluation_input("accuracy", "environment", "e2", manifest_hex)
         session.add_evaluation("accuracy", ["python3", "eval.py"], digest, "ef" * 32, {"a": 1})
@@ -82,6 +87,15 @@ def test_environment_inputs_verify_and_are_reported(
     assert report.provenance is not None
     [dep] = [d for d in report.provenance.dependencies if d.role == "environment"]
     assert (dep.sha256, dep.source) == (manifest_hex, reference.purl())
+    # The statement names the manifest digest as what it is, a plain SHA-256.
+    statement = json.loads(certificate.envelope.payload)
+    [entry] = [
+        d
+        for d in statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+        if d["annotations"]["aicert_role"] == "environment"
+    ]
+    assert entry["digest"] == {"sha256": manifest_hex}
+    assert entry["uri"] == reference.purl()
     text = render_text(report, path, color=False)
     assert f"environment environment              sha256:{manifest_hex}" in text
     assert reference.purl() in text
@@ -90,5 +104,5 @@ def test_environment_inputs_verify_and_are_reported(
     components = json.loads(bom.read_text())["components"]
     containers = [c for c in components if c["type"] == "container"]
     assert {c["hashes"][0]["content"] for c in containers} == {manifest_hex}
-    assert all("OCI manifest digest" in c["description"] for c in containers)
+    assert all(c["description"].endswith("input (OCI image)") for c in containers)
     assert {c["purl"] for c in containers} == {reference.purl(), env.source("x")}

@@ -6,7 +6,8 @@ plain SHA-256 (the statement's subjects), its evaluation metrics are in
 ``modelCard.modelParameters.datasets``. Inputs (code, data, base model, configuration,
 evaluation code and test sets) and the booted OS image are components; aicert's tree
 digests and the image's root hash and UKI Authenticode digest are not the SHA-256 of any
-one file, so they are properties (``aicert:tree-sha256``, ...), never ``hashes``. The
+one file, so they are properties (``aicert:tree-sha256``, ...), never ``hashes``; an OCI
+environment's manifest digest is one file's SHA-256, so it is a ``hash`` as well. The
 model ``dependsOn`` only what made it (the training inputs); the evaluations' inputs
 appear in their ``formulation`` workflows. ``metadata.tools`` names aicert-verify, and
 every command is kept as its argv, a JSON array in the property ``aicert:argv``, beside a

@@ -32,6 +32,8 @@ BUILDER_ID = "urn:aicert:agent"
 TREE_DIGEST = "aicert-tree-sha256"
 VERITY_DIGEST = "aicert-dm-verity-sha256"
 AUTHENTICODE_DIGEST = "aicert-authenticode-sha256"
+# An OCI environment is named by its image manifest's SHA-256: a file's digest, "sha256".
+OCI_ROLES = ("environment", "eval-environment")
 ROOT_FS_NAME = "root-filesystem"
 UKI_NAME = "uki"
 
@@ -164,7 +166,7 @@ def _image_dependencies(image: ImageIdentity) -> list[JsonValue]:
 def _dependency(artifact: Artifact) -> dict[str, JsonValue]:
     entry: dict[str, JsonValue] = {
         "name": artifact.name,
-        "digest": {TREE_DIGEST: artifact.sha256},
+        "digest": {_digest_key(artifact.role): artifact.sha256},
         "annotations": {"aicert_role": artifact.role},
     }
     if artifact.source:
@@ -323,6 +325,7 @@ def _dep(raw: object, i: int) -> Artifact:
     obj = _obj(raw, f"dependency {i}")
     digest = _obj(obj.get("digest"), f"dependency {i} digest")
     annotations = _obj(obj.get("annotations"), f"dependency {i} annotations")
+    role = _str(annotations.get("aicert_role"), f"dependency {i} aicert_role")
     source = ""
     if "uri" in obj:
         source = check_uri(
@@ -330,10 +333,14 @@ def _dep(raw: object, i: int) -> Artifact:
         )
     return Artifact(
         name=_str(obj.get("name"), f"dependency {i} name"),
-        sha256=_hex(digest, TREE_DIGEST, f"dependency {i}"),
-        role=_str(annotations.get("aicert_role"), f"dependency {i} aicert_role"),
+        sha256=_hex(digest, _digest_key(role), f"dependency {i}"),
+        role=role,
         source=source,
     )
+
+
+def _digest_key(role: str) -> str:
+    return "sha256" if role in OCI_ROLES else TREE_DIGEST
 
 
 def _hex(digest: Mapping[str, Any], alg: str, where: str) -> str:

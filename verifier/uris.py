@@ -8,7 +8,8 @@ that is not an absolute URI:
 * a git checkout: ``git+<repository URL>@<commit>``, ``git+https://github.com/o/r.git@3f2c…``;
 * an upload to the agent: ``urn:aicert:upload:<name>`` (evaluation inputs
   ``urn:aicert:upload:<evaluation>/<name>``);
-* the job configuration, written by the agent from the job request: ``urn:aicert:job-request``.
+* the job configuration, written by the agent from the job request: ``urn:aicert:job-request``;
+* an OCI environment: its package URL, ``pkg:oci/trainer@sha256:…?repository_url=…``.
 """
 
 from __future__ import annotations
