@@ -105,4 +105,13 @@ def test_environment_inputs_verify_and_are_reported(
     containers = [c for c in components if c["type"] == "container"]
     assert {c["hashes"][0]["content"] for c in containers} == {manifest_hex}
     assert all(c["description"].endswith("input (OCI image)") for c in containers)
+    for c in containers:
+        props = {p["name"]: p["value"] for p in c["properties"]}
+        assert props["aicert:oci-manifest-sha256"] == manifest_hex
+    model_deps = next(
+        d["dependsOn"]
+        for d in json.loads(bom.read_text())["dependencies"]
+        if d["ref"] == json.loads(bom.read_text())["metadata"]["component"]["bom-ref"]
+    )
+    assert any(ref.startswith("aicert:environment:") for ref in model_deps)
     assert {c["purl"] for c in containers} == {reference.purl(), env.source("x")}
