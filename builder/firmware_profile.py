@@ -67,6 +67,7 @@ def profile_from_report(report: ReadinessReport, vm: qemu.Vm, image: Path) -> Pl
         ),
         obtained=obtained,
         pcrs=pcrs,
+        firmware_log=True,
     )
 
 

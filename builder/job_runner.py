@@ -157,7 +157,7 @@ def verify_result(
         platform_profile=verification.platform_profile,
         weights_path=weights,
         tree_digest=tree_digest_of,
-        linked_certificate=job.linked_certificate,
+        linked_certificates=(job.linked_certificate,) if job.linked_certificate else (),
         results_paths=results,
     )
     report = verify_certificate(load_certificate(certificate), policy)

@@ -45,6 +45,8 @@ def capture_profile(
             f"{report.provenance.finished_on}): {how}"
         ),
         pcrs=pcrs,
+        # A platform whose first certificate has a log must keep giving one.
+        firmware_log=bool(cert.tpm.firmware_event_log),
     )
 
 

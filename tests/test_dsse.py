@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 
 import pytest
@@ -48,16 +49,57 @@ def test_other_key_or_payload_fails() -> None:
     tampered = Envelope(env.payload_type, b"payloaD", env.signatures)
     with pytest.raises(EnvelopeSignatureError, match="does not verify"):
         verify_envelope(tampered, key.public_key(), "k1")
-    with pytest.raises(EnvelopeSignatureError, match="no signature"):
+    with pytest.raises(EnvelopeSignatureError, match="signed by 'k2', not by the agent key"):
         verify_envelope(Envelope("t", b"payload", (Signature("k2", b"x"),)), key.public_key(), "k1")
 
 
-def test_base64_accepts_url_safe_and_refuses_garbage() -> None:
-    assert b64decode("-_8", "x") == b"\xfb\xff"
+def test_a_second_signature_is_refused_even_when_valid() -> None:
+    # A generic DSSE consumer trusting the second key would take the statement as its own.
+    agent, other = (ec.generate_private_key(ec.SECP256R1()) for _ in range(2))
+    env = sign_envelope("t", b"payload", agent, "agent")
+    second = sign_envelope("t", b"payload", other, "other").signatures[0]
+    for signatures in ((*env.signatures, second), (second, *env.signatures)):
+        both = Envelope(env.payload_type, env.payload, signatures)
+        with pytest.raises(EnvelopeSignatureError, match="2 signatures"):
+            verify_envelope(both, agent.public_key(), "agent")
+    with pytest.raises(EnvelopeSignatureError, match="0 signatures"):
+        verify_envelope(Envelope("t", b"payload", ()), agent.public_key(), "agent")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["-_8=", "+/8", "+/9=", "+/8=\n", " +/8=", "+/8==", "=+/8", 3, "not base64!"],
+)
+def test_base64_has_one_spelling(text: object) -> None:
+    # URL-safe letters, missing padding, non-zero pad bits, white space: all refused.
+    assert b64decode("+/8=", "x") == b"\xfb\xff"
     with pytest.raises(FormatError):
-        b64decode("not base64!", "x")
+        b64decode(text, "x")
+
+
+@given(st.binary(max_size=64))
+def test_base64_round_trips_and_any_other_spelling_is_refused(data: bytes) -> None:
+    text = base64.b64encode(data).decode()
+    assert b64decode(text, "x") == data
+    for other in {text.rstrip("="), text.replace("+", "-").replace("/", "_"), text + "\n"}:
+        if other != text:
+            with pytest.raises(FormatError):
+                b64decode(other, "x")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"extra": 1},
+        {"signatures": [{"keyid": "k", "sig": "AA==", "cert": "x"}]},
+        {"signatures": [{"sig": "AA=="}]},
+    ],
+)
+def test_envelope_members_are_exact(change: dict[str, object]) -> None:
+    doc = {"payloadType": "t", "payload": "AA==", "signatures": [{"keyid": "k", "sig": "AA=="}]}
+    parse_envelope(doc)
     with pytest.raises(FormatError):
-        b64decode(3, "x")
+        parse_envelope({**doc, **change})
 
 
 @given(

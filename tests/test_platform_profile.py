@@ -48,7 +48,7 @@ def test_capture_then_enforce(
     policy = Policy(trust_roots=roots, accept_any_image=True, platform_profile=loaded)
     report = verify_certificate(issued.certificate, policy)
     assert report.ok, report.error
-    assert report.pcr_sources[7] == "platform profile 'lab'"
+    assert report.pcr_sources[7] == "replayed from the firmware log; platform profile 'lab'"
     assert report.pcr_sources[15].startswith("CEL log")
 
     wrong = dataclasses.replace(loaded, pcrs={**loaded.pcrs, 1: bytes(32)})

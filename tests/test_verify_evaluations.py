@@ -107,7 +107,7 @@ def test_evaluation_only_job_links_the_training_certificate(
             training.weights,
             training.path,
         )
-    policy = _policy(provisioned_swtpm, evaluation, linked_certificate=training.path)
+    policy = _policy(provisioned_swtpm, evaluation, linked_certificates=(training.path,))
     report = verify_certificate(evaluation.certificate, policy)
     assert report.ok, report.error
     assert report.provenance is not None

@@ -1,17 +1,20 @@
-"""Replay a real firmware event log into a swtpm, so its PCRs and the log agree.
+"""Replay a real boot into a swtpm, so its PCRs and the firmware log agree.
 
-A swtpm started by a test has no firmware: its PCRs 0-7 are zero. Extending the
-digests of a real OVMF boot log (shared testdata) into them gives certificates
-whose firmware-log check is meaningful: the verifier replays the same log.
+A swtpm started by a test has no firmware: its PCRs are zero. Extending the digests
+of a real OVMF boot log (shared testdata) into them, then systemd-pcrphase's boot
+phases into PCR 11 as the booted OS does, gives certificates whose firmware-log
+check is meaningful: the verifier replays the same log to every PCR it covers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
-from aicert.verifier.pcr import ALGORITHMS_BY_ID
+from aicert.verifier.pcr import ALGORITHMS_BY_ID, HashAlgorithm
 from aicert.verifier.tcg_events import EV_NO_ACTION
-from aicert.verifier.tcg_log import parse_event_log
+from aicert.verifier.tcg_log import EventLog, parse_event_log
+from aicert.verifier.uki import PCRPHASE_WORDS
 from tpm2_pytss import ESAPI
 from tpm2_pytss.constants import ESYS_TR
 from tpm2_pytss.types import TPML_DIGEST_VALUES, TPMT_HA, TPMU_HA
@@ -21,24 +24,30 @@ OVMF_LOG = (
 )
 
 
-def replay_log_into_tpm(tcti: str, log_bytes: bytes, pcrs: range = range(8)) -> None:
-    """Extend every measured event of ``log_bytes`` for ``pcrs`` into the TPM at ``tcti``."""
+def replay_log_into_tpm(tcti: str, log_bytes: bytes) -> None:
+    """Boot the TPM at ``tcti``: every measured event of ``log_bytes``, then the boot phases."""
     log = parse_event_log(log_bytes)
     esapi = ESAPI(tcti)
     try:
         for event in log.events:
-            if event.event_type == EV_NO_ACTION or event.pcr not in pcrs:
-                continue
-            values = TPML_DIGEST_VALUES(
-                [
-                    TPMT_HA(
-                        hashAlg=alg_id,
-                        digest=TPMU_HA(**{ALGORITHMS_BY_ID[alg_id].name: digest}),
-                    )
-                    for alg_id, digest in event.digests.items()
-                    if alg_id in ALGORITHMS_BY_ID
-                ]
-            )
-            esapi.pcr_extend(ESYS_TR(event.pcr), values)
+            if event.event_type != EV_NO_ACTION:
+                _extend(esapi, event.pcr, event.digests)
+        for word in PCRPHASE_WORDS:
+            _extend(esapi, 11, {alg.tpm_id: alg.hash(word.encode()) for alg in _log_algorithms(log)})
     finally:
         esapi.close()
+
+
+def _log_algorithms(log: EventLog) -> list[HashAlgorithm]:
+    return [ALGORITHMS_BY_ID[a] for a in log.algorithms if a in ALGORITHMS_BY_ID]
+
+
+def _extend(esapi: ESAPI, pcr: int, digests: Mapping[int, bytes]) -> None:
+    values = TPML_DIGEST_VALUES(
+        [
+            TPMT_HA(hashAlg=alg_id, digest=TPMU_HA(**{ALGORITHMS_BY_ID[alg_id].name: digest}))
+            for alg_id, digest in digests.items()
+            if alg_id in ALGORITHMS_BY_ID
+        ]
+    )
+    esapi.pcr_extend(ESYS_TR(pcr), values)

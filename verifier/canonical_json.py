@@ -19,6 +19,7 @@ JsonValue = None | bool | int | float | str | Sequence["JsonValue"] | Mapping[st
 
 # Integers beyond 2**53 lose precision in ECMAScript; JCS serialises through doubles.
 _MAX_SAFE_INTEGER = 2**53 - 1
+_MAX_SAFE_INTEGER_DIGITS = len(str(_MAX_SAFE_INTEGER))
 
 _ESCAPES = {
     0x08: "\\b",
@@ -122,7 +123,14 @@ def _number(x: float) -> str:
 
 
 def parse_json(data: bytes, what: str) -> object:
-    """Parse untrusted JSON strictly: UTF-8, no duplicate keys, no NaN or infinity."""
+    """Parse untrusted JSON strictly: UTF-8, no duplicate keys, no NaN or infinity.
+
+    Numbers must keep their value in an IEEE double, as RFC 8785 and I-JSON (RFC 7493)
+    require: integers beyond 2**53 - 1 and decimals that overflow to infinity are
+    refused, and so is any integer literal longer than that range before it is
+    converted (Python's int conversion of huge literals is slow, and refused beyond
+    4,300 digits).
+    """
 
     def no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
         obj: dict[str, object] = {}
@@ -135,10 +143,34 @@ def parse_json(data: bytes, what: str) -> object:
     def no_constants(name: str) -> object:
         raise FormatError(f"{what}: {name} is not valid JSON")
 
+    def exact_int(text: str) -> int:
+        if len(text.lstrip("-")) > _MAX_SAFE_INTEGER_DIGITS or abs(int(text)) > _MAX_SAFE_INTEGER:
+            raise FormatError(
+                f"{what}: integer {_abbreviate(text)} is outside the range JSON numbers keep "
+                f"exactly (±{_MAX_SAFE_INTEGER})"
+            )
+        return int(text)
+
+    def finite_float(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):
+            raise FormatError(f"{what}: number {_abbreviate(text)} overflows a double")
+        return value
+
     try:
         text = data.decode("utf-8")
-        return json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
+        return json.loads(
+            text,
+            object_pairs_hook=no_duplicates,
+            parse_constant=no_constants,
+            parse_int=exact_int,
+            parse_float=finite_float,
+        )
     except UnicodeDecodeError:
         raise FormatError(f"{what} is not UTF-8") from None
     except (json.JSONDecodeError, RecursionError) as exc:
         raise FormatError(f"{what} is not valid JSON: {exc}") from None
+
+
+def _abbreviate(literal: str) -> str:
+    return literal if len(literal) <= 24 else f"{literal[:12]}…({len(literal)} characters)"

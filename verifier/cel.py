@@ -15,6 +15,7 @@ from typing import Any
 
 from .canonical_json import JsonValue, canonicalize
 from .errors import CelLogError, FormatError
+from .json_fields import exact_members, lower_hex
 from .pcr import SHA256, extend_all
 
 CONTENT_TYPE = "aicert"
@@ -58,37 +59,34 @@ def parse_cel(obj: object) -> tuple[CelRecord, ...]:
     return tuple(_parse_record(i, raw) for i, raw in enumerate(obj))
 
 
+_RECORD_MEMBERS = ("recnum", "pcr", "digests", "content_type", "content")
+
+
 def _parse_record(i: int, raw: object) -> CelRecord:
+    """One record in its only accepted form: the five members, one SHA-256 digest entry."""
     where = f"CEL record {i}"
     if not isinstance(raw, Mapping):
         raise FormatError(f"{where} must be an object")
-    recnum, pcr = raw.get("recnum"), raw.get("pcr")
+    exact_members(raw, _RECORD_MEMBERS, where)
+    recnum, pcr = raw["recnum"], raw["pcr"]
     if type(recnum) is not int or type(pcr) is not int:
         raise FormatError(f"{where} needs integer recnum and pcr")
-    digests = raw.get("digests")
-    if not isinstance(digests, list) or not digests:
-        raise FormatError(f"{where} has no digests")
-    sha256: bytes | None = None
-    for entry in digests:
-        if not isinstance(entry, Mapping) or not isinstance(entry.get("hashAlg"), str):
-            raise FormatError(f"{where} has a malformed digest entry")
-        if entry["hashAlg"] == "sha256":
-            sha256 = _hex_digest(entry.get("digest"), where)
-    if sha256 is None:
-        raise FormatError(f"{where} has no sha256 digest")
-    content_type, content = raw.get("content_type"), raw.get("content")
+    digests = raw["digests"]
+    # The agent logs the SHA-256 digest only; a second entry (even of another bank)
+    # would be a second, unreplayed claim about the same event.
+    if not isinstance(digests, list) or len(digests) != 1:
+        raise FormatError(f"{where} must have exactly one digest entry (sha256)")
+    entry = digests[0]
+    if not isinstance(entry, Mapping):
+        raise FormatError(f"{where} has a malformed digest entry")
+    exact_members(entry, ("hashAlg", "digest"), f"{where} digest entry")
+    if entry["hashAlg"] != "sha256":
+        raise FormatError(f"{where} digest must be hashAlg 'sha256'")
+    sha256 = lower_hex(entry["digest"], 32, f"{where} sha256 digest")
+    content_type, content = raw["content_type"], raw["content"]
     if not isinstance(content_type, str) or not isinstance(content, Mapping):
         raise FormatError(f"{where} needs a content_type string and an object content")
     return CelRecord(recnum, pcr, sha256, content_type, content)
-
-
-def _hex_digest(value: object, where: str) -> bytes:
-    if not isinstance(value, str) or len(value) != 64:
-        raise FormatError(f"{where} sha256 digest must be 64 hex digits")
-    try:
-        return bytes.fromhex(value)
-    except ValueError:
-        raise FormatError(f"{where} sha256 digest is not hex") from None
 
 
 def check_records(records: Sequence[CelRecord]) -> None:

@@ -24,9 +24,10 @@ from typing import Any
 
 from .canonical_json import parse_json
 from .cel import CelRecord, parse_cel
-from .dsse import Envelope, b64decode, parse_envelope
+from .dsse import Envelope, parse_envelope
 from .errors import FormatError
 from .input_file import MAX_CERTIFICATE_BYTES, read_input_file
+from .json_fields import b64decode, exact_members, lower_hex, pcr_index
 
 MEDIA_TYPE = "application/vnd.aicert.certificate.v1+json"
 
@@ -89,43 +90,56 @@ def load_certificate(path: Path) -> Certificate:
 
 
 def parse_certificate(data: bytes) -> Certificate:
+    """Parse a certificate strictly: every field has exactly one accepted encoding.
+
+    Unknown or missing members, PCR indices other than plain decimal (``"7"``, not
+    ``"07"``), hex other than lower case, and base64 other than the standard padded
+    alphabet are refused, so two different documents never carry the same evidence.
+    """
     doc = _obj(parse_json(data, "certificate"), "certificate")
     if doc.get("mediaType") != MEDIA_TYPE:
         raise FormatError(f"not an aicert certificate (mediaType is not {MEDIA_TYPE})")
-    tpm = _obj(doc.get("tpm"), "tpm")
-    quote = _obj(tpm.get("quote"), "tpm.quote")
-    banks = _obj(tpm.get("pcrs"), "tpm.pcrs")
-    certs = tpm.get("akCertificates")
+    exact_members(doc, _TOP_LEVEL, "certificate")
+    tpm = _obj(doc["tpm"], "tpm")
+    exact_members(tpm, _TPM_MEMBERS, "certificate: tpm")
+    quote = _obj(tpm["quote"], "tpm.quote")
+    exact_members(quote, ("attest", "signature"), "certificate: tpm.quote")
+    banks = _obj(tpm["pcrs"], "tpm.pcrs")
+    exact_members(banks, ("sha256",), "certificate: tpm.pcrs")
+    certs = tpm["akCertificates"]
     if not isinstance(certs, list) or not certs:
         raise FormatError("certificate: tpm.akCertificates must be a non-empty array")
     return Certificate(
-        envelope=parse_envelope(doc.get("envelope")),
-        agent_public_key=b64decode(doc.get("agentPublicKey"), "agentPublicKey"),
+        envelope=parse_envelope(doc["envelope"]),
+        agent_public_key=b64decode(doc["agentPublicKey"], "agentPublicKey"),
         tpm=TpmEvidence(
-            attest=b64decode(quote.get("attest"), "tpm.quote.attest"),
-            signature=b64decode(quote.get("signature"), "tpm.quote.signature"),
-            pcrs=_pcrs(_obj(banks.get("sha256"), "tpm.pcrs.sha256")),
-            ak_public=b64decode(tpm.get("akPublic"), "tpm.akPublic"),
+            attest=b64decode(quote["attest"], "tpm.quote.attest"),
+            signature=b64decode(quote["signature"], "tpm.quote.signature"),
+            pcrs=_pcrs(_obj(banks["sha256"], "tpm.pcrs.sha256")),
+            ak_public=b64decode(tpm["akPublic"], "tpm.akPublic"),
             ak_certificates=tuple(
                 b64decode(c, f"tpm.akCertificates[{i}]") for i, c in enumerate(certs)
             ),
-            firmware_event_log=b64decode(tpm.get("firmwareEventLog"), "tpm.firmwareEventLog"),
-            cel_log=parse_cel(tpm.get("celLog")),
+            firmware_event_log=b64decode(tpm["firmwareEventLog"], "tpm.firmwareEventLog"),
+            cel_log=parse_cel(tpm["celLog"]),
         ),
     )
+
+
+_TOP_LEVEL = ("mediaType", "envelope", "agentPublicKey", "tpm")
+_TPM_MEMBERS = ("quote", "pcrs", "akPublic", "akCertificates", "firmwareEventLog", "celLog")
 
 
 def _pcrs(raw: Mapping[str, Any]) -> dict[int, bytes]:
     pcrs: dict[int, bytes] = {}
     for key, value in raw.items():
-        if not key.isdigit() or not 0 <= int(key) <= 23:
-            raise FormatError(f"certificate: PCR index {key!r} is not 0-23")
-        if not isinstance(value, str) or len(value) != 64:
-            raise FormatError(f"certificate: PCR {key} must be 64 hex digits")
-        try:
-            pcrs[int(key)] = bytes.fromhex(value)
-        except ValueError:
-            raise FormatError(f"certificate: PCR {key} is not hex") from None
+        index = pcr_index(key)
+        if index is None:
+            raise FormatError(
+                f"certificate: PCR index {key!r} is not 0-23 in plain decimal (no sign, "
+                "no leading zero)"
+            )
+        pcrs[index] = lower_hex(value, 32, f"certificate: PCR {key}")
     return pcrs
 
 

@@ -125,8 +125,17 @@ def cli(verbose: bool) -> None:
 )
 @click.option(
     "--linked-certificate",
+    "linked_certificates",
+    multiple=True,
     type=click.Path(path_type=Path),
-    help="For an evaluation-only certificate: the certificate of the training it links.",
+    help="For an evaluation-only certificate: the certificate it links (repeatable, in link "
+    "order, when that one is evaluation-only too and links another).",
+)
+@click.option(
+    "--require-training",
+    is_flag=True,
+    help="The chain of linked certificates must end in a training certificate, not in "
+    "weights uploaded to an evaluation-only job.",
 )
 @click.option(
     "--export-bom",
@@ -146,7 +155,8 @@ def verify(
     nonce: str | None,
     inputs: Sequence[str],
     results: Sequence[str],
-    linked_certificate: Path | None,
+    linked_certificates: Sequence[Path],
+    require_training: bool,
     export_bom: tuple[str, Path] | None,
     as_json: bool,
 ) -> None:
@@ -170,7 +180,8 @@ def verify(
         platform_profile=load_profile(platform_profile) if platform_profile else None,
         weights_path=weights,
         tree_digest=tree_digest_of,
-        linked_certificate=linked_certificate,
+        linked_certificates=tuple(linked_certificates),
+        require_training=require_training,
         input_paths=_named_paths(inputs, "--input"),
         results_paths=_named_paths(results, "--results"),
     )

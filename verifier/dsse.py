@@ -8,7 +8,6 @@ quote binds through extraData, so both checks cover the exact payload bytes.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .errors import EnvelopeSignatureError, FormatError
+from .json_fields import b64decode, exact_members
 
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 
@@ -59,36 +59,27 @@ class Envelope:
         }
 
 
-def b64decode(value: object, field: str) -> bytes:
-    """Strict standard base64 (DSSE allows URL-safe too; both are accepted)."""
-    if not isinstance(value, str):
-        raise FormatError(f"{field} must be a base64 string")
-    text = value.replace("-", "+").replace("_", "/")
-    text += "=" * (-len(text) % 4)
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise FormatError(f"{field} is not valid base64") from None
-
-
 def parse_envelope(obj: object) -> Envelope:
+    """The certificate's envelope: exactly payloadType, payload and one signature object."""
     if not isinstance(obj, Mapping):
         raise FormatError("DSSE envelope must be a JSON object")
-    payload_type = obj.get("payloadType")
+    exact_members(obj, ("payloadType", "payload", "signatures"), "DSSE envelope")
+    payload_type = obj["payloadType"]
     if not isinstance(payload_type, str):
         raise FormatError("DSSE envelope has no payloadType string")
-    raw_sigs = obj.get("signatures")
+    raw_sigs = obj["signatures"]
     if not isinstance(raw_sigs, list):
         raise FormatError("DSSE envelope has no signatures list")
     signatures = []
     for i, raw in enumerate(raw_sigs):
         if not isinstance(raw, Mapping):
             raise FormatError(f"DSSE signature {i} must be an object")
-        keyid = raw.get("keyid", "")
+        exact_members(raw, ("keyid", "sig"), f"DSSE signature {i}")
+        keyid = raw["keyid"]
         if not isinstance(keyid, str):
             raise FormatError(f"DSSE signature {i} keyid must be a string")
-        signatures.append(Signature(keyid, b64decode(raw.get("sig"), f"DSSE signature {i}")))
-    return Envelope(payload_type, b64decode(obj.get("payload"), "DSSE payload"), tuple(signatures))
+        signatures.append(Signature(keyid, b64decode(raw["sig"], f"DSSE signature {i}")))
+    return Envelope(payload_type, b64decode(obj["payload"], "DSSE payload"), tuple(signatures))
 
 
 def sign_envelope(
@@ -99,14 +90,22 @@ def sign_envelope(
 
 
 def verify_envelope(envelope: Envelope, key: ec.EllipticCurvePublicKey, keyid: str) -> None:
-    """Accept the envelope only if a signature with ``keyid`` verifies under ``key``."""
-    candidates = [s for s in envelope.signatures if s.keyid == keyid]
-    if not candidates:
-        raise EnvelopeSignatureError(f"the envelope has no signature by the agent key {keyid}")
-    for signature in candidates:
-        try:
-            key.verify(signature.sig, envelope.pae(), ec.ECDSA(hashes.SHA256()))
-        except InvalidSignature:
-            continue
-        return
-    raise EnvelopeSignatureError(f"the envelope signature by {keyid} does not verify")
+    """Accept the envelope only if its one signature is ``keyid``'s and verifies under ``key``.
+
+    Any further signature is refused, even a valid one: a generic DSSE consumer that
+    trusts that other key would take the statement as signed by it.
+    """
+    if len(envelope.signatures) != 1:
+        raise EnvelopeSignatureError(
+            f"the envelope has {len(envelope.signatures)} signatures; an aicert statement "
+            "carries exactly one, by the attested agent key"
+        )
+    signature = envelope.signatures[0]
+    if signature.keyid != keyid:
+        raise EnvelopeSignatureError(
+            f"the envelope is signed by {signature.keyid!r}, not by the agent key {keyid}"
+        )
+    try:
+        key.verify(signature.sig, envelope.pae(), ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise EnvelopeSignatureError(f"the envelope signature by {keyid} does not verify") from None

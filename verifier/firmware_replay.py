@@ -37,7 +37,7 @@ compute (SM3, SHA-3): :func:`replay` refuses those, so their digests never reach
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from .errors import FirmwareLogError, FormatError
 from .pcr import ALGORITHMS_BY_ID, HashAlgorithm, extend
@@ -199,13 +199,20 @@ def _apply_no_action(event: Event, alg: HashAlgorithm, values: dict[int, bytes])
 
 
 def verify_against_pcrs(
-    log: EventLog, alg: HashAlgorithm, pcr_values: Mapping[int, bytes], pcrs: Iterable[int]
+    log: EventLog,
+    alg: HashAlgorithm,
+    pcr_values: Mapping[int, bytes],
+    pcrs: Iterable[int],
+    *,
+    unlogged: Mapping[int, Sequence[bytes]] | None = None,
 ) -> None:
     """Raise FirmwareLogError at the first PCR of ``pcrs`` the log does not replay to.
 
     ``pcr_values`` holds the quoted values of the ``alg`` bank. A PCR without events must
-    hold its initial value. This checks the replay only; call :func:`check_event_digests`
-    (or :func:`verify_firmware_log`) to also bind the event data.
+    hold its initial value. ``unlogged`` holds, per PCR, the digests the OS extends after
+    the firmware log's events and logs elsewhere (systemd-pcrphase's boot phases in
+    PCR 11): they are extended after the replay. This checks the replay only; call
+    :func:`check_event_digests` (or :func:`verify_firmware_log`) to also bind the data.
     """
     replayed = replay(log, alg)
     for pcr in pcrs:
@@ -220,9 +227,13 @@ def verify_against_pcrs(
                 f"expected {alg.digest_size}"
             )
         value = replayed.get(pcr, initial_value(alg, pcr))
+        later = (unlogged or {}).get(pcr, ())
+        for digest in later:
+            value = extend(alg, value, digest)
         if value != quoted:
+            then = f" then {len(later)} unlogged extends" if later else ""
             raise FirmwareLogError(
-                f"PCR {pcr} ({alg.name}): the firmware log replays to {value.hex()}, "
+                f"PCR {pcr} ({alg.name}): the firmware log{then} replays to {value.hex()}, "
                 f"the quoted value is {quoted.hex()}"
             )
 

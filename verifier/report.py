@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from .provenance import TrainingProvenance
-from .verify import Report, Status
+from .verify import LOCAL_TEST_PLATFORM, Report, Status
 
 _MARKS = {
     Status.PASSED: ("PASS", "green"),
@@ -27,6 +27,12 @@ def render_text(report: Report, certificate: Path, *, color: bool) -> str:
         lines.append(
             f"  {click.style(mark, fg=fg) if color else mark}  {result.check:<{width}}  {detail}"
         )
+    if report.root_of_trust is not None:
+        lines += ["", f"Root of trust  {report.root_of_trust.description}"]
+    if len(report.lineage) > 1 or report.reaches_training is False:
+        reach = "a training run" if report.reaches_training else "NO training run"
+        chain = " → ".join(str(link) for link in report.lineage)
+        lines += [f"Linked chain   {chain}: reaches {reach}"]
     if report.pcr_sources:
         lines += ["", *_pcr_lines(report)]
     if report.provenance is not None:
@@ -34,6 +40,8 @@ def render_text(report: Report, certificate: Path, *, color: bool) -> str:
     lines.append("")
     if report.error is None:
         verdict = "VERIFIED: every check that ran passed"
+        if report.root_of_trust is not None and not report.root_of_trust.hardware:
+            verdict = f"VERIFIED on a {LOCAL_TEST_PLATFORM}: every check that ran passed"
         skipped = [r.check for r in report.results if r.status is Status.SKIPPED]
         if skipped:
             verdict += f" (skipped: {', '.join(skipped)})"
@@ -83,6 +91,18 @@ def render_json(report: Report, certificate: Path) -> dict[str, Any]:
             {"check": r.check, "status": r.status.value, "detail": r.detail} for r in report.results
         ],
         "pcrs": {str(pcr): how for pcr, how in sorted(report.pcr_sources.items())},
+        "rootOfTrust": None
+        if report.root_of_trust is None
+        else {
+            "hardware": report.root_of_trust.hardware,
+            "description": report.root_of_trust.description,
+        },
+        "linkedChain": {
+            "certificates": [
+                {"certificate": link.certificate, "kind": link.kind} for link in report.lineage
+            ],
+            "reachesTraining": report.reaches_training,
+        },
         "provenance": report.provenance.to_statement() if report.provenance else None,
         "error": None,
     }

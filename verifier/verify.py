@@ -21,7 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
-from .ak_chain import verify_ak_chain
+from .ak_chain import bundled_roots, verify_ak_chain
 from .boot_reference import BootReference
 from .cel import verify_cel
 from .certificate import Certificate, agent_key_id, load_certificate
@@ -47,16 +47,23 @@ from .platform_profile import PlatformProfile, check_profile
 from .provenance import TrainingProvenance, parse_statement
 from .quote import verify_pcr_digest, verify_quote_signature
 from .statement_match import match_statement
+from .tcg_events import EV_NO_ACTION
 from .tcg_log import parse_event_log
 from .tpm2_structures import Attest, TpmPublic, parse_tpm2b_public
+from .uki import PCRPHASE_WORDS
 from .weights import tree_manifest_of
 
 # The quote must cover every PCR whose value the verifier relies on.
 _T = TypeVar("_T")
 
 REQUIRED_PCRS = QUOTED_PCRS
-FIRMWARE_LOG_PCRS = tuple(range(8))
+FIRMWARE_PCRS = tuple(range(8))
+"""Measured by the firmware alone: the log must replay to every one of them."""
 ZERO_PCRS = (12, 13)
+QUOTED_ONLY = "quoted only"
+UNLOGGED_EXTENDS = {11: tuple(SHA256.hash(word.encode()) for word in PCRPHASE_WORDS)}
+"""Extends made after the firmware log's last entry for a PCR, logged nowhere it carries:
+systemd-pcrphase's boot phases in PCR 11 (``verifier/uki.py``)."""
 
 
 class Status(enum.Enum):
@@ -84,9 +91,38 @@ class Policy:
     platform_profile: PlatformProfile | None = None
     weights_path: Path | None = None
     tree_digest: Callable[[Path], str] | None = None
-    linked_certificate: Path | None = None
+    linked_certificates: tuple[Path, ...] = ()
+    """The chain of certificates an evaluation-only one links, in link order."""
+    require_training: bool = False
+    """The chain of linked certificates must end in a training certificate."""
     input_paths: Mapping[str, Path] = field(default_factory=dict)
     results_paths: Mapping[str, Path] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RootOfTrust:
+    hardware: bool
+    """True only for a root bundled with the verifier as a cloud's vTPM root."""
+    description: str
+
+
+LOCAL_TEST_PLATFORM = "local test platform, no hardware root of trust"
+
+
+@dataclass(frozen=True)
+class Link:
+    """One certificate of a chain of linked certificates."""
+
+    certificate: str
+    """"this certificate", or the path the auditor gave with --linked-certificate."""
+    kind: str
+    """"training run", "evaluation only", or "evaluation only, of uploaded weights"."""
+
+    def __str__(self) -> str:
+        return f"{self.certificate} ({self.kind})"
+
+
+THIS = "this certificate"
 
 
 @dataclass(frozen=True)
@@ -96,6 +132,12 @@ class Report:
     error: AicertError | None = None
     pcr_sources: Mapping[int, str] = field(default_factory=dict)
     """For each quoted PCR, what its value was checked against."""
+    root_of_trust: RootOfTrust | None = None
+    """What the AK chain ends in, once the ak-chain check passed."""
+    lineage: tuple[Link, ...] = ()
+    """This certificate and those it links, to where the chain ends (evaluations check)."""
+    reaches_training: bool | None = None
+    """Whether that chain ends in a training run; None until the evaluations check ran."""
 
     @property
     def ok(self) -> bool:
@@ -110,6 +152,9 @@ class _State:
     policy: Policy
     provenance: TrainingProvenance | None = None
     pcr_sources: dict[int, str] = field(default_factory=dict)
+    root_of_trust: RootOfTrust | None = None
+    lineage: tuple[Link, ...] = ()
+    reaches_training: bool | None = None
     _ak: TpmPublic | None = None
     _attest: Attest | None = None
 
@@ -126,8 +171,21 @@ class _State:
         return _established(self._attest, "quote-signature")
 
     def enforce(self, pcrs: Iterable[int], how: str) -> None:
+        """Record one more thing ``pcrs`` were checked against."""
         for pcr in pcrs:
-            self.pcr_sources[pcr] = how
+            before = self.pcr_sources.get(pcr, QUOTED_ONLY)
+            self.pcr_sources[pcr] = how if before == QUOTED_ONLY else f"{before}; {how}"
+
+    def report(self, results: list[CheckResult], error: AicertError | None) -> Report:
+        return Report(
+            tuple(results),
+            self.provenance,
+            error,
+            self.pcr_sources,
+            self.root_of_trust,
+            self.lineage,
+            self.reaches_training,
+        )
 
 
 def _established(value: _T | None, check: str) -> _T:
@@ -154,10 +212,10 @@ def verify_certificate(
         except AicertError as exc:
             results.append(CheckResult(name, Status.FAILED, exc.message))
             results.extend(CheckResult(n, Status.NOT_RUN, "") for n, _ in checks[len(results) :])
-            return Report(tuple(results), state.provenance, exc, state.pcr_sources)
+            return state.report(results, exc)
         status, detail = outcome if isinstance(outcome, tuple) else (Status.PASSED, outcome)
         results.append(CheckResult(name, status, detail))
-    return Report(tuple(results), state.provenance, None, state.pcr_sources)
+    return state.report(results, None)
 
 
 def _statement(state: _State) -> str:
@@ -175,7 +233,26 @@ def _ak_chain(state: _State) -> str:
     result = verify_ak_chain(
         tpm.ak_certificates[0], tpm.ak_certificates[1:], state.policy.trust_roots, at, state.ak
     )
-    return f"AK certificate valid at {at.isoformat()} under {result.root.subject.rfc4514_string()}"
+    state.root_of_trust = root_of_trust(result.root)
+    return (
+        f"AK certificate valid at {at.isoformat()} under {result.root.subject.rfc4514_string()} "
+        f"({state.root_of_trust.description})"
+    )
+
+
+def root_of_trust(root: x509.Certificate) -> RootOfTrust:
+    """What a chain ending in ``root`` proves about the TPM.
+
+    Only the roots bundled with the verifier (Azure's vTPM root) are hardware roots of
+    trust. Any root given with --trust-root is taken to be a local CA such as
+    ``aicert-build``'s, whose keys lie unencrypted on the host that runs the tests:
+    whoever holds that host can mint AK certificates, so the wording says so. The
+    decision rests on the root itself, not on a marker the root could carry.
+    """
+    subject = root.subject.rfc4514_string()
+    if any(root == bundled for bundled in bundled_roots()):
+        return RootOfTrust(True, f"hardware root of trust: {subject}, bundled")
+    return RootOfTrust(False, f"{LOCAL_TEST_PLATFORM}: {subject}, given with --trust-root")
 
 
 def _attestation_time(state: _State) -> datetime:
@@ -247,25 +324,57 @@ def _pcr_digest(state: _State) -> str:
                 f"PCR {pcr} is not zero: the boot loaded a command-line override, add-on, "
                 "credential or system extension"
             )
-    state.enforce(selection.banks[0].pcrs, "quoted only")
+    state.pcr_sources.update(dict.fromkeys(selection.banks[0].pcrs, QUOTED_ONLY))
     state.enforce(ZERO_PCRS, "must be zero")
     return f"PCRs {_ranges(selection.banks[0].pcrs)} hash to the quoted digest"
 
 
 def _firmware_log(state: _State) -> str | tuple[Status, str]:
+    profile = state.policy.platform_profile
     if not state.cert.tpm.firmware_event_log:
-        # Some platforms (reportedly Azure Trusted Launch) expose no firmware log.
-        if state.policy.platform_profile is None:
+        if profile is None:
             raise FirmwareLogError(
-                "the certificate carries no firmware event log: pass --platform-profile "
-                "so the firmware PCRs are checked against a reference"
+                "the certificate carries no firmware event log: if its platform gives none, "
+                "pass the --platform-profile that says so"
             )
-        return Status.SKIPPED, "no firmware event log: firmware PCRs rest on the platform profile"
+        if profile.firmware_log:
+            raise FirmwareLogError(
+                f"the certificate carries no firmware event log, but platform profile "
+                f"{profile.name!r} gives one: the log was removed"
+            )
+        unchecked = _unchecked_without_log(state, profile.pcrs)
+        return Status.SKIPPED, (
+            f"platform profile {profile.name!r} declares no firmware event log: "
+            f"PCRs {_ranges(unchecked)} are checked against nothing"
+        )
     log = parse_event_log(state.cert.tpm.firmware_event_log)
     check_event_digests(log)
-    verify_against_pcrs(log, SHA256, state.cert.tpm.pcrs, FIRMWARE_LOG_PCRS)
-    state.enforce(FIRMWARE_LOG_PCRS, "replayed from the firmware log")
-    return f"{len(log.events)} events replay to PCRs 0-7; data-derived digests recomputed"
+    quoted = state.cert.tpm.pcrs
+    logged = {e.pcr for e in log.events if e.event_type != EV_NO_ACTION}
+    unquoted = sorted(logged - set(quoted))
+    if unquoted:
+        raise FirmwareLogError(
+            f"the firmware log has events for PCRs {_ranges(unquoted)}, which the quote does "
+            "not cover: nothing vouches for them"
+        )
+    covered = sorted(set(FIRMWARE_PCRS) | logged)
+    verify_against_pcrs(log, SHA256, quoted, covered, unlogged=UNLOGGED_EXTENDS)
+    state.enforce(FIRMWARE_PCRS, "replayed from the firmware log")
+    os_pcrs = [pcr for pcr in covered if pcr not in FIRMWARE_PCRS]
+    for pcr in os_pcrs:
+        later = " + boot phases" if pcr in UNLOGGED_EXTENDS else ""
+        state.enforce([pcr], f"replayed from the firmware log{later}")
+    return (
+        f"{len(log.events)} events replay to PCRs {_ranges(covered)}; "
+        "data-derived digests recomputed"
+    )
+
+
+def _unchecked_without_log(state: _State, profile_pcrs: Iterable[int]) -> list[int]:
+    """The firmware PCRs that neither the profile nor the boot reference will check."""
+    reference = state.policy.boot_reference
+    checked = set(profile_pcrs) | (set(reference.pcrs) if reference is not None else set())
+    return [pcr for pcr in FIRMWARE_PCRS if pcr not in checked]
 
 
 def _cel_log(state: _State) -> str:
@@ -278,6 +387,13 @@ def _cel_log(state: _State) -> str:
 
 def _evaluations(state: _State) -> str | tuple[Status, str]:
     prov = state.prov
+    if not prov.evaluation_only:
+        if state.policy.linked_certificates:
+            raise EvaluationError(
+                "--linked-certificate given, but this is a training certificate, which links "
+                "no other certificate"
+            )
+        state.lineage, state.reaches_training = (Link(THIS, "training run"),), True
     if not prov.evaluations:
         return Status.SKIPPED, "no evaluations in this certificate"
     subjects = {s.sha256 for s in prov.subjects}
@@ -289,28 +405,41 @@ def _evaluations(state: _State) -> str | tuple[Status, str]:
                 f"evaluation {ev.name!r} ran on weights {ev.weights_sha256}, "
                 "which are not this certificate's subject"
             )
-    if prov.evaluation_only:
-        weights = {d.sha256 for d in prov.dependencies if d.role == "weights"}
-        if subjects != weights:
-            raise EvaluationError("the subject of an evaluation-only job must be its weights input")
-        _check_linked(state)
     names = ", ".join(repr(ev.name) for ev in prov.evaluations)
-    return f"{len(prov.evaluations)} evaluation(s) ({names}) ran on the subject weights"
+    done = f"{len(prov.evaluations)} evaluation(s) ({names}) ran on the subject weights"
+    if not prov.evaluation_only:
+        return done
+    weights = {d.sha256 for d in prov.dependencies if d.role == "weights"}
+    if subjects != weights:
+        raise EvaluationError("the subject of an evaluation-only job must be its weights input")
+    _follow_links(state)
+    reach = "a training run" if state.reaches_training else "weights uploaded without a training"
+    return f"{done}; the chain of {len(state.lineage)} certificate(s) ends in {reach}"
 
 
-def _check_linked(state: _State) -> None:
-    """An evaluation-only job may name the certificate of the training that made its weights."""
+def _follow_links(state: _State) -> None:
+    """Verify the certificate this evaluation-only one links, and so on to the chain's end."""
     linked = [d for d in state.prov.dependencies if d.role == "certificate"]
-    path = state.policy.linked_certificate
+    paths = state.policy.linked_certificates
     if not linked:
-        if path is not None:
+        if paths:
             raise EvaluationError("--linked-certificate given, but this certificate links none")
+        if state.policy.require_training:
+            raise EvaluationError(
+                "--require-training: the chain of linked certificates ends in an "
+                "evaluation-only certificate of uploaded weights; no training run certifies them"
+            )
+        state.lineage = (Link(THIS, "evaluation only, of uploaded weights"),)
+        state.reaches_training = False
         return
-    if path is None:
+    if not paths:
         raise EvaluationError(
-            "this certificate links the certificate of its weights' training: "
+            "this certificate links the certificate of its weights' origin: "
             "pass it with --linked-certificate"
         )
+    if len(linked) != 1:
+        raise EvaluationError(f"this certificate links {len(linked)} certificates; expected one")
+    path = paths[0]
     if state.policy.tree_digest is None or state.policy.tree_digest(path) != linked[0].sha256:
         raise EvaluationError(f"{path} is not the certificate this one links")
     inner = verify_certificate(
@@ -320,16 +449,21 @@ def _check_linked(state: _State) -> None:
             state.policy,
             expected_nonce=None,
             weights_path=None,
-            linked_certificate=None,
+            linked_certificates=paths[1:],
             input_paths={},
             results_paths={},
         ),
     )
     if inner.error is not None:
-        raise EvaluationError(f"the linked certificate does not verify: {inner.error.message}")
+        raise EvaluationError(
+            f"the linked certificate {path} does not verify: {inner.error.message}"
+        )
     inner_subjects = {s.sha256 for s in inner.provenance.subjects} if inner.provenance else set()
     if inner_subjects != {s.sha256 for s in state.prov.subjects}:
-        raise EvaluationError("the linked certificate certifies other weights")
+        raise EvaluationError(f"the linked certificate {path} certifies other weights")
+    first, *rest = inner.lineage
+    state.lineage = (Link(THIS, "evaluation only"), replace(first, certificate=str(path)), *rest)
+    state.reaches_training = inner.reaches_training
 
 
 def _boot_pcrs(state: _State) -> str | tuple[Status, str]:
