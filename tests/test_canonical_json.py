@@ -75,3 +75,30 @@ def test_parse_json_is_strict(text: bytes) -> None:
 def test_parse_json_raises_only_format_errors(data: bytes) -> None:
     with contextlib.suppress(FormatError):
         parse_json(data, "fuzz")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"7" * 5000,  # beyond Python's 4,300-digit conversion limit
+        b'{"a": -' + b"1" * 4301 + b"}",
+        b"9007199254740992",
+        b"[-9007199254740992]",
+        b"1e400",
+        b"-1e400",
+    ],
+)
+def test_numbers_json_cannot_keep_exactly_are_format_errors(text: bytes) -> None:
+    with pytest.raises(FormatError):
+        parse_json(text, "doc")
+
+
+@given(st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1))
+def test_exact_integers_parse(n: int) -> None:
+    assert parse_json(str(n).encode(), "doc") == n
+
+
+@given(st.integers().filter(lambda n: abs(n) > 2**53 - 1))
+def test_inexact_integers_are_refused(n: int) -> None:
+    with pytest.raises(FormatError, match="outside the range"):
+        parse_json(str(n).encode(), "doc")

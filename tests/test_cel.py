@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from aicert.verifier.cel import make_record, parse_cel, replay_cel, verify_cel
@@ -65,6 +67,30 @@ def test_wrong_pcr_is_caught() -> None:
 def test_malformed_logs_are_format_errors(bad: object) -> None:
     with pytest.raises(FormatError):
         parse_cel(bad)
+
+
+def _edited(change: Callable[[dict[str, Any]], object]) -> list[dict[str, Any]]:
+    log = _log()
+    change(log[1])
+    return log
+
+
+@pytest.mark.parametrize(
+    "log",
+    [
+        # Two SHA-256 digests: which one was extended would be the parser's choice.
+        _edited(lambda r: r["digests"].append({"hashAlg": "sha256", "digest": "00" * 32})),
+        _edited(lambda r: r["digests"].append({"hashAlg": "sha384", "digest": "00" * 48})),
+        _edited(lambda r: r["digests"][0].update(digest=r["digests"][0]["digest"].upper())),
+        _edited(lambda r: r["digests"][0].update(note="x")),
+        _edited(lambda r: r.update(extra=1)),
+        _edited(lambda r: r.pop("content_type")),
+    ],
+)
+def test_records_have_one_encoding(log: list[dict[str, Any]]) -> None:
+    parse_cel(_log())
+    with pytest.raises(FormatError):
+        parse_cel(log)
 
 
 @given(

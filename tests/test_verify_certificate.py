@@ -16,12 +16,15 @@ import pytest
 from aicert.verifier.boot_reference import BootReference, reference_from_recipe
 from aicert.verifier.certificate import parse_certificate
 from aicert.verifier.cli import main as verify_main
+from aicert.verifier.dsse import sign_envelope
 from aicert.verifier.errors import (
     AkChainError,
     AkMismatchError,
     BindingError,
     BootPcrError,
     CelLogError,
+    EnvelopeSignatureError,
+    FirmwareLogError,
     FormatError,
     ImageIdentityError,
     NonceError,
@@ -30,8 +33,9 @@ from aicert.verifier.errors import (
     VerificationError,
     WeightsError,
 )
+from aicert.verifier.tcg_log import Event, parse_event_log
 from aicert.verifier.treemanifest import TreeManifest
-from aicert.verifier.verify import Policy, Report, Status, verify_certificate
+from aicert.verifier.verify import LOCAL_TEST_PLATFORM, Policy, Report, Status, verify_certificate
 from aicert.verifier.weights import tree_digest_of
 from certgen import ROOTHASH, IssuedCertificate, issue_certificate, recipe_outputs
 from conftest import ProvisionedSwtpm
@@ -41,6 +45,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 pytestmark = pytest.mark.swtpm
+
+SHA256_ID = 0x000B
 
 
 @pytest.fixture
@@ -136,6 +142,37 @@ def _alter_pcr(doc: dict[str, Any]) -> None:
     doc["tpm"]["pcrs"]["sha256"]["7"] = "00" * 32
 
 
+def _log_events(doc: dict[str, Any]) -> tuple[bytes, list[Event]]:
+    raw = base64.b64decode(doc["tpm"]["firmwareEventLog"])
+    return raw, list(parse_event_log(raw).events)
+
+
+def _set_log(doc: dict[str, Any], raw: bytes) -> None:
+    doc["tpm"]["firmwareEventLog"] = base64.b64encode(raw).decode()
+
+
+def _forge_pcr9_event(doc: dict[str, Any]) -> None:
+    # The kernel command-line event's digest is not derived from its data: only a replay
+    # to the quoted PCR 9 can tell a forged one.
+    raw, events = _log_events(doc)
+    event = next(e for e in events if e.pcr == 9)
+    _set_log(doc, raw.replace(event.digests[SHA256_ID], hashlib.sha256(b"forged").digest()))
+
+
+def _drop_pcr11_event(doc: dict[str, Any]) -> None:
+    raw, events = _log_events(doc)
+    i = next(i for i, e in enumerate(events) if e.pcr == 11)
+    _set_log(doc, raw[: events[i].offset] + raw[events[i + 1].offset :])
+
+
+def _second_signature(doc: dict[str, Any]) -> None:
+    # A valid signature by another key over the same statement.
+    other = ec.generate_private_key(ec.SECP256R1())
+    envelope = parse_certificate(json.dumps(doc).encode()).envelope
+    forged = sign_envelope(envelope.payload_type, envelope.payload, other, "other-key")
+    doc["envelope"]["signatures"].append(forged.to_json()["signatures"][0])
+
+
 def _alter_pcr15_and_cel(doc: dict[str, Any]) -> None:
     # A CEL record that matches its own digest but was never extended.
     from aicert.verifier.cel import make_record
@@ -155,6 +192,9 @@ def _alter_pcr15_and_cel(doc: dict[str, Any]) -> None:
         (_drop_cel, "cel-log", CelLogError),
         (_alter_pcr, "pcr-digest", PcrDigestError),
         (_alter_pcr15_and_cel, "cel-log", CelLogError),
+        (_forge_pcr9_event, "firmware-log", FirmwareLogError),
+        (_drop_pcr11_event, "firmware-log", FirmwareLogError),
+        (_second_signature, "envelope-signature", EnvelopeSignatureError),
     ],
 )
 def test_each_tampering_fails_its_check(
@@ -168,6 +208,37 @@ def test_each_tampering_fails_its_check(
     tamper(doc)
     report = _verify_json(doc, _policy(provisioned_swtpm, issued))
     assert _failed(report) == (check, error)
+
+
+def test_the_report_shows_which_pcrs_the_firmware_log_authenticates(
+    provisioned_swtpm: ProvisionedSwtpm, issued: IssuedCertificate
+) -> None:
+    report = verify_certificate(issued.certificate, _policy(provisioned_swtpm, issued))
+    assert report.ok, report.error
+    assert report.pcr_sources[9] == "replayed from the firmware log"
+    assert report.pcr_sources[11] == "replayed from the firmware log + boot phases"
+    assert report.pcr_sources[10] == "quoted only"  # nothing in the log: the OS's own
+
+
+def test_a_local_ca_root_is_no_hardware_root_of_trust(
+    provisioned_swtpm: ProvisionedSwtpm, issued: IssuedCertificate
+) -> None:
+    from aicert.verifier.ak_chain import bundled_roots
+    from aicert.verifier.report import render_json, render_text
+    from aicert.verifier.verify import root_of_trust
+
+    report = verify_certificate(issued.certificate, _policy(provisioned_swtpm, issued))
+    assert report.root_of_trust is not None
+    assert not report.root_of_trust.hardware
+    assert report.root_of_trust.description.startswith(LOCAL_TEST_PLATFORM)
+    text = render_text(report, issued.path, color=False)
+    assert f"VERIFIED on a {LOCAL_TEST_PLATFORM}" in text
+    assert render_json(report, issued.path)["rootOfTrust"]["hardware"] is False
+    # Only a bundled root counts as hardware, whatever another root's name says.
+    azure = bundled_roots()[0]
+    assert root_of_trust(azure).hardware
+    assert "hardware root of trust" in root_of_trust(azure).description
+    assert not root_of_trust(provisioned_swtpm.ca.root_certificate).hardware
 
 
 def test_other_nonce_fails(provisioned_swtpm: ProvisionedSwtpm, issued: IssuedCertificate) -> None:
@@ -326,6 +397,58 @@ def test_a_statement_without_the_root_hash_fails_against_a_recipe(
     report = verify_certificate(issued.certificate, policy)
     assert _failed(report) == ("boot-pcrs", ImageIdentityError)
     assert "names no root hash" in str(report.error)
+
+
+def _pcr_key_with_leading_zero(doc: dict[str, Any]) -> None:
+    pcrs = doc["tpm"]["pcrs"]["sha256"]
+    pcrs["07"] = pcrs.pop("7")
+
+
+def _two_cel_digests(doc: dict[str, Any]) -> None:
+    record = doc["tpm"]["celLog"][1]
+    record["digests"].insert(0, {"hashAlg": "sha256", "digest": "00" * 32})
+
+
+def _upper_case_pcr(doc: dict[str, Any]) -> None:
+    pcrs = doc["tpm"]["pcrs"]["sha256"]
+    pcrs["4"] = pcrs["4"].upper()
+
+
+def _url_safe_base64(doc: dict[str, Any]) -> None:
+    raw = base64.b64decode(doc["tpm"]["quote"]["attest"])
+    doc["tpm"]["quote"]["attest"] = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        _pcr_key_with_leading_zero,
+        _two_cel_digests,
+        _upper_case_pcr,
+        _url_safe_base64,
+        lambda doc: doc.update(extra="accepted?"),
+        lambda doc: doc["tpm"].update(extra=1),
+        lambda doc: doc["tpm"]["quote"].update(extra=1),
+        lambda doc: doc["tpm"]["pcrs"].update(sha1={}),
+        lambda doc: doc["envelope"].update(extra=1),
+        lambda doc: doc["tpm"]["celLog"][0].update(extra=1),
+        lambda doc: doc.pop("agentPublicKey"),
+    ],
+)
+def test_non_canonical_certificates_are_refused(
+    issued: IssuedCertificate, tamper: Callable[[dict[str, Any]], None]
+) -> None:
+    # Each edit keeps the evidence's meaning, which is why it must not parse: one
+    # certificate has one encoding.
+    doc = copy.deepcopy(issued.certificate.to_json())
+    tamper(doc)
+    with pytest.raises(FormatError):
+        parse_certificate(json.dumps(doc).encode())
+
+
+def test_the_certificate_encoding_round_trips(issued: IssuedCertificate) -> None:
+    doc = issued.certificate.to_json()
+    assert parse_certificate(json.dumps(doc).encode()) == issued.certificate
 
 
 def test_truncated_quote_is_malformed_input(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -13,7 +14,7 @@ from aicert.verifier.cli import main as verify_main
 from aicert.verifier.errors import EvaluationError, InputDigestError, WeightsError
 from aicert.verifier.verify import Policy, Report, Status, verify_certificate
 from aicert.verifier.weights import tree_digest_of
-from certgen import IssuedCertificate, issue_certificate, issue_evaluation_only
+from certgen import IssuedCertificate, issue_certificate, issue_evaluation_only, write_weights
 from conftest import ProvisionedSwtpm
 from cryptography.hazmat.primitives import serialization
 
@@ -148,3 +149,94 @@ def test_evaluation_only_job_links_the_training_certificate(
     }
     metrics = model["modelCard"]["quantitativeAnalysis"]["performanceMetrics"]
     assert {m["type"]: m["value"] for m in metrics} == {"accuracy": "0.93", "samples": "360"}
+
+
+def _second_boot(
+    swtpm: ProvisionedSwtpm, workdir: Path, weights: Path, linked: Path | None
+) -> IssuedCertificate:
+    """An evaluation-only certificate from a fresh TPM provisioned by the same CA."""
+    with Swtpm.tcp(workdir / "tpm") as tpm:
+        provision_like_azure(tpm.tcti, swtpm.ca, workdir.name)
+        return issue_evaluation_only(tpm.tcti, _intermediates(swtpm), workdir, weights, linked)
+
+
+def test_a_chain_that_never_reaches_a_training_run_is_reported_and_can_be_refused(
+    provisioned_swtpm: ProvisionedSwtpm, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weights = write_weights(tmp_path / "uploaded")
+    # Evaluation-only over uploaded weights, then another evaluation linking that one.
+    first = _second_boot(provisioned_swtpm, tmp_path / "first", weights, None)
+    second = _second_boot(provisioned_swtpm, tmp_path / "second", weights, first.path)
+    policy = _policy(provisioned_swtpm, second, linked_certificates=(first.path,))
+    report = verify_certificate(second.certificate, policy)
+    assert report.ok, report.error
+    assert report.reaches_training is False
+    assert [link.kind for link in report.lineage] == [
+        "evaluation only",
+        "evaluation only, of uploaded weights",
+    ]
+    evaluations = next(r for r in report.results if r.check == "evaluations")
+    assert "ends in weights uploaded without a training" in evaluations.detail
+
+    strict = dataclasses.replace(policy, require_training=True)
+    error = verify_certificate(second.certificate, strict).error
+    assert isinstance(error, EvaluationError)
+    assert "no training run certifies them" in error.message
+
+    args = [
+        str(second.path),
+        "--trust-root",
+        str(provisioned_swtpm.ca.root_path),
+        "--any-image",
+        "--linked-certificate",
+        str(first.path),
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        verify_main(args)
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0, out
+    assert "reaches NO training run" in out
+    with pytest.raises(SystemExit) as exit_info:
+        verify_main([*args, "--require-training"])
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 1
+    assert err.count("\n") == 1
+    assert "--require-training" in err
+
+
+def test_a_chain_of_linked_certificates_is_followed_to_the_training_run(
+    provisioned_swtpm: ProvisionedSwtpm, tmp_path: Path
+) -> None:
+    training = issue_certificate(
+        provisioned_swtpm.tcti, _intermediates(provisioned_swtpm), tmp_path / "train"
+    )
+    middle = _second_boot(provisioned_swtpm, tmp_path / "middle", training.weights, training.path)
+    last = _second_boot(provisioned_swtpm, tmp_path / "last", training.weights, middle.path)
+    chain = (middle.path, training.path)
+    policy = _policy(provisioned_swtpm, last, linked_certificates=chain, require_training=True)
+    report = verify_certificate(last.certificate, policy)
+    assert report.ok, report.error
+    assert report.reaches_training is True
+    assert [str(link) for link in report.lineage] == [
+        "this certificate (evaluation only)",
+        f"{middle.path} (evaluation only)",
+        f"{training.path} (training run)",
+    ]
+    # One certificate short: the middle one's link cannot be checked.
+    short = dataclasses.replace(policy, linked_certificates=(middle.path,))
+    error = verify_certificate(last.certificate, short).error
+    assert isinstance(error, EvaluationError)
+    assert "--linked-certificate" in error.message
+    # One too many: the training certificate links nothing.
+    long = dataclasses.replace(policy, linked_certificates=(*chain, training.path))
+    assert isinstance(verify_certificate(last.certificate, long).error, EvaluationError)
+
+
+def test_linked_certificate_on_a_training_certificate_is_refused(
+    provisioned_swtpm: ProvisionedSwtpm, evaluated: IssuedCertificate
+) -> None:
+    policy = _policy(provisioned_swtpm, evaluated, linked_certificates=(evaluated.path,))
+    report = verify_certificate(evaluated.certificate, policy)
+    assert isinstance(report.error, EvaluationError)
+    assert "training certificate" in report.error.message
+    assert _status(report, "evaluations") is Status.FAILED

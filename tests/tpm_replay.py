@@ -33,7 +33,9 @@ def replay_log_into_tpm(tcti: str, log_bytes: bytes) -> None:
             if event.event_type != EV_NO_ACTION:
                 _extend(esapi, event.pcr, event.digests)
         for word in PCRPHASE_WORDS:
-            _extend(esapi, 11, {alg.tpm_id: alg.hash(word.encode()) for alg in _log_algorithms(log)})
+            _extend(
+                esapi, 11, {alg.tpm_id: alg.hash(word.encode()) for alg in _log_algorithms(log)}
+            )
     finally:
         esapi.close()
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
@@ -292,7 +293,7 @@ def _envelope_signature(state: _State) -> str:
         )
     try:
         key = load_der_public_key(state.cert.agent_public_key)
-    except ValueError:
+    except (ValueError, UnsupportedAlgorithm):
         raise FormatError("agentPublicKey is not a DER SubjectPublicKeyInfo") from None
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise EnvelopeSignatureError("the agent key is not an EC key")
