@@ -313,7 +313,7 @@ def test_evaluation_only_job_links_the_training_certificate(
         accept_any_image=True,
         weights_path=weights,
         tree_digest=lambda p: hash_tree(p).digest,
-        linked_certificate=training_certificate,
+        linked_certificates=(training_certificate,),
         results_paths=saved,
     )
     report = verify_certificate(certificate, policy)

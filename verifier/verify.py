@@ -58,7 +58,7 @@ from .weights import tree_manifest_of
 _T = TypeVar("_T")
 
 REQUIRED_PCRS = QUOTED_PCRS
-FIRMWARE_PCRS = tuple(range(8))
+FIRMWARE_LOG_PCRS = tuple(range(8))
 """Measured by the firmware alone: the log must replay to every one of them."""
 ZERO_PCRS = (12, 13)
 QUOTED_ONLY = "quoted only"
@@ -358,10 +358,10 @@ def _firmware_log(state: _State) -> str | tuple[Status, str]:
             f"the firmware log has events for PCRs {_ranges(unquoted)}, which the quote does "
             "not cover: nothing vouches for them"
         )
-    covered = sorted(set(FIRMWARE_PCRS) | logged)
+    covered = sorted(set(FIRMWARE_LOG_PCRS) | logged)
     verify_against_pcrs(log, SHA256, quoted, covered, unlogged=UNLOGGED_EXTENDS)
-    state.enforce(FIRMWARE_PCRS, "replayed from the firmware log")
-    os_pcrs = [pcr for pcr in covered if pcr not in FIRMWARE_PCRS]
+    state.enforce(FIRMWARE_LOG_PCRS, "replayed from the firmware log")
+    os_pcrs = [pcr for pcr in covered if pcr not in FIRMWARE_LOG_PCRS]
     for pcr in os_pcrs:
         later = " + boot phases" if pcr in UNLOGGED_EXTENDS else ""
         state.enforce([pcr], f"replayed from the firmware log{later}")
@@ -375,7 +375,7 @@ def _unchecked_without_log(state: _State, profile_pcrs: Iterable[int]) -> list[i
     """The firmware PCRs that neither the profile nor the boot reference will check."""
     reference = state.policy.boot_reference
     checked = set(profile_pcrs) | (set(reference.pcrs) if reference is not None else set())
-    return [pcr for pcr in FIRMWARE_PCRS if pcr not in checked]
+    return [pcr for pcr in FIRMWARE_LOG_PCRS if pcr not in checked]
 
 
 def _cel_log(state: _State) -> str:
