@@ -246,3 +246,22 @@ def test_bad_input_gives_one_line_and_its_exit_code(
     assert len(proc.stderr.splitlines()) == 1, proc.stderr
     assert proc.stderr.startswith("aicert-verify: error: "), proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
+    if code == 3:  # bad input is no verdict: no report either
+        assert proc.stdout == ""
+
+
+def test_bad_input_in_json_mode_still_gives_a_json_report(
+    issued: IssuedCertificate, local_ca: LocalCa, tmp_path: Path
+) -> None:
+    doc = _doc(issued)
+    doc["tpm"]["akPublic"] = _b64(b"\x00\x10garbage")
+    args = [str(_write(tmp_path, doc)), "--trust-root", str(local_ca.root_path), "--any-image"]
+    proc = subprocess.run(
+        [str(VERIFY), *args, "--json"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 3
+    assert len(proc.stderr.splitlines()) == 1
+    report = json.loads(proc.stdout)
+    assert report["verified"] is False
+    assert report["error"]["exitCode"] == 3
+    assert report["error"]["type"] == "FormatError"

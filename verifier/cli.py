@@ -188,7 +188,8 @@ def verify(
     report = verify_certificate(load_certificate(certificate), policy)
     if as_json:
         click.echo(json.dumps(render_json(report, certificate), indent=2))
-    else:
+    elif not isinstance(report.error, InputError):
+        # Malformed or missing input is no verdict: the error line alone says it.
         click.echo(render_text(report, certificate, color=use_color(sys.stdout)))
     if report.error is not None:
         failed = next(r.check for r in report.results if r.status is Status.FAILED)

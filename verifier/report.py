@@ -28,7 +28,8 @@ def render_text(report: Report, certificate: Path, *, color: bool) -> str:
             f"  {click.style(mark, fg=fg) if color else mark}  {result.check:<{width}}  {detail}"
         )
     if report.root_of_trust is not None:
-        lines += ["", f"Root of trust  {report.root_of_trust.description}"]
+        trust = report.root_of_trust
+        lines += ["", f"Root of trust  {trust.root}: {trust.description}"]
     if len(report.lineage) > 1 or report.reaches_training is False:
         reach = "a training run" if report.reaches_training else "NO training run"
         chain = " → ".join(str(link) for link in report.lineage)
@@ -95,6 +96,7 @@ def render_json(report: Report, certificate: Path) -> dict[str, Any]:
         if report.root_of_trust is None
         else {
             "hardware": report.root_of_trust.hardware,
+            "root": report.root_of_trust.root,
             "description": report.root_of_trust.description,
         },
         "linkedChain": {

@@ -104,6 +104,8 @@ class Policy:
 class RootOfTrust:
     hardware: bool
     """True only for a root bundled with the verifier as a cloud's vTPM root."""
+    root: str
+    """The root certificate's subject."""
     description: str
 
 
@@ -236,8 +238,8 @@ def _ak_chain(state: _State) -> str:
     )
     state.root_of_trust = root_of_trust(result.root)
     return (
-        f"AK certificate valid at {at.isoformat()} under {result.root.subject.rfc4514_string()} "
-        f"({state.root_of_trust.description})"
+        f"AK certificate valid at {at.isoformat()} under {state.root_of_trust.root}: "
+        f"{state.root_of_trust.description}"
     )
 
 
@@ -252,8 +254,8 @@ def root_of_trust(root: x509.Certificate) -> RootOfTrust:
     """
     subject = root.subject.rfc4514_string()
     if any(root == bundled for bundled in bundled_roots()):
-        return RootOfTrust(True, f"hardware root of trust: {subject}, bundled")
-    return RootOfTrust(False, f"{LOCAL_TEST_PLATFORM}: {subject}, given with --trust-root")
+        return RootOfTrust(True, subject, "hardware root of trust (bundled with aicert-verify)")
+    return RootOfTrust(False, subject, f"{LOCAL_TEST_PLATFORM} (root given with --trust-root)")
 
 
 def _attestation_time(state: _State) -> datetime:
