@@ -22,6 +22,7 @@ from aicert.verifier.firmware_replay import (
 )
 from aicert.verifier.pcr import ALGORITHMS_BY_ID, ALGORITHMS_BY_NAME, SHA1, SHA256, SHA384
 from aicert.verifier.tcg_log import Event, EventLog, parse_event_log
+from aicert.verifier.verify import UNLOGGED_EXTENDS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tcg_log_support import (
@@ -59,6 +60,9 @@ OVMF_SHA256_PCRS = {
 }
 
 
+OVMF_SHA256_QUOTED = {pcr: bytes.fromhex(v) for pcr, v in OVMF_SHA256_PCRS.items()}
+
+
 def _with_event(log: EventLog, position: int, event: Event) -> EventLog:
     events = list(log.events)
     events[position] = event
@@ -76,6 +80,17 @@ def test_ovmf_log_replays_to_the_booted_pcrs() -> None:
     assert {pcr: replayed[pcr].hex() for pcr in (0, 4, 11)} == {
         pcr: OVMF_SHA256_PCRS[pcr] for pcr in (0, 4, 11)
     }
+
+
+def test_the_verifier_replays_pcr_11_as_the_booted_tpm_read_it() -> None:
+    # tpm2_pcrread in the booted system (shared/testdata/ovmf-qemu/README.md): the log's
+    # systemd-stub events, then the four boot phases systemd-pcrphase logs elsewhere.
+    booted_pcr11 = bytes.fromhex("fd491a007ec9b582218044298d5e0e41d17d4ae9f75f5eebb0d3a4a21559d09e")
+    log = parse_event_log(OVMF_LOG.read_bytes())
+    quoted = {pcr: bytes.fromhex(v) for pcr, v in OVMF_SHA256_PCRS.items()} | {11: booted_pcr11}
+    verify_against_pcrs(log, SHA256, quoted, [9, 11], unlogged=UNLOGGED_EXTENDS)
+    with pytest.raises(FirmwareLogError, match="then 4 unlogged extends"):
+        verify_against_pcrs(log, SHA256, OVMF_SHA256_QUOTED, [11], unlogged=UNLOGGED_EXTENDS)
 
 
 def test_gcp_log_replays_to_its_quoted_sha1_pcrs() -> None:
