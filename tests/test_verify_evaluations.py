@@ -176,7 +176,7 @@ def test_a_chain_that_never_reaches_a_training_run_is_reported_and_can_be_refuse
         "evaluation only, of uploaded weights",
     ]
     evaluations = next(r for r in report.results if r.check == "evaluations")
-    assert "ends in weights uploaded without a training" in evaluations.detail
+    assert "which no training certificate links" in evaluations.detail
 
     strict = dataclasses.replace(policy, require_training=True)
     error = verify_certificate(second.certificate, strict).error
@@ -219,8 +219,8 @@ def test_a_chain_of_linked_certificates_is_followed_to_the_training_run(
     assert report.reaches_training is True
     assert [str(link) for link in report.lineage] == [
         "this certificate (evaluation only)",
-        f"{middle.path} (evaluation only)",
-        f"{training.path} (training run)",
+        f"{middle.path} (evaluation only; local test platform, no hardware root of trust)",
+        f"{training.path} (training run; local test platform, no hardware root of trust)",
     ]
     # One certificate short: the middle one's link cannot be checked.
     short = dataclasses.replace(policy, linked_certificates=(middle.path,))

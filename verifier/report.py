@@ -101,7 +101,14 @@ def render_json(report: Report, certificate: Path) -> dict[str, Any]:
         },
         "linkedChain": {
             "certificates": [
-                {"certificate": link.certificate, "kind": link.kind} for link in report.lineage
+                {
+                    "certificate": link.certificate,
+                    "kind": link.kind,
+                    "hardwareRootOfTrust": None
+                    if link.root_of_trust is None
+                    else link.root_of_trust.hardware,
+                }
+                for link in report.lineage
             ],
             "reachesTraining": report.reaches_training,
         },

@@ -63,7 +63,7 @@ FIRMWARE_LOG_PCRS = tuple(range(8))
 ZERO_PCRS = (12, 13)
 QUOTED_ONLY = "quoted only"
 UNLOGGED_EXTENDS = {11: tuple(SHA256.hash(word.encode()) for word in PCRPHASE_WORDS)}
-"""Extends made after the firmware log's last entry for a PCR, logged nowhere it carries:
+"""Extends the booted OS makes after the firmware's and logs outside the firmware log:
 systemd-pcrphase's boot phases in PCR 11 (``verifier/uki.py``)."""
 
 
@@ -120,9 +120,12 @@ class Link:
     """"this certificate", or the path the auditor gave with --linked-certificate."""
     kind: str
     """"training run", "evaluation only", or "evaluation only, of uploaded weights"."""
+    root_of_trust: RootOfTrust | None = None
+    """For a linked certificate: what its own AK chain ends in."""
 
     def __str__(self) -> str:
-        return f"{self.certificate} ({self.kind})"
+        local = self.root_of_trust is not None and not self.root_of_trust.hardware
+        return f"{self.certificate} ({self.kind}{'; ' + LOCAL_TEST_PLATFORM if local else ''})"
 
 
 THIS = "this certificate"
@@ -416,7 +419,11 @@ def _evaluations(state: _State) -> str | tuple[Status, str]:
     if subjects != weights:
         raise EvaluationError("the subject of an evaluation-only job must be its weights input")
     _follow_links(state)
-    reach = "a training run" if state.reaches_training else "weights uploaded without a training"
+    reach = (
+        "a training run"
+        if state.reaches_training
+        else "weights uploaded for evaluation, which no training certificate links"
+    )
     return f"{done}; the chain of {len(state.lineage)} certificate(s) ends in {reach}"
 
 
@@ -465,7 +472,8 @@ def _follow_links(state: _State) -> None:
     if inner_subjects != {s.sha256 for s in state.prov.subjects}:
         raise EvaluationError(f"the linked certificate {path} certifies other weights")
     first, *rest = inner.lineage
-    state.lineage = (Link(THIS, "evaluation only"), replace(first, certificate=str(path)), *rest)
+    linked_link = replace(first, certificate=str(path), root_of_trust=inner.root_of_trust)
+    state.lineage = (Link(THIS, "evaluation only"), linked_link, *rest)
     state.reaches_training = inner.reaches_training
 
 
