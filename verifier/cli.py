@@ -93,16 +93,17 @@ def cli(verbose: bool) -> None:
 @click.option(
     "--platform-profile",
     metavar="NAME|FILE",
-    help="Firmware reference profile for PCRs 0-3 and 7 (bundled: "
-    + (", ".join(bundled_profile_names()) or "none")
-    + ").",
+    help="Firmware reference profile: PCRs 0-3 and 7, and whether the platform gives a "
+    "firmware event log (bundled: " + (", ".join(bundled_profile_names()) or "none") + ").",
 )
 @click.option(
     "--trust-root",
     "trust_roots",
     multiple=True,
     type=click.Path(path_type=Path),
-    help="PEM file of a root CA for the AK chain (repeatable); the Azure vTPM root is bundled.",
+    help="PEM file of a root CA for the AK chain (repeatable); the Azure vTPM root is bundled. "
+    "A chain ending in a root given here is reported as a local test platform, with no "
+    "hardware root of trust.",
 )
 @click.option(
     "--nonce",
