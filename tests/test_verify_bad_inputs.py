@@ -263,5 +263,5 @@ def test_bad_input_in_json_mode_still_gives_a_json_report(
     assert len(proc.stderr.splitlines()) == 1
     report = json.loads(proc.stdout)
     assert report["verified"] is False
-    assert report["error"]["exitCode"] == 3
+    assert report["error"]["exit_code"] == 3
     assert report["error"]["type"] == "FormatError"

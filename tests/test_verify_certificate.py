@@ -233,7 +233,7 @@ def test_a_local_ca_root_is_no_hardware_root_of_trust(
     assert report.root_of_trust.description.startswith(LOCAL_TEST_PLATFORM)
     text = render_text(report, issued.path, color=False)
     assert f"VERIFIED on a {LOCAL_TEST_PLATFORM}" in text
-    assert render_json(report, issued.path)["rootOfTrust"]["hardware"] is False
+    assert render_json(report, issued.path)["root_of_trust"]["hardware"] is False
     # Only a bundled root counts as hardware, whatever another root's name says.
     azure = bundled_roots()[0]
     assert root_of_trust(azure).hardware

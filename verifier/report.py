@@ -92,25 +92,25 @@ def render_json(report: Report, certificate: Path) -> dict[str, Any]:
             {"check": r.check, "status": r.status.value, "detail": r.detail} for r in report.results
         ],
         "pcrs": {str(pcr): how for pcr, how in sorted(report.pcr_sources.items())},
-        "rootOfTrust": None
+        "root_of_trust": None
         if report.root_of_trust is None
         else {
             "hardware": report.root_of_trust.hardware,
             "root": report.root_of_trust.root,
             "description": report.root_of_trust.description,
         },
-        "linkedChain": {
+        "linked_chain": {
             "certificates": [
                 {
                     "certificate": link.certificate,
                     "kind": link.kind,
-                    "hardwareRootOfTrust": None
+                    "hardware_root_of_trust": None
                     if link.root_of_trust is None
                     else link.root_of_trust.hardware,
                 }
                 for link in report.lineage
             ],
-            "reachesTraining": report.reaches_training,
+            "reaches_training": report.reaches_training,
         },
         "provenance": report.provenance.to_statement() if report.provenance else None,
         "error": None,
