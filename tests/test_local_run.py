@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aicert.verifier.cli import main as verify_main
@@ -52,7 +53,9 @@ def test_make_demo_from_scratch_verifies_and_refuses_tampering(
         *("--results", f"accuracy={results}"),
     ]
     report = _verify(args, capsys, expect=0)
-    checks = {r["check"]: r["status"] for r in report["results"]}
+    assert report["verified"] is True
+    assert report["root_of_trust"]["hardware"] is False, "the local CA is no hardware root"
+    checks = {r["check"]: r["status"] for r in report["checks"]}
     for check in ("boot-pcrs", "platform-profile", "firmware-log", "cel-log", "weights"):
         assert checks[check] == "passed", (check, checks)
     assert checks["evaluations"] == "passed"
@@ -79,11 +82,11 @@ def test_make_demo_from_scratch_verifies_and_refuses_tampering(
     assert '"weights"' in text
 
 
-def _verify(args: list[str], capsys: pytest.CaptureFixture[str], expect: int) -> dict[str, object]:
+def _verify(args: list[str], capsys: pytest.CaptureFixture[str], expect: int) -> dict[str, Any]:
     capsys.readouterr()
     with pytest.raises(SystemExit) as exited:
         verify_main(args)
     out = capsys.readouterr().out
     assert exited.value.code == expect, out
-    report: dict[str, object] = json.loads(out)
+    report: dict[str, Any] = json.loads(out)
     return report
