@@ -540,7 +540,7 @@ BAD_MANIFESTS: list[tuple[str, Callable[[dict[str, object]], None], str]] = [
     ("file is dir", lambda m: m["directories"].append("c"), "both"),
     ("bool size", lambda m: m["files"][0].update(size=True), "size"),
     ("negative", lambda m: m["files"][0].update(size=-1), "size"),
-    ("huge", lambda m: m["files"][0].update(size=2**53), "size"),
+    ("huge", lambda m: m["files"][0].update(size=2**53), "outside the range JSON numbers keep"),
     ("upper hex", lambda m: m["files"][0].update(digest="A" * 64), "digest"),
     ("short hex", lambda m: m["files"][0].update(digest="0" * 63), "digest"),
     ("extra key", lambda m: m["files"][0].update(mode=420), "exactly the keys"),
