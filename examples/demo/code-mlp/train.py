@@ -3,8 +3,8 @@
 Runs in the demo's environment (examples/demo/environment.toml: Debian's Python 3,
 numpy and scikit-learn). Reads the data set from $AICERT_INPUTS/digits and the
 hyper-parameters from the job's [config] ($AICERT_CONFIG: epochs, learning_rate, seed,
-optionally hidden); writes the weights to $AICERT_OUTPUT/mlp.npz (numpy arrays, no
-pickle) and the training curve to $AICERT_OUTPUT/training.json.
+and optionally hidden, default 64); writes the weights to $AICERT_OUTPUT/mlp.npz (numpy
+arrays, no pickle) and the training curve to $AICERT_OUTPUT/training.json.
 """
 
 import json
