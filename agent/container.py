@@ -187,20 +187,18 @@ class ContainerRun:
         self.job = job
         self.name = f"aicert-{uuid.uuid4().hex[:16]}"
         self._namespace: int | None = None
-        self._proc = subprocess.Popen(
-            [
-                *self._crun_argv(),
-                "run",
-                "--bundle",
-                str(self._bundle),
-                self.name,
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd="/",
-            start_new_session=True,
-        )
+        try:
+            self._proc = subprocess.Popen(
+                [*self._crun_argv(), "run", "--bundle", str(self._bundle), self.name],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd="/",
+                start_new_session=True,
+            )
+        except OSError as exc:
+            shutil.rmtree(self._bundle, ignore_errors=True)
+            raise ToolError(f"crun could not be started: {exc.strerror}") from exc
 
     def _crun_argv(self) -> list[str]:
         return [self._crun, "--root", str(self._state), "--cgroup-manager=disabled"]
@@ -219,7 +217,12 @@ class ContainerRun:
         return self._namespace
 
     def wait(self) -> int:
-        """Wait for the command; its status, once nothing of the container is left."""
+        """Wait for the command; its status, once nothing of the container is left.
+
+        Unlike SandboxRun.wait, this can raise: LeftoverProcessError when a process of
+        the container outlived it (killed then, but the run must not count), ToolError
+        when crun cannot delete the container.
+        """
         status = self._proc.wait()
         try:
             self._finish()
@@ -231,8 +234,8 @@ class ContainerRun:
         namespace = self.namespace()
         state = run([*self._crun_argv(), "state", self.name], check=False)
         if state.returncode == 0:
-            if json.loads(state.stdout).get("status") == "running":
-                run([*self._crun_argv(), "kill", self.name, "KILL"], check=False)
+            # Whatever crun says it is, a container still known to crun is killed and deleted.
+            run([*self._crun_argv(), "kill", self.name, "KILL"], check=False)
             run([*self._crun_argv(), "delete", "--force", self.name])
         if namespace is not None:
             left = processes_in_namespace(namespace)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -340,3 +342,32 @@ def test_a_command_that_cannot_start_fails_the_run(scratch: Path, rootfs: Path) 
     status, log = _run(job)
     assert status != 0
     assert "/no/such/program" in log
+
+
+def test_the_leftover_check_sees_processes_of_a_namespace() -> None:
+    """The /proc scan that backs the leftover check finds a live namespace's processes."""
+    with subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "sleep", "60"]) as outer:
+        try:
+            for _ in range(100):
+                children = [p for p in _all_pids() if _parent(p) == outer.pid]
+                if children and _pid_ns(children[0]) != _pid_ns(os.getpid()):
+                    break
+                time.sleep(0.05)
+            namespace = _pid_ns(children[0])
+            assert namespace is not None
+            assert processes_in_namespace(namespace) == children
+        finally:
+            outer.kill()
+            outer.wait()
+    for _ in range(100):
+        if not processes_in_namespace(namespace):
+            break
+        time.sleep(0.05)
+    assert processes_in_namespace(namespace) == []
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None

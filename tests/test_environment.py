@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
@@ -23,6 +22,8 @@ from aicert.builder.environment import (
 )
 from aicert.builder.package_lock import LockMismatchError
 from container_host import unified_cgroups
+
+from aicert.process import run
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo" / "environment.toml"
 
@@ -146,13 +147,10 @@ def test_two_builds_give_the_same_manifest_digest_and_it_runs(
     assert first.image.manifest.digest == second.image.manifest.digest
     assert (tmp_path / "a.oci.tar").read_bytes() == (tmp_path / "b.oci.tar").read_bytes()
     assert "python3-minimal" in second.packages
-    skopeo = shutil.which("skopeo")
-    if skopeo is not None:  # an outside reader agrees on the digest
-        out = subprocess.run(
-            [skopeo, "inspect", "--format", "{{.Digest}}", f"oci-archive:{tmp_path / 'a.oci.tar'}"],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        assert out.stdout.strip() == first.image.manifest.digest
+    if shutil.which("skopeo") is not None:  # an outside reader agrees on the digest
+        archive = f"oci-archive:{tmp_path / 'a.oci.tar'}"
+        out = run(["skopeo", "inspect", "--format", "{{.Digest}}", archive]).stdout
+        assert out.decode().strip() == first.image.manifest.digest
 
     rootfs = _unpack(tmp_path / "a.oci.tar", tmp_path / "rootfs")
     scratch = tmp_path / "scratch"
