@@ -293,9 +293,10 @@ def build_environment(
         if locked is not None:
             preferences = workdir / "aicert-environment.pref"
             preferences.write_text(apt_preferences(locked))
+        argv = mmdebstrap_argv(definition, root, cache.resolve(), preferences)
         step(f"installing {len(definition.packages)} package(s) from {definition.suite}")
         run(
-            mmdebstrap_argv(definition, root, cache.resolve(), preferences),
+            argv,
             env={"SOURCE_DATE_EPOCH": str(definition.source_date_epoch), "LC_ALL": "C.UTF-8"},
             on_line=lambda line: step(line) if line.startswith("I: ") else None,
         )
