@@ -59,7 +59,7 @@ from aicert.agent.container_spec import (
     WEIGHTS,
     WORK,
     Bind,
-    EnvironmentRoot,
+    RunnableEnvironment,
     RuntimeSpec,
     build_spec,
     gpu_devices,
@@ -87,7 +87,7 @@ class ContainerJob:
     """
 
     sandbox: SandboxSpec
-    environment: EnvironmentRoot
+    environment: RunnableEnvironment
     use_entrypoint: bool = False
 
 

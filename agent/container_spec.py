@@ -33,7 +33,7 @@ import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Final
+from typing import Final, Protocol
 
 from aicert.verifier.errors import InputError
 
@@ -65,6 +65,17 @@ _READ_ONLY: Final = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/s
 
 class EnvironmentSpecError(InputError):
     """The environment or the run cannot be expressed as a safe container."""
+
+
+class RunnableEnvironment(Protocol):
+    """What a run needs of an unpacked environment; intake's ``Environment`` has it."""
+
+    @property
+    def rootfs(self) -> Path: ...
+    @property
+    def env(self) -> tuple[str, ...]: ...
+    @property
+    def entrypoint(self) -> tuple[str, ...]: ...
 
 
 @dataclass(frozen=True)
@@ -269,7 +280,7 @@ class PathMap:
 
 
 def build_spec(
-    root: EnvironmentRoot,
+    root: RunnableEnvironment,
     *,
     command: Sequence[str],
     cwd: Path,
