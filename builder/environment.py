@@ -48,6 +48,7 @@ from aicert.builder.oci_layout import (
 )
 from aicert.builder.package_lock import LockMismatchError, dpkg_status_packages
 from aicert.verifier.errors import InputError
+from aicert.verifier.input_file import MIB, read_input_file
 
 from aicert.process import require_tool, run
 
@@ -58,6 +59,7 @@ DEFAULT_SOURCES: Final = (
 )
 VARIANTS: Final = ("essential", "apt", "required", "minbase", "important", "standard")
 DEFAULT_CACHE: Final = Path(".cache/environment-debs")
+MAX_DEFINITION_BYTES: Final = 1 * MIB
 # Written by the build host or at build time; none of it belongs in an environment.
 VOLATILE: Final = (
     "etc/hostname",
@@ -113,12 +115,12 @@ class EnvironmentBuild:
     def summary(self) -> dict[str, object]:
         return {
             "output": str(self.output),
-            "manifestDigest": self.image.manifest.digest,
-            "configDigest": self.image.config.digest,
-            "layerDigest": self.image.layer.blob.digest,
-            "layerBytes": self.image.layer.blob.size,
-            "unpackedBytes": self.image.layer.unpacked_bytes,
-            "archiveBytes": self.archive_bytes,
+            "manifest_digest": self.image.manifest.digest,
+            "config_digest": self.image.config.digest,
+            "layer_digest": self.image.layer.blob.digest,
+            "layer_bytes": self.image.layer.blob.size,
+            "unpacked_bytes": self.image.layer.unpacked_bytes,
+            "archive_bytes": self.archive_bytes,
             "packages": len(self.packages),
             "seconds": round(self.seconds, 1),
         }
@@ -132,10 +134,9 @@ def _strings(where: str, value: object) -> tuple[str, ...]:
 
 def load_definition(path: Path) -> EnvironmentDefinition:
     """Read and check an environment definition; one-line errors naming file and key."""
+    data = read_input_file(path, "environment definition", MAX_DEFINITION_BYTES)
     try:
-        body: dict[str, Any] = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+        body: dict[str, Any] = tomllib.loads(data.decode())
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise DefinitionError(f"{path}: not valid TOML: {exc}") from exc
     unknown = sorted(set(body) - _KEYS)
@@ -190,10 +191,9 @@ def load_definition(path: Path) -> EnvironmentDefinition:
 
 def load_versions(lock: Path) -> dict[str, str]:
     """The lock file's ``{package: version}``."""
+    data = read_input_file(lock, "environment lock", MAX_DEFINITION_BYTES)
     try:
-        body: Any = json.loads(lock.read_text())
-    except OSError as exc:
-        raise InputError(f"cannot read {lock}: {exc.strerror}") from exc
+        body: Any = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DefinitionError(f"{lock}: not valid JSON: {exc}") from exc
     if not isinstance(body, dict) or not all(

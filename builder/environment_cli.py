@@ -55,8 +55,8 @@ def environment_command(
         click.echo(json.dumps(summary, indent=1))
         return
     click.echo(
-        f"built {output} in {summary['seconds']} s: manifest {summary['manifestDigest']}, "
-        f"layer {int(summary['layerBytes']) >> 20} MiB compressed, "  # type: ignore[call-overload]
-        f"{int(summary['unpackedBytes']) >> 20} MiB unpacked, "  # type: ignore[call-overload]
+        f"built {output} in {summary['seconds']} s: manifest {summary['manifest_digest']}, "
+        f"layer {int(summary['layer_bytes']) >> 20} MiB compressed, "  # type: ignore[call-overload]
+        f"{int(summary['unpacked_bytes']) >> 20} MiB unpacked, "  # type: ignore[call-overload]
         f"{summary['packages']} packages"
     )
