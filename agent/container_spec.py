@@ -201,8 +201,9 @@ class RuntimeSpec:
             _mount("/dev/shm", "tmpfs", "shm", ["nosuid", "noexec", "nodev", "mode=1777"]),  # noqa: S108
             _mount("/dev/mqueue", "mqueue", "mqueue", ["nosuid", "noexec", "nodev"]),
             _mount("/sys", "sysfs", "sysfs", ["nosuid", "noexec", "nodev", "ro"]),
-            # The run's mount points live on a tmpfs of their own, so nothing is created in
-            # the environment's root but the one directory /aicert (if the image lacks it).
+            # The run's own mount points live on a tmpfs, so crun adds at most the empty
+            # directories /aicert, /proc, /dev, /sys and /tmp to the unpacked root (which is
+            # not what is measured: the manifest digest is).
             _mount(
                 "/aicert", "tmpfs", "tmpfs", ["nosuid", "nodev", "noexec", "mode=755", "size=1m"]
             ),
