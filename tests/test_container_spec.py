@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from aicert.agent.container import ContainerJob, runtime_spec
+from aicert.agent.container import ContainerJob, require_unified_cgroups, runtime_spec
 from aicert.agent.container_hook import MAX_STATE, namespace_of_state
 from aicert.agent.container_spec import (
     Bind,
@@ -18,6 +18,7 @@ from aicert.agent.container_spec import (
     gpu_devices,
 )
 from aicert.agent.sandbox import SandboxSpec
+from aicert.verifier.errors import ToolError
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -221,3 +222,21 @@ def test_the_hook_reads_a_state_document() -> None:
     for bad in (b"[]", b'{"pid": true}', b'{"pid": -1}', b'{"pid": "1"}'):
         with pytest.raises(ValueError, match="names no process"):
             namespace_of_state(bad)
+
+
+def test_crun_needs_the_unified_cgroup_hierarchy(tmp_path: Path) -> None:
+    mounts = tmp_path / "mounts"
+    mounts.write_text(
+        "proc /proc proc rw 0 0\n"
+        "tmpfs /sys/fs/cgroup tmpfs rw,mode=755 0 0\n"
+        "cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n"
+        "cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n"
+    )
+    with pytest.raises(ToolError, match="found tmpfs") as caught:
+        require_unified_cgroups(mounts)
+    assert "\n" not in caught.value.message
+    mounts.write_text("proc /proc proc rw 0 0\n")
+    with pytest.raises(ToolError, match="found nothing"):
+        require_unified_cgroups(mounts)
+    mounts.write_text("cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid,nodev,noexec 0 0\n")
+    require_unified_cgroups(mounts)
