@@ -10,6 +10,7 @@ from aicert.verifier.cli_runner import AicertGroup, run_cli
 from aicert import __version__
 
 from .azure_cli import deploy, destroy_command
+from .environment_cli import environment_command
 from .image_cli import COMMANDS as IMAGE_COMMANDS
 from .profile_cli import profile_group
 from .run_cli import run_command
@@ -25,7 +26,14 @@ def main(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
 
 
-for _command in (*IMAGE_COMMANDS, run_command, deploy, destroy_command, profile_group):
+for _command in (
+    *IMAGE_COMMANDS,
+    environment_command,
+    run_command,
+    deploy,
+    destroy_command,
+    profile_group,
+):
     main.add_command(_command)
 
 

@@ -175,6 +175,7 @@ class JobEvaluation(EvaluationRun):
     code: JobInput
     data: tuple[JobInput, ...] = ()
     environment: JobInput | None = None
+    use_entrypoint: bool = False  # run the environment's Entrypoint before the command
 
     @property
     def inputs(self) -> tuple[JobInput, ...]:
@@ -201,6 +202,7 @@ class JobFile:
     linked_certificate: Path | None = None
     azure: AzurePlacement = AzurePlacement()
     environment: JobInput | None = None
+    use_entrypoint: bool = False  # run the environment's Entrypoint before the command
 
     @property
     def evaluation_only(self) -> bool:
@@ -311,6 +313,7 @@ def parse_job(doc: Mapping[str, Any], path: Path) -> JobFile:
         linked_certificate=linked,
         azure=_azure(doc.get("azure", {}), where),
         environment=environment,
+        use_entrypoint=_use_entrypoint(doc.get("environment"), "environment", where),
     )
 
 
@@ -420,7 +423,10 @@ def _evaluations(raw: object, base: Path, where: _Where) -> tuple[JobEvaluation,
                 f"{key}.results", "must be a relative path of names (" + _name_rule() + ")"
             )
         command = _command(item.get("command"), f"{key}.command", where)
-        evaluations.append(JobEvaluation(name, command, results, code, data, environment))
+        use_entrypoint = _use_entrypoint(item.get("environment"), f"{key}.environment", where)
+        evaluations.append(
+            JobEvaluation(name, command, results, code, data, environment, use_entrypoint)
+        )
     return tuple(evaluations)
 
 
@@ -433,12 +439,15 @@ def _environment(raw: object, key: str, role: str, base: Path, where: _Where) ->
             key,
             'must be a table: { image = "REGISTRY/NAME@sha256:..." } or { path = "env.oci.tar" }',
         )
-    unknown = sorted(set(raw) - {"image", "path"})
+    unknown = sorted(set(raw) - {"image", "path", "use_entrypoint"})
     if unknown:
-        raise where.fail(f"{key}.{unknown[0]}", "unknown key (allowed: image, path)")
-    if len(raw) != 1:
+        raise where.fail(
+            f"{key}.{unknown[0]}", "unknown key (allowed: image, path, use_entrypoint)"
+        )
+    sources = {k: v for k, v in raw.items() if k != "use_entrypoint"}
+    if len(sources) != 1:
         raise where.fail(key, "give exactly one of image (REGISTRY/NAME@sha256:DIGEST) or path")
-    ((field, value),) = raw.items()
+    ((field, value),) = sources.items()
     if not isinstance(value, str) or not value:
         raise where.fail(f"{key}.{field}", "must be a non-empty string")
     source: InputSource
@@ -451,6 +460,14 @@ def _environment(raw: object, key: str, role: str, base: Path, where: _Where) ->
     else:
         source = ArchiveSource(_resolve(value, base))
     return JobInput(ENVIRONMENT_INPUT, role, source)
+
+
+def _use_entrypoint(raw: object, key: str, where: _Where) -> bool:
+    """An environment's ``use_entrypoint`` (default false: the job's command runs alone)."""
+    value = raw.get("use_entrypoint", False) if isinstance(raw, dict) else False
+    if not isinstance(value, bool):
+        raise where.fail(f"{key}.use_entrypoint", "must be true or false")
+    return value
 
 
 def _weights(raw: object, base: Path, where: _Where) -> JobInput:

@@ -43,6 +43,11 @@ if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
     systemctl disable --now docker-registry.service >/dev/null 2>&1 || true
 fi
 
+# Training environments: crun and tini run them (as in the image), mmdebstrap builds
+# them (aicert-build environment), busybox-static is the tests' small root file system.
+apt-get install -y -qq --no-install-recommends \
+    crun tini mmdebstrap busybox-static >/dev/null
+
 apt-get install -y -qq --no-install-recommends "${backports[@]}" \
     qemu-system-x86 qemu-utils >/dev/null
 
