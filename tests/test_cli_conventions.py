@@ -128,6 +128,12 @@ ROWS: list[Row] = [
     ("aicert-build", lambda f: ["measure", f["fifo"]], 3),
     ("aicert-build", lambda f: ["measure", f["huge"]], 3),
     ("aicert-build", lambda f: ["measure", f["garbage.json"]], 3),
+    # aicert-build environment: the definition is read before mmdebstrap runs
+    ("aicert-build", lambda f: ["environment", f["missing"]], 3),
+    ("aicert-build", lambda f: ["environment", f["dir"]], 3),
+    ("aicert-build", lambda f: ["environment", f["huge"]], 3),
+    ("aicert-build", lambda f: ["environment", f["garbage.json"]], 3),
+    ("aicert-build", lambda _f: ["environment", "--bogus"], 2),
     # aicert-build run (and run --check): the job file and its inputs, before any boot
     ("aicert-build", lambda f: ["run", f["missing.toml"]], 3),
     ("aicert-build", lambda f: ["run", f["dir"]], 3),
