@@ -6,45 +6,45 @@ written — but computed while the bytes arrive (:func:`aicert.verifier.streamha
 so a 100 GB data set is read once. Sources:
 
 - an HTTP request body (Content-Length or chunked): a tar stream, extracted member by
-  member (:func:`receive_tar`), or one file (:func:`receive_file_input`);
+  member (:func:`aicert.tar_receive.receive_tar`), or one file (:func:`receive_file_input`);
 - an https URL with the expected SHA-256 of the file (:func:`fetch_url`);
 - a git repository at an exact commit (:func:`fetch_git`), without its ``.git``;
 - the job's free-form configuration, written as canonical JSON (:func:`write_config`).
 
-Tar members may only be regular files and directories with plain relative names:
-symbolic and hard links, devices, FIFOs, sparse files, absolute names, ``..`` and
-duplicate names are refused, so what lands on disk is exactly what the digest names.
+Tar members may only be regular files and directories with plain relative names
+(:mod:`aicert.tar_receive`, shared with the builder, which receives outputs the same way),
+so what lands on disk is exactly what the digest names.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
 import re
 import shutil
 import ssl
-import tarfile
-import unicodedata
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Final, Protocol
+from typing import IO, Any, BinaryIO, Final
 
 from aicert.verifier.canonical_json import JsonValue, canonicalize
 from aicert.verifier.errors import AicertError, InputError
-from aicert.verifier.filehash import DEFAULT_SHARD_SIZE, FileDigest
-from aicert.verifier.streamhash import StreamingHasher, receive_file
+from aicert.verifier.filehash import FileDigest
 from aicert.verifier.treehash import hash_tree
 from aicert.verifier.treemanifest import FileEntry, TreeManifest
 
 from aicert.process import run
+from aicert.tar_receive import (
+    CHUNK,
+    IntakeError,
+    Reader,
+    check_expected,
+    remove_path,
+    write_stream,
+)
 
-CHUNK: Final = 1024 * 1024
-# Tar members up to this size are written without a writer thread.
-SMALL_FILE: Final = 1024 * 1024
 INPUT_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 GIT_COMMIT: Final = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
@@ -54,16 +54,7 @@ GIT_TIMEOUT: Final = 3600.0
 # The chunked framing's own lines (size line, trailers) are short; a longer one is refused.
 _MAX_FRAME_LINE: Final = 4096
 
-_NO_SPACE: Final = os.strerror(errno.ENOSPC)
 _CREATE_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
-
-
-class IntakeError(InputError):
-    """An input was refused or could not be received; ``status`` is the HTTP status."""
-
-    def __init__(self, message: str, status: int = 422) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class IncompleteBodyError(IntakeError):
@@ -71,10 +62,6 @@ class IncompleteBodyError(IntakeError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, status=400)
-
-
-class Reader(Protocol):
-    def read(self, size: int = -1, /) -> bytes: ...
 
 
 def check_name(name: str) -> str:
@@ -167,94 +154,6 @@ class BodyReader:
         return b"".join(parts)
 
 
-def only_zeros_left(source: Reader) -> bool:
-    """Read ``source`` to its end; whether everything left was zero bytes (tar padding)."""
-    while data := source.read(CHUNK):
-        if any(data):
-            return False
-    return True
-
-
-# --------------------------------------------------------------------------- writing
-
-
-def _write_stream(
-    source: Reader, dest: Path, *, expected_sha256: str | None = None, fsync: bool = True
-) -> FileDigest:
-    """Stream ``source`` into the new file ``dest`` while hashing it."""
-    try:
-        with receive_file(
-            dest, shard_size=DEFAULT_SHARD_SIZE, expected_sha256=expected_sha256, fsync=fsync
-        ) as sink:
-            while data := source.read(CHUNK):
-                sink.write(data)
-    except IntakeError:
-        raise
-    except InputError as exc:
-        status = 507 if _NO_SPACE in exc.message else 422
-        if status == 507:
-            raise IntakeError(f"the scratch disk is full: {exc.message}", 507) from None
-        raise IntakeError(exc.message, status) from None
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise IntakeError(f"the scratch disk is full while writing {dest}", 507) from None
-        raise
-    assert sink.result is not None  # noqa: S101 - set by close()
-    return sink.result
-
-
-def _write_small(source: Reader, size: int, dest: Path) -> FileDigest:
-    """Like :func:`_write_stream` for a file of at most :data:`SMALL_FILE` bytes, without the
-    writer thread (whose start-up dominates for small files), hashed the same way."""
-    parts: list[bytes] = []
-    left = size
-    while left and (data := source.read(left)):
-        parts.append(data)
-        left -= len(data)
-    data = b"".join(parts)
-    hasher = StreamingHasher(DEFAULT_SHARD_SIZE)
-    hasher.update(data)
-    try:
-        fd = os.open(
-            dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644
-        )
-    except OSError as exc:
-        raise _os_failure(exc, dest) from None
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    except OSError as exc:
-        os.close(fd)
-        remove_path(dest)
-        raise _os_failure(exc, dest) from None
-    os.close(fd)
-    return hasher.result()
-
-
-def _os_failure(exc: OSError, dest: Path) -> IntakeError:
-    if exc.errno == errno.ENOSPC:
-        return IntakeError(f"the scratch disk is full while writing {dest}", 507)
-    return IntakeError(f"cannot write {dest}: {exc.strerror}", 500)
-
-
-def remove_path(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-
-def check_expected(manifest: TreeManifest, expected: str | None, what: str) -> None:
-    if expected is not None and manifest.digest != expected:
-        raise IntakeError(
-            f"{what} has tree digest {manifest.digest}, not the expected {expected}; "
-            "it was discarded",
-            status=422,
-        )
-
-
 def single_file_manifest(result: FileDigest) -> TreeManifest:
     """The manifest :func:`hash_tree` gives a root that is one file."""
     return TreeManifest(result.shard_size, (FileEntry("", result.size, result.digest),), ())
@@ -265,155 +164,8 @@ def receive_file_input(
 ) -> TreeManifest:
     """Store ``body`` as the file ``dest``; its manifest; removed again on any failure."""
     try:
-        manifest = single_file_manifest(_write_stream(body, dest))
+        manifest = single_file_manifest(write_stream(body, dest))
         check_expected(manifest, expected_digest, "the uploaded file")
-    except BaseException:
-        remove_path(dest)
-        raise
-    return manifest
-
-
-# --------------------------------------------------------------------------- tar
-
-
-def _member_path(name: str) -> str | None:
-    """The manifest path of a tar member name, or None for the archive's root (``.``)."""
-    if name.startswith("/"):
-        raise IntakeError(f"tar member {name!r} has an absolute name", 422)
-    parts = [part for part in name.split("/") if part not in ("", ".")]
-    if ".." in parts:
-        raise IntakeError(f"tar member {name!r} climbs out of the archive with '..'", 422)
-    if not parts:
-        return None
-    path = "/".join(parts)
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        raise IntakeError(f"tar member {name!r} has a name that is not UTF-8", 422) from None
-    if unicodedata.normalize("NFC", path) != path:
-        raise IntakeError(f"tar member {name!r} has a name not in Unicode NFC form", 422)
-    return path
-
-
-def _member_kind(member: tarfile.TarInfo) -> str:
-    if member.issym():
-        return "a symbolic link"
-    if member.islnk():
-        return "a hard link"
-    if member.ischr() or member.isblk():
-        return "a device"
-    if member.isfifo():
-        return "a FIFO"
-    if member.issparse():
-        return "a sparse file"
-    return f"of tar type {member.type!r}"
-
-
-class _TarTree:
-    """What an archive put on disk so far, checked as each member arrives."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.files: dict[str, FileEntry] = {}
-        self.directories: set[str] = set()
-        self.explicit_directories: set[str] = set()
-
-    def _make_parents(self, path: str) -> None:
-        parts = path.split("/")
-        for i in range(1, len(parts)):
-            parent = "/".join(parts[:i])
-            if parent in self.files:
-                raise IntakeError(f"tar member {path!r} lies under the file {parent!r}", 422)
-            if parent not in self.directories:
-                os.mkdir(self.root / parent, 0o755)
-                self.directories.add(parent)
-
-    def add_directory(self, path: str) -> None:
-        if path in self.files or path in self.explicit_directories:
-            raise IntakeError(f"tar member {path!r} appears twice in the archive", 422)
-        self._make_parents(path)
-        if path not in self.directories:
-            os.mkdir(self.root / path, 0o755)
-            self.directories.add(path)
-        self.explicit_directories.add(path)
-
-    def add_file(self, path: str, data: IO[bytes], size: int, executable: bool) -> None:
-        if path in self.files or path in self.directories:
-            raise IntakeError(f"tar member {path!r} appears twice in the archive", 422)
-        self._make_parents(path)
-        target = self.root / path
-        # One fsync per member costs milliseconds each (minutes for a data set of small
-        # files); receive_tar flushes the file systems once at the end instead.
-        if size <= SMALL_FILE:
-            result = _write_small(data, size, target)
-        else:
-            result = _write_stream(data, target, fsync=False)
-        if result.size != size:
-            raise IntakeError(f"tar member {path!r} holds {result.size} bytes, not {size}", 422)
-        if executable:
-            # The sandboxed command runs as an unprivileged user and must be able to run it.
-            os.chmod(target, 0o755)  # noqa: S103
-        self.files[path] = FileEntry(path, result.size, result.digest)
-
-    def manifest(self) -> TreeManifest:
-        return TreeManifest(
-            DEFAULT_SHARD_SIZE,
-            tuple(self.files[p] for p in sorted(self.files)),
-            tuple(sorted(self.directories)),
-        )
-
-
-def _extract(body: Reader, tree: _TarTree) -> None:
-    try:
-        with tarfile.open(fileobj=body, mode="r|") as archive:  # type: ignore[call-overload]
-            for member in archive:
-                _extract_member(archive, member, tree)
-    except tarfile.TarError as exc:
-        raise IntakeError(f"the upload is not a well-formed tar stream: {exc}", 422) from None
-
-
-def _extract_member(archive: tarfile.TarFile, member: tarfile.TarInfo, tree: _TarTree) -> None:
-    path = _member_path(member.name)
-    if member.isdir():
-        if path is not None:
-            tree.add_directory(path)
-        return
-    if member.issparse() or not member.isreg():
-        raise IntakeError(
-            f"tar member {member.name!r} is {_member_kind(member)}; only regular "
-            "files and directories are accepted",
-            422,
-        )
-    if path is None:
-        raise IntakeError(f"tar member {member.name!r} is a file without a name", 422)
-    data = archive.extractfile(member)
-    if data is None:  # pragma: no cover - regular members always have data
-        raise IntakeError(f"tar member {member.name!r} has no data", 422)
-    tree.add_file(path, data, member.size, bool(member.mode & 0o111))
-
-
-def receive_tar(
-    body: BodyReader, dest: Path, *, expected_digest: str | None = None
-) -> TreeManifest:
-    """Extract the tar stream ``body`` into the new directory ``dest``; its manifest.
-
-    The manifest is built from the digests computed while writing and equals
-    ``hash_tree(dest)``. On any failure ``dest`` is removed.
-    """
-    os.mkdir(dest, 0o755)
-    try:
-        tree = _TarTree(dest)
-        _extract(body, tree)
-        if not only_zeros_left(body):
-            raise IntakeError("data follows the end of the tar archive", 422)
-        os.sync()
-        manifest = tree.manifest()
-        check_expected(manifest, expected_digest, "the uploaded tree")
-    except OSError as exc:
-        remove_path(dest)
-        if exc.errno == errno.ENOSPC:
-            raise IntakeError("the scratch disk is full", 507) from None
-        raise IntakeError(f"cannot extract into {dest}: {exc.strerror}", 500) from None
     except BaseException:
         remove_path(dest)
         raise
@@ -464,7 +216,7 @@ def fetch_url(
     )
     try:
         with opener.open(url, timeout=FETCH_TIMEOUT) as response:
-            result = _write_stream(response, dest, expected_sha256=expected_sha256)
+            result = write_stream(response, dest, expected_sha256=expected_sha256)
     except IntakeError:
         remove_path(dest)
         raise
@@ -559,7 +311,7 @@ def write_config(config: Mapping[str, JsonValue], dest: Path) -> TreeManifest:
         raise IntakeError(f"the job configuration is not valid JSON data: {exc}", 400) from None
     os.mkdir(dest, 0o755)
     try:
-        result = _write_stream(_BytesReader(data), dest / CONFIG_FILE)
+        result = write_stream(_BytesReader(data), dest / CONFIG_FILE)
     except BaseException:
         remove_path(dest)
         raise

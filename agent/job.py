@@ -63,6 +63,8 @@ from aicert.verifier.treemanifest import TreeManifest
 from aicert.verifier.uris import JOB_REQUEST_URI, check_uri, git_uri, upload_uri
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from aicert import tar_receive
+
 ATTESTATION_DOMAIN: Final = b"aicert-attestation-v1"
 CONFIG_INPUT: Final = "job-config"
 MIN_NONCE_BYTES: Final = 8
@@ -532,7 +534,7 @@ class Agent:
                 environment = receive_archive(
                     body, dest, max_bytes=self._scratch_room(), step=self._environment_note(name)
                 )
-                if not intake.only_zeros_left(body):
+                if not tar_receive.only_zeros_left(body):
                     intake.remove_path(dest)
                     raise intake.IntakeError("data follows the end of the archive", 422)
                 return environment
@@ -542,7 +544,7 @@ class Agent:
             return self._receive(
                 slot,
                 source,
-                lambda dest: intake.receive_tar(body, dest, expected_digest=expected),
+                lambda dest: tar_receive.receive_tar(body, dest, expected_digest=expected),
             )
         return self._receive(
             slot,

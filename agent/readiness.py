@@ -1,55 +1,27 @@
-"""The readiness report: one console line that tells the host the VM is up.
+"""The readiness report as the agent reads it inside the VM and writes it to the console.
 
-At boot the agent prints ``AICERT-READY <compact json>`` on the serial console.
-The JSON carries the boot evidence the host needs before it talks to the agent:
-the SHA-256 bank of PCRs 0-23 (read from sysfs), the firmware's TCG event log
-(base64), the boot id and the agent version. The host finds the line with
-:func:`parse_ready_line`.
+At boot the agent prints the AICERT-READY line (:mod:`aicert.readiness_line`, the
+format the host parses) with the SHA-256 bank of PCRs 0-23 read from sysfs, the
+firmware's TCG event log, the boot id and the agent version.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
 import errno
-import json
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from aicert.verifier.errors import AicertError, FormatError, InputError
+from aicert.verifier.errors import AicertError, InputError
 
 from aicert import __version__
-
-READY_PREFIX = "AICERT-READY "
-PCR_COUNT = 24
-SHA256_SIZE = 32
+from aicert.readiness_line import PCR_COUNT, ReadinessReport, pcr_value
 
 DEFAULT_PCR_DIR = Path("/sys/class/tpm/tpm0/pcr-sha256")
 DEFAULT_EVENT_LOG = Path("/sys/kernel/security/tpm0/binary_bios_measurements")
 DEFAULT_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
-
-
-@dataclass(frozen=True)
-class ReadinessReport:
-    """Boot evidence as read inside the VM."""
-
-    pcrs: dict[int, bytes]
-    event_log: bytes
-    boot_id: str
-    agent_version: str
-
-    def to_line(self) -> str:
-        body = {
-            "agent_version": self.agent_version,
-            "boot_id": self.boot_id,
-            "event_log": base64.b64encode(self.event_log).decode(),
-            "pcrs": {str(i): value.hex() for i, value in sorted(self.pcrs.items())},
-        }
-        return READY_PREFIX + json.dumps(body, separators=(",", ":"), sort_keys=True)
 
 
 def read_pcrs(pcr_dir: Path = DEFAULT_PCR_DIR) -> dict[int, bytes]:
@@ -61,7 +33,7 @@ def read_pcrs(pcr_dir: Path = DEFAULT_PCR_DIR) -> dict[int, bytes]:
             text = path.read_text().strip()
         except OSError as exc:
             raise InputError(f"cannot read PCR {index} from {path}: {exc.strerror}") from exc
-        pcrs[index] = _pcr_value(text, f"{path}")
+        pcrs[index] = pcr_value(text, f"{path}")
     return pcrs
 
 
@@ -111,55 +83,6 @@ def _write_all(console: Path, data: bytes) -> None:
             view = view[written:]
     finally:
         os.close(fd)
-
-
-def parse_ready_line(text: str) -> ReadinessReport:
-    """Find the last AICERT-READY line in console output and decode it."""
-    lines = [line for line in text.splitlines() if READY_PREFIX in line]
-    if not lines:
-        raise FormatError("no AICERT-READY line in the console output")
-    payload = lines[-1].split(READY_PREFIX, 1)[1].strip()
-    try:
-        body = json.loads(payload)
-    except json.JSONDecodeError as exc:
-        raise FormatError(f"AICERT-READY line is not valid JSON: {exc.msg}") from exc
-    if not isinstance(body, dict):
-        raise FormatError("AICERT-READY payload is not a JSON object")
-    try:
-        pcrs_raw = body["pcrs"]
-        log_b64 = body["event_log"]
-        boot_id = body["boot_id"]
-        version = body["agent_version"]
-    except KeyError as exc:
-        raise FormatError(f"AICERT-READY payload lacks field {exc.args[0]!r}") from exc
-    if not isinstance(pcrs_raw, dict) or not all(
-        isinstance(v, str) for v in (log_b64, boot_id, version)
-    ):
-        raise FormatError("AICERT-READY payload has fields of the wrong type")
-    pcrs: dict[int, bytes] = {}
-    for key, value in pcrs_raw.items():
-        if not (isinstance(key, str) and key.isdigit() and int(key) < PCR_COUNT):
-            raise FormatError(f"AICERT-READY payload names an invalid PCR {key!r}")
-        if not isinstance(value, str):
-            raise FormatError(f"AICERT-READY PCR {key} is not a hex string")
-        pcrs[int(key)] = _pcr_value(value, f"PCR {key}")
-    if set(pcrs) != set(range(PCR_COUNT)):
-        raise FormatError("AICERT-READY payload does not hold all 24 PCRs")
-    try:
-        event_log = base64.b64decode(log_b64, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise FormatError("AICERT-READY event log is not valid base64") from exc
-    return ReadinessReport(pcrs=pcrs, event_log=event_log, boot_id=boot_id, agent_version=version)
-
-
-def _pcr_value(text: str, where: str) -> bytes:
-    try:
-        value = bytes.fromhex(text)
-    except ValueError as exc:
-        raise FormatError(f"{where} is not hex: {text[:80]!r}") from exc
-    if len(value) != SHA256_SIZE:
-        raise FormatError(f"{where} holds {len(value)} bytes, not {SHA256_SIZE}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:

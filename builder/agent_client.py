@@ -42,7 +42,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
 
-from aicert.agent.intake import receive_tar
 from aicert.builder.agent_attestation import (
     AttestedAgent,
     AttestedKeyError,
@@ -68,6 +67,8 @@ from aicert.verifier.streamhash import StreamingHasher
 from aicert.verifier.treehash import hash_tree, list_tree
 from aicert.verifier.treemanifest import FileEntry, TreeManifest
 from cryptography import x509
+
+from aicert.tar_receive import receive_tar
 
 CHUNK: Final = 1024 * 1024
 DEFAULT_TIMEOUT: Final = 120.0

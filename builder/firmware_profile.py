@@ -18,7 +18,6 @@ import json
 import subprocess
 from pathlib import Path
 
-from aicert.agent.readiness import ReadinessReport
 from aicert.builder import qemu
 from aicert.builder.recipe import load_recipe
 from aicert.verifier.errors import InputError
@@ -26,6 +25,8 @@ from aicert.verifier.firmware_replay import check_event_digests, replay, verify_
 from aicert.verifier.pcr import SHA256
 from aicert.verifier.platform_profile import FIRMWARE_PCRS, PlatformProfile
 from aicert.verifier.tcg_log import parse_event_log
+
+from aicert.readiness_line import ReadinessReport
 
 PLATFORMS = ("qemu",)
 PROFILE_PATH = Path(__file__).resolve().parent.parent / "verifier" / "data" / "platform-qemu.json"

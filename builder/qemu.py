@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from aicert.agent.readiness import READY_PREFIX, ReadinessReport, parse_ready_line
 from aicert.builder.local_ca import LOCAL_PKI_ADDRESS
 from aicert.builder.swtpm import Swtpm
 from aicert.verifier.errors import InputError, ToolError
 
 from aicert.process import require_tool, run
+from aicert.readiness_line import READY_PREFIX, ReadinessReport, parse_ready_line
 
 log = logging.getLogger("aicert.qemu")
 

@@ -20,7 +20,6 @@ from aicert.agent.intake import (
     fetch_git,
     fetch_url,
     receive_file_input,
-    receive_tar,
     remove_path,
     write_config,
 )
@@ -32,6 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aicert.process import run
+from aicert.tar_receive import receive_tar
 
 
 def _tar_of(root: Path) -> bytes:

@@ -37,6 +37,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pe_build import SectionSpec, build_pe
 
+from aicert import readiness_line
+
 ROOTHASH = "ab" * 32
 
 
@@ -56,8 +58,8 @@ def _params(
 # ------------------------------------------------------------------- readiness line
 
 
-def _report() -> readiness.ReadinessReport:
-    return readiness.ReadinessReport(
+def _report() -> readiness_line.ReadinessReport:
+    return readiness_line.ReadinessReport(
         pcrs={i: bytes([i]) * 32 for i in range(24)},
         event_log=b"\x00\x01log bytes",
         boot_id="6f1c2a11-aaaa-bbbb-cccc-3e9d6f1c2a11",
@@ -70,7 +72,7 @@ def test_ready_line_round_trips_through_console_noise() -> None:
     assert line.startswith("AICERT-READY {")
     assert "\n" not in line
     console = f"[  3.1] kernel says hi\r\n{line}\r\nDebian GNU/Linux 13\n"
-    assert readiness.parse_ready_line(console) == _report()
+    assert readiness_line.parse_ready_line(console) == _report()
 
 
 def test_read_report_from_sysfs_layout(tmp_path: Path) -> None:
@@ -100,7 +102,7 @@ def test_write_line_to_console_file(tmp_path: Path) -> None:
     console = tmp_path / "console"
     console.touch()
     readiness.write_line(_report().to_line(), console)
-    assert readiness.parse_ready_line(console.read_text()) == _report()
+    assert readiness_line.parse_ready_line(console.read_text()) == _report()
 
 
 @pytest.mark.parametrize(
@@ -114,29 +116,29 @@ def test_write_line_to_console_file(tmp_path: Path) -> None:
 )
 def test_parse_ready_line_rejects(text: str, message: str) -> None:
     with pytest.raises(FormatError, match=message):
-        readiness.parse_ready_line(text)
+        readiness_line.parse_ready_line(text)
 
 
 def test_parse_ready_line_rejects_short_pcr_and_bad_base64() -> None:
     body = json.loads(_report().to_line().split(" ", 1)[1])
     body["pcrs"]["7"] = "00" * 20
     with pytest.raises(FormatError, match="holds 20 bytes"):
-        readiness.parse_ready_line("AICERT-READY " + json.dumps(body))
+        readiness_line.parse_ready_line("AICERT-READY " + json.dumps(body))
     body = json.loads(_report().to_line().split(" ", 1)[1])
     body["event_log"] = "***"
     with pytest.raises(FormatError, match="base64"):
-        readiness.parse_ready_line("AICERT-READY " + json.dumps(body))
+        readiness_line.parse_ready_line("AICERT-READY " + json.dumps(body))
     body = json.loads(_report().to_line().split(" ", 1)[1])
     del body["pcrs"]["23"]
     with pytest.raises(FormatError, match="all 24 PCRs"):
-        readiness.parse_ready_line("AICERT-READY " + json.dumps(body))
+        readiness_line.parse_ready_line("AICERT-READY " + json.dumps(body))
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=300))
 def test_parse_ready_line_random_text_raises_only_format_error(tail: str) -> None:
     with contextlib.suppress(FormatError):
-        readiness.parse_ready_line("AICERT-READY " + tail)
+        readiness_line.parse_ready_line("AICERT-READY " + tail)
 
 
 @settings(max_examples=200, deadline=None)
@@ -146,7 +148,7 @@ def test_parse_ready_line_mutated_raises_only_format_error(pos: int, junk: bytes
     pos = pos % len(line)
     mutated = line[:pos] + junk.decode("latin-1") + line[pos + 1 :]
     with contextlib.suppress(FormatError):
-        readiness.parse_ready_line(mutated)
+        readiness_line.parse_ready_line(mutated)
 
 
 # ------------------------------------------------------------------- package lock
@@ -411,7 +413,7 @@ def test_read_gpt_rejects_non_gpt(tmp_path: Path) -> None:
 
 def test_ready_line_size_is_reasonable() -> None:
     # A real OVMF log is ~10 KB; the line stays one console write.
-    report = readiness.ReadinessReport(
+    report = readiness_line.ReadinessReport(
         pcrs={i: hashlib.sha256(bytes([i])).digest() for i in range(24)},
         event_log=os.urandom(20000),
         boot_id="x",
