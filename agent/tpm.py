@@ -3,7 +3,7 @@
 One code path for Azure Trusted Launch and the local QEMU + swtpm platform: both hold
 the attestation key (AK) at persistent handle 0x81000003 and its X.509 certificate
 (DER) in NV index 0x01C101D0 (the local one is provisioned by
-:mod:`aicert.builder.vtpm_provision`).
+:mod:`aicert.builder.platforms.local.provision`).
 
 Runs inside the image on Debian trixie's python3-tpm2-pytss 2.3.0 and on the host on
 tpm2-pytss 3.0.0; it only uses ESAPI calls whose signatures are the same in both.

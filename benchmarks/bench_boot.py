@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from aicert.builder import qemu
+from aicert.builder.platforms.local import qemu
 
 REPO = Path(__file__).resolve().parents[1]
 REBUILD_TARGET_S = 60.0

@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives import serialization
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from aicert.builder.local_ca import LocalCa
-from aicert.builder.swtpm import Swtpm
-from aicert.builder.vtpm_provision import provision_like_azure
+from aicert.builder.platforms.local.ca import LocalCa
+from aicert.builder.platforms.local.provision import provision_like_azure
+from aicert.builder.platforms.local.swtpm import Swtpm
 from aicert.verifier.certificate import parse_certificate
 from aicert.verifier.verify import Policy, verify_certificate
 from certgen import issue_certificate

@@ -1,7 +1,7 @@
 """Record the QEMU platform's firmware reference profile from a real boot.
 
 ``aicert-build record-profile --platform qemu`` boots a built image on the
-reference machine of :mod:`aicert.builder.qemu`, takes the firmware event log
+reference machine of :mod:`aicert.builder.platforms.local.qemu`, takes the firmware event log
 and the PCRs from the AICERT-READY line, checks that the log's digests match
 their event data and replay to the reported PCRs, and stores the replayed
 values of the firmware PCRs (0-3, 7) with a description of how they were
@@ -18,7 +18,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from aicert.builder import qemu
+from aicert.builder.platforms.local import qemu
 from aicert.builder.recipe import load_recipe
 from aicert.verifier.errors import InputError
 from aicert.verifier.firmware_replay import check_event_digests, replay, verify_against_pcrs

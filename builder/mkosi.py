@@ -42,7 +42,6 @@ PACKAGE_DIRS = {
     "verifier": "aicert/verifier",
     "builder": "aicert/builder",
     "agent": "aicert/agent",
-    "agent/oci": "aicert/agent/oci",
 }
 PACKAGE_DATA = {"verifier": ("py.typed", "data")}
 SITE_PACKAGES = Path("usr/lib/python3/dist-packages")
@@ -131,8 +130,12 @@ def write_package_tree(dest: Path, epoch: int, root: Path = REPO_ROOT) -> None:
         src = root / source
         out = dest / SITE_PACKAGES / target
         out.mkdir(parents=True, exist_ok=True)
-        for path in sorted(src.glob("*.py")):
-            shutil.copyfile(path, out / path.name)
+        # Sub-packages too (aicert.agent.oci, aicert.builder.platforms.*), so that every
+        # copied package imports whole.
+        for path in sorted(src.rglob("*.py")):
+            copy = out / path.relative_to(src)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, copy)
         for extra in PACKAGE_DATA.get(source, ()):
             item = src / extra
             if item.is_dir():

@@ -10,7 +10,12 @@ import click
 from aicert.builder.job_file import MAX_SCRATCH_GIB, JobFile, load_job_file, with_nonce
 from aicert.builder.job_plan import plan_job, render_plan
 from aicert.builder.job_runner import JobOutcome, check_output_dir
-from aicert.builder.local_run import DEFAULT_SCRATCH_BYTES, LocalRun, default_ca_dir, run_local
+from aicert.builder.platforms.local.run import (
+    DEFAULT_SCRATCH_BYTES,
+    LocalRun,
+    default_ca_dir,
+    run_local,
+)
 from aicert.verifier.cli import load_root
 from aicert.verifier.cli_params import nonce_value
 from aicert.verifier.cli_runner import use_color

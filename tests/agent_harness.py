@@ -22,7 +22,7 @@ from aicert.agent.server import AgentServer, make_server
 from aicert.agent.tls import server_context
 from aicert.agent.tpm import AgentTpm
 from aicert.builder.agent_client import AgentClient
-from aicert.builder.local_ca import LocalCa
+from aicert.builder.platforms.local.ca import LocalCa
 from certgen import KERNEL_CMDLINE
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec

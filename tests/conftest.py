@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from aicert.builder.local_ca import LocalCa
-from aicert.builder.swtpm import Swtpm
-from aicert.builder.vtpm_provision import ProvisionResult, provision_like_azure
+from aicert.builder.platforms.local.ca import LocalCa
+from aicert.builder.platforms.local.provision import ProvisionResult, provision_like_azure
+from aicert.builder.platforms.local.swtpm import Swtpm
 
 pytest_plugins = ["azure_fixtures"]
 

@@ -25,7 +25,7 @@ from aicert.agent.aia import (
     walk_chain,
 )
 from aicert.agent.server import load_intermediates
-from aicert.builder import pki_responder
+from aicert.builder.platforms.local import pki_responder
 from aicert.verifier.errors import FormatError, InputError
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization

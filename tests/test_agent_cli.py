@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from agent_harness import make_scratch
 from aicert.builder.agent_client import AgentClient, AgentRequestError
-from aicert.builder.local_ca import LocalCa
-from aicert.builder.qemu import free_port
+from aicert.builder.platforms.local.ca import LocalCa
+from aicert.builder.platforms.local.qemu import free_port
 from conftest import ProvisionedSwtpm
 from cryptography.hazmat.primitives import serialization
 from tpm_replay import OVMF_LOG, replay_log_into_tpm

@@ -16,8 +16,8 @@ import pytest
 from agent_harness import SYSTEM_PYTHON, RunningAgent, running_agent
 from aicert.builder.agent_client import AgentClient, AgentRequestError, send_inputs
 from aicert.builder.job_file import EvaluationRun, JobFile, load_job_file
-from aicert.builder.swtpm import Swtpm
-from aicert.builder.vtpm_provision import provision_like_azure
+from aicert.builder.platforms.local.provision import provision_like_azure
+from aicert.builder.platforms.local.swtpm import Swtpm
 from aicert.verifier.errors import EvaluationError, InputDigestError, WeightsError
 from aicert.verifier.session_events import EvaluationMeasured, InputMeasured, SessionLocked
 from aicert.verifier.treehash import hash_tree

@@ -22,7 +22,7 @@ from aicert.agent.scratch import (
     probe,
     scan_disks,
 )
-from aicert.builder import qemu
+from aicert.builder.platforms.local import qemu
 from aicert.verifier.errors import FormatError
 from hypothesis import given
 from hypothesis import strategies as st

@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 
 import pytest
 from aicert.agent.tpm import AgentTpm, QuoteResult
-from aicert.builder.swtpm import Swtpm
-from aicert.builder.vtpm_provision import store_ak_certificate
+from aicert.builder.platforms.local.provision import store_ak_certificate
+from aicert.builder.platforms.local.swtpm import Swtpm
 from aicert.verifier.errors import ToolError, TpmError
 from aicert.verifier.pcr import ALGORITHMS_BY_NAME, SHA256, extend
 from aicert.verifier.tpm2_structures import (

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from aicert.builder.local_ca import LocalCa
+from aicert.builder.platforms.local.ca import LocalCa
 from aicert.verifier.ak_chain import (
     AkChainResult,
     bundled_intermediates,

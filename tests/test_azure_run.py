@@ -22,8 +22,8 @@ from aicert.builder.azure_vm import DEFAULT_SCRATCH_GIB
 from aicert.builder.cli import main as build_main
 from aicert.builder.job_file import JobFile, load_job_file
 from aicert.builder.job_runner import CERTIFICATE_NAME, JobFailedError
-from aicert.builder.local_ca import LocalCa
-from aicert.builder.qemu import free_port
+from aicert.builder.platforms.local.ca import LocalCa
+from aicert.builder.platforms.local.qemu import free_port
 from aicert.builder.run_cli import DEFAULT_AZURE_SCRATCH_GIB, DEFAULT_AZURE_VM_SIZE
 from aicert.verifier.errors import BootPcrError, CloudError, InputError
 from aicert.verifier.treehash import hash_tree

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from aicert.builder import qemu
+from aicert.builder.platforms.local import qemu
 from aicert.verifier.firmware_replay import verify_firmware_log
 from aicert.verifier.pcr import SHA256
 from aicert.verifier.platform_profile import load_profile

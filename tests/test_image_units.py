@@ -19,7 +19,6 @@ import pytest
 from aicert.agent import readiness
 from aicert.builder import image as image_mod
 from aicert.builder import mkosi as mkosi_mod
-from aicert.builder import qemu
 from aicert.builder.image import ImageRequest, build_image, lock_from_builds
 from aicert.builder.mkosi import BuildParameters, render_config, tree_digest
 from aicert.builder.package_lock import (
@@ -29,9 +28,10 @@ from aicert.builder.package_lock import (
     load_lock,
     manifest_packages,
 )
+from aicert.builder.platforms.local import qemu
+from aicert.builder.platforms.local.swtpm import Swtpm
 from aicert.builder.recipe import roothash_of, uki_cmdline
 from aicert.builder.reproducibility import partition_differences, read_gpt, uki_differences
-from aicert.builder.swtpm import Swtpm
 from aicert.verifier.errors import FormatError, InputError, ToolError
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -461,7 +461,7 @@ def test_qemu_command_line_is_the_reference_machine(tmp_path: Path) -> None:
     assert f"snapshot=on,file={disk}" in argv
     assert "virtio-net-pci,netdev=net0,romfile=" in argv
     assert "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:18443-:8443" in argv
-    responder = f"{sys.executable} -m aicert.builder.pki_responder {issuer}"
+    responder = f"{sys.executable} -m aicert.builder.platforms.local.pki_responder {issuer}"
     assert f",guestfwd=tcp:10.0.2.100:80-cmd:{responder} " in argv + " "
     assert f"virtio-blk-pci,drive=scratch,serial={qemu.SCRATCH_SERIAL}" in argv
     assert argv.count("-drive") == 4  # OVMF code, OVMF variables, image, scratch

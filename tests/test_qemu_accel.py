@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from aicert.builder import qemu
+from aicert.builder.platforms.local import qemu
 from aicert.verifier.errors import InputError
 
 

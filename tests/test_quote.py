@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aicert.builder.swtpm import Swtpm
+from aicert.builder.platforms.local.swtpm import Swtpm
 from aicert.verifier.errors import (
     AicertError,
     FormatError,

@@ -13,9 +13,13 @@ from pathlib import Path
 from types import TracebackType
 
 import pytest
-from aicert.builder.local_ca import LocalCa
-from aicert.builder.swtpm import Swtpm
-from aicert.builder.vtpm_provision import AK_CERT_NV_INDEX, AK_HANDLE, provision_like_azure
+from aicert.builder.platforms.local.ca import LocalCa
+from aicert.builder.platforms.local.provision import (
+    AK_CERT_NV_INDEX,
+    AK_HANDLE,
+    provision_like_azure,
+)
+from aicert.builder.platforms.local.swtpm import Swtpm
 from aicert.verifier.errors import ToolError
 
 from aicert.process import run
@@ -179,7 +183,7 @@ def test_swtpm_dies_with_a_killed_parent(tmp_path: Path) -> None:
     """Even a SIGKILLed Python process (no cleanup at all) leaves no swtpm behind."""
     script = (
         "import sys, pathlib\n"
-        "from aicert.builder.swtpm import Swtpm\n"
+        "from aicert.builder.platforms.local.swtpm import Swtpm\n"
         "tpm = Swtpm.tcp(pathlib.Path(sys.argv[1]))\n"
         "tpm.start()\n"
         "print(tpm._proc.pid, flush=True)\n"

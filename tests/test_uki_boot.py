@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from aicert.builder.swtpm import Swtpm
+from aicert.builder.platforms.local.swtpm import Swtpm
 from aicert.verifier.pcr import SHA256, extend_all
 from aicert.verifier.tcg_log import events_for_pcr, parse_event_log
 from aicert.verifier.uki import BootPcrPrediction, ExpectedEvent, predict_boot_pcrs

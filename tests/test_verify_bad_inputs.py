@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aicert.builder.local_ca import LocalCa
-from aicert.builder.swtpm import Swtpm
-from aicert.builder.vtpm_provision import provision_like_azure
+from aicert.builder.platforms.local.ca import LocalCa
+from aicert.builder.platforms.local.provision import provision_like_azure
+from aicert.builder.platforms.local.swtpm import Swtpm
 from aicert.verifier.cel import make_record
 from certgen import IssuedCertificate, issue_certificate
 from cryptography.hazmat.primitives import serialization

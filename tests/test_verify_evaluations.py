@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-from aicert.builder.swtpm import Swtpm
-from aicert.builder.vtpm_provision import provision_like_azure
+from aicert.builder.platforms.local.provision import provision_like_azure
+from aicert.builder.platforms.local.swtpm import Swtpm
 from aicert.verifier.cli import main as verify_main
 from aicert.verifier.errors import EvaluationError, InputDigestError, WeightsError
 from aicert.verifier.verify import Policy, Report, Status, verify_certificate

@@ -8,19 +8,19 @@ from pathlib import Path
 
 import pytest
 from aicert.agent.tpm import AgentTpm
-from aicert.builder.local_ca import (
+from aicert.builder.platforms.local.ca import (
     INTERMEDIATE_COMMON_NAME,
     ROOT_COMMON_NAME,
     TCG_KP_AIK_CERTIFICATE,
     TCG_KP_EK_CERTIFICATE,
     LocalCa,
 )
-from aicert.builder.swtpm import Swtpm
-from aicert.builder.vtpm_provision import (
+from aicert.builder.platforms.local.provision import (
     AK_CERT_NV_INDEX,
     AK_HANDLE,
     provision_like_azure,
 )
+from aicert.builder.platforms.local.swtpm import Swtpm
 from aicert.verifier.errors import InputError, TpmError
 from aicert.verifier.pcr import SHA256
 from aicert.verifier.tpm2_structures import ALG_RSASSA, parse_tpm2b_public

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from aicert.builder.local_ca import LOCAL_PKI_ADDRESS
-from aicert.builder.swtpm import Swtpm
+from aicert.builder.platforms.local.ca import LOCAL_PKI_ADDRESS
+from aicert.builder.platforms.local.swtpm import Swtpm
 from aicert.verifier.errors import InputError, ToolError
 
 from aicert.process import require_tool, run
@@ -64,7 +64,7 @@ class VmSpec:
     """A provisioned swtpm state directory (default: a fresh, empty TPM for this boot)."""
     issuer_certificate: Path | None = None
     """A DER certificate the VM can download from ``http://10.0.2.100/`` (any path), as
-    a CA's AIA link would serve it (see :mod:`aicert.builder.pki_responder`)."""
+    a CA's AIA link would serve it (see :mod:`aicert.builder.platforms.local.pki_responder`)."""
     scratch: Path | None = None
     """The scratch disk for the agent (blank raw, see :func:`make_scratch_disk`); default:
     an empty one made for this boot. It is always attached: the firmware's boot options,
@@ -244,7 +244,8 @@ class Vm:
         if spec.issuer_certificate is not None:
             # restrict=on keeps the VM off the host's network; explicit forwards still work.
             responder = (
-                f"{sys.executable} -m aicert.builder.pki_responder {spec.issuer_certificate}"
+                f"{sys.executable} -m aicert.builder.platforms.local.pki_responder "
+                f"{spec.issuer_certificate}"
             )
             forward += f",guestfwd=tcp:{LOCAL_PKI_ADDRESS}:80-cmd:{responder}"
         return [

@@ -11,7 +11,7 @@ into a (software) TPM, with the local CA in place of Azure's:
   provisioning service makes for Trusted Launch VMs also carries an authPolicy whose
   contents are not public; userWithAuth is set there too, so an empty password
   authorizes quotes on both);
-- its certificate (DER, see :mod:`aicert.builder.local_ca`) in NV index 0x01C101D0,
+- its certificate (DER, see :mod:`aicert.builder.platforms.local.ca`) in NV index 0x01C101D0,
   defined by the owner the way Azure's provisioning service defines it: ordinary
   index, nameAlg SHA-256, empty authorization value and policy, attributes
   OWNERWRITE | OWNERREAD | AUTHWRITE | AUTHREAD, size = certificate length. Anyone
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aicert.builder.local_ca import LocalCa
+from aicert.builder.platforms.local.ca import LocalCa
 from aicert.verifier.errors import TpmError
 from cryptography.hazmat.primitives.asymmetric import rsa
 from tpm2_pytss import ESAPI, TSS2_Exception

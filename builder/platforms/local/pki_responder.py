@@ -1,10 +1,10 @@
 """Answer one HTTP request with one certificate: the local platform's stand-in for a CA's
 AIA download point (``http://10.0.2.100/...`` inside QEMU's user network).
 
-QEMU starts ``python3 -m aicert.builder.pki_responder CERT`` for each connection the VM
-opens to that address (``guestfwd=...-cmd:``), with the connection on stdin and stdout.
-The request is read up to its blank line before the answer is written, so the VM never
-sends into a closed connection. Whatever the path, the answer is CERT (DER).
+QEMU starts ``python3 -m aicert.builder.platforms.local.pki_responder CERT`` for each
+connection the VM opens to that address (``guestfwd=...-cmd:``), with the connection on
+stdin and stdout. The request is read up to its blank line before the answer is written,
+so the VM never sends into a closed connection. Whatever the path, the answer is CERT (DER).
 """
 
 from __future__ import annotations

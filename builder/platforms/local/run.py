@@ -17,13 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from aicert.builder import qemu
 from aicert.builder.agent_client import AgentClient
 from aicert.builder.job_file import JobFile
 from aicert.builder.job_runner import JobOutcome, Verification, run_job
-from aicert.builder.local_ca import LocalCa
-from aicert.builder.swtpm import Swtpm
-from aicert.builder.vtpm_provision import provision_like_azure
+from aicert.builder.platforms.local import qemu
+from aicert.builder.platforms.local.ca import LocalCa
+from aicert.builder.platforms.local.provision import provision_like_azure
+from aicert.builder.platforms.local.swtpm import Swtpm
 from aicert.verifier.boot_reference import reference_from_recipe
 from aicert.verifier.errors import InputError
 from aicert.verifier.platform_profile import load_profile
