@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from aicert.builder.azure_clients import AzureClients, ClientOptions
-from aicert.builder.azure_deploy import DeploymentSpec, deploy_image
+from aicert.builder.platforms.azure.clients import AzureClients, ClientOptions
+from aicert.builder.platforms.azure.deploy import DeploymentSpec, deploy_image
 from azure_fake import FakeAzure, FakeCredential
 
 MIB = 1 << 20

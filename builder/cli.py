@@ -9,9 +9,9 @@ from aicert.verifier.cli_runner import AicertGroup, run_cli
 
 from aicert import __version__
 
-from .azure_cli import deploy, destroy_command
 from .environment_cli import environment_command
 from .image_cli import COMMANDS as IMAGE_COMMANDS
+from .platforms.azure.cli import deploy, destroy_command
 from .profile_cli import profile_group
 from .run_cli import run_command
 

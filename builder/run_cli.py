@@ -21,8 +21,8 @@ from aicert.verifier.cli_params import nonce_value
 from aicert.verifier.cli_runner import use_color
 from aicert.verifier.report import render_json, render_text
 
-# Kept in step with aicert.builder.azure_run.DEFAULT_VM_SIZE and azure_vm.DEFAULT_SCRATCH_GIB,
-# whose modules import the Azure SDK.
+# Kept in step with DEFAULT_VM_SIZE and DEFAULT_SCRATCH_GIB of aicert.builder.platforms.azure
+# (run, vm), whose modules import the Azure SDK.
 DEFAULT_AZURE_VM_SIZE = "Standard_D4s_v5"
 DEFAULT_AZURE_SCRATCH_GIB = 128
 DEFAULT_LOCAL_SCRATCH_GIB = DEFAULT_SCRATCH_BYTES >> 30
@@ -276,8 +276,8 @@ def _run_on_azure(
     boot_timeout: float,
 ) -> JobOutcome:
     # The Azure SDK is an optional extra and slow to import: only when it is used.
-    from aicert.builder.azure_cli import _clients  # noqa: PLC0415
-    from aicert.builder.azure_run import AzureRun, run_azure  # noqa: PLC0415
+    from aicert.builder.platforms.azure.cli import _clients  # noqa: PLC0415
+    from aicert.builder.platforms.azure.run import AzureRun, run_azure  # noqa: PLC0415
 
     spec = AzureRun(
         subscription=subscription,

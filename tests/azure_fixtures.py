@@ -10,9 +10,9 @@ import os
 from pathlib import Path
 
 import pytest
-from aicert.builder.azure_clients import AzureClients, ClientOptions
-from aicert.builder.azure_deploy import DeploymentSpec, deploy_image
-from aicert.builder.azure_upload import RetryPolicy
+from aicert.builder.platforms.azure.clients import AzureClients, ClientOptions
+from aicert.builder.platforms.azure.deploy import DeploymentSpec, deploy_image
+from aicert.builder.platforms.azure.upload import RetryPolicy
 from azure_fake import FakeAzure, FakeCredential
 
 MIB = 1 << 20

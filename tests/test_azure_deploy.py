@@ -16,9 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
-from aicert.builder import vhd
-from aicert.builder.azure_clients import AzureClients, ClientOptions, connect
-from aicert.builder.azure_deploy import (
+from aicert.builder.cli import main as build_main
+from aicert.builder.platforms.azure import vhd
+from aicert.builder.platforms.azure.clients import AzureClients, ClientOptions, connect
+from aicert.builder.platforms.azure.deploy import (
     TAG_DEPLOYMENT,
     TAG_DISK_SHA256,
     TAG_MANAGED,
@@ -31,7 +32,7 @@ from aicert.builder.azure_deploy import (
     destroy,
     find_managed,
 )
-from aicert.builder.azure_errors import (
+from aicert.builder.platforms.azure.errors import (
     CloudConflictError,
     CloudError,
     CloudLoginError,
@@ -41,8 +42,7 @@ from aicert.builder.azure_errors import (
     CloudTransientError,
     CloudUnsupportedError,
 )
-from aicert.builder.azure_upload import RetryPolicy
-from aicert.builder.cli import main as build_main
+from aicert.builder.platforms.azure.upload import RetryPolicy
 from aicert.builder.recipe import RECIPE_FORMAT
 from aicert.verifier.errors import InputError
 from azure.core.credentials import AccessToken

@@ -15,13 +15,13 @@ import pytest
 from agent_harness import running_agent, write_toy_job
 from aicert.agent.tpm import AgentTpm
 from aicert.builder.agent_client import AgentRequestError
-from aicert.builder.azure_clients import AzureClients
-from aicert.builder.azure_deploy import TAG_DEPLOYMENT
-from aicert.builder.azure_run import DEFAULT_VM_SIZE, AzureRun, run_azure
-from aicert.builder.azure_vm import DEFAULT_SCRATCH_GIB
 from aicert.builder.cli import main as build_main
 from aicert.builder.job_file import JobFile, load_job_file
 from aicert.builder.job_runner import CERTIFICATE_NAME, JobFailedError
+from aicert.builder.platforms.azure.clients import AzureClients
+from aicert.builder.platforms.azure.deploy import TAG_DEPLOYMENT
+from aicert.builder.platforms.azure.run import DEFAULT_VM_SIZE, AzureRun, run_azure
+from aicert.builder.platforms.azure.vm import DEFAULT_SCRATCH_GIB
 from aicert.builder.platforms.local.ca import LocalCa
 from aicert.builder.platforms.local.qemu import free_port
 from aicert.builder.run_cli import DEFAULT_AZURE_SCRATCH_GIB, DEFAULT_AZURE_VM_SIZE

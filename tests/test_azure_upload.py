@@ -9,9 +9,13 @@ import time
 from pathlib import Path
 
 import pytest
-from aicert.builder import vhd
-from aicert.builder.azure_errors import CloudPermissionError, CloudTransientError, translate
-from aicert.builder.azure_upload import (
+from aicert.builder.platforms.azure import vhd
+from aicert.builder.platforms.azure.errors import (
+    CloudPermissionError,
+    CloudTransientError,
+    translate,
+)
+from aicert.builder.platforms.azure.upload import (
     MAX_PAGE_WRITE,
     RetryPolicy,
     call_with_retries,

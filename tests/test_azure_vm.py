@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from aicert.builder.azure_clients import AzureClients
-from aicert.builder.azure_deploy import (
+from aicert.builder.platforms.azure.clients import AzureClients
+from aicert.builder.platforms.azure.deploy import (
     TAG_DEPLOYMENT,
     TAG_MANAGED,
     destroy,
 )
-from aicert.builder.azure_errors import CloudQuotaError, CloudUnsupportedError
-from aicert.builder.azure_vm import VmSpec, create_vm
+from aicert.builder.platforms.azure.errors import CloudQuotaError, CloudUnsupportedError
+from aicert.builder.platforms.azure.vm import VmSpec, create_vm
 from aicert.verifier.errors import InputError
 from azure_fake import FakeAzure
 from azure_fixtures import RG

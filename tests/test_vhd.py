@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from aicert.builder import vhd
+from aicert.builder.platforms.azure import vhd
 from aicert.verifier.errors import FormatError, InputError
 from azure_fixtures import sparse_disk
 from hypothesis import given, settings

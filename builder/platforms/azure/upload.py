@@ -23,7 +23,7 @@ from aicert.verifier.progress import NullProgress, Progress
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 from azure.storage.blob import BlobClient
 
-from .azure_errors import TRANSIENT_STATUS, CloudTransientError, translate
+from .errors import TRANSIENT_STATUS, CloudTransientError, translate
 from .vhd import SECTOR, FixedVhd, raw_extents
 
 MAX_PAGE_WRITE = 4 << 20

@@ -26,11 +26,11 @@ from aicert import __version__
 AZURE_PROFILE = "azure"
 
 if TYPE_CHECKING:
-    from .azure_clients import AzureClients
+    from .clients import AzureClients
 
 
 def _clients(ctx: click.Context, subscription: str) -> AzureClients:
-    from .azure_clients import ClientOptions, connect  # noqa: PLC0415 - optional, slow import
+    from .clients import ClientOptions, connect  # noqa: PLC0415 - optional, slow import
 
     # azure-identity logs a many-line warning naming every credential it tried, and
     # azure-core logs each retry; the CloudError aicert raises says what matters in one
@@ -150,7 +150,7 @@ def deploy_azure(
     workers: int,
 ) -> None:
     """Upload disk.raw as a Trusted Launch gallery image version (idempotent, resumable)."""
-    from .azure_deploy import DeploymentSpec, deploy_image  # noqa: PLC0415 - optional, slow import
+    from .deploy import DeploymentSpec, deploy_image  # noqa: PLC0415 - optional, slow import
 
     _require_azure_profile(image_dir / "recipe.json")
     spec = DeploymentSpec(
@@ -191,7 +191,7 @@ def destroy_command(
     yes: bool,
 ) -> None:
     """Delete every Azure resource aicert created in a resource group (found by tag)."""
-    from .azure_deploy import destroy, find_managed  # noqa: PLC0415 - optional, slow import
+    from .deploy import destroy, find_managed  # noqa: PLC0415 - optional, slow import
 
     clients = _clients(ctx, subscription)
     found = find_managed(clients, resource_group, deployment=deployment)

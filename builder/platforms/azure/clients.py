@@ -20,7 +20,7 @@ from azure.mgmt.resource.resources import ResourceManagementClient
 from azure.storage.blob import BlobClient
 from requests.adapters import HTTPAdapter
 
-from .azure_errors import azure_call
+from .errors import azure_call
 
 MANAGEMENT_SCOPE = "https://management.azure.com/.default"
 
@@ -80,7 +80,7 @@ class AzureClients:
         """A client for the upload SAS of a managed disk, pooling ``connections`` connections
         (one per parallel writer; requests' default pool of 10 would churn above that).
 
-        The SDK's own retries are off: :mod:`aicert.builder.azure_upload` retries each
+        The SDK's own retries are off: :mod:`aicert.builder.platforms.azure.upload` retries each
         page write itself, with backoff, and counts the attempts.
         """
         transport = self.options.transport

@@ -24,14 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from aicert.builder.job_file import MAX_SCRATCH_GIB
 from aicert.verifier.errors import CloudError, InputError
 from azure.mgmt.compute import models as cm
 from azure.mgmt.network import models as nm
 
-from .azure_clients import AzureClients
-from .azure_deploy import TAG_DEPLOYMENT, TAG_MANAGED, TAG_ROLE, destroy
-from .azure_errors import azure_call
-from .job_file import MAX_SCRATCH_GIB
+from .clients import AzureClients
+from .deploy import TAG_DEPLOYMENT, TAG_MANAGED, TAG_ROLE, destroy
+from .errors import azure_call
 
 _VM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}[A-Za-z0-9]$")
 AGENT_RULE_PRIORITY = 100

@@ -41,9 +41,9 @@ from aicert.verifier.errors import CloudError, InputError
 from aicert.verifier.progress import progress_for
 from azure.mgmt.compute import models as cm
 
-from .azure_clients import AzureClients
-from .azure_errors import CloudConflictError, CloudNotFoundError, azure_call
-from .azure_upload import RetryPolicy, UploadReport, blob_page_writer, upload_vhd
+from .clients import AzureClients
+from .errors import CloudConflictError, CloudNotFoundError, azure_call
+from .upload import RetryPolicy, UploadReport, blob_page_writer, upload_vhd
 from .vhd import MIB, FixedVhd, fixed_vhd_for, sha256_of
 
 TAG_MANAGED = "aicert:managed"

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aicert.builder.agent_client import AgentClient
-from aicert.builder.azure_clients import AzureClients
-from aicert.builder.azure_deploy import destroy
-from aicert.builder.azure_vm import DEFAULT_SCRATCH_GIB, VmSpec, create_vm
 from aicert.builder.job_file import JobFile
 from aicert.builder.job_runner import JobOutcome, Verification, run_job
+from aicert.builder.platforms.azure.clients import AzureClients
+from aicert.builder.platforms.azure.deploy import destroy
+from aicert.builder.platforms.azure.vm import DEFAULT_SCRATCH_GIB, VmSpec, create_vm
 from aicert.verifier.ak_chain import bundled_intermediates, bundled_roots
 from aicert.verifier.boot_reference import reference_from_recipe
 from aicert.verifier.errors import AicertError, CloudError
