@@ -1,11 +1,12 @@
 """Run one job on an attested agent and collect a verified result, whatever the platform.
 
-The platform (local QEMU, Azure) boots the measured image and hands over an agent
-URL; from there the flow is the same: attest (nothing is sent before the quote
-checks out), claim, send the inputs, start, follow the log, download outputs and
-certificate, then verify them with the verifier's own code. Results are written
-into a staging directory that becomes the output directory only when every check
-passed, so a failed run never leaves a complete-looking result.
+The platform (:mod:`aicert.builder.platforms`: local QEMU, Azure) boots the measured
+image and hands over an agent URL (:func:`run_on`); from there the flow is the same:
+attest (nothing is sent before the quote checks out), claim, send the inputs, start,
+follow the log, download outputs and certificate, then verify them with the verifier's
+own code. Results are written into a staging directory that becomes the output
+directory only when every check passed, so a failed run never leaves a
+complete-looking result.
 """
 
 from __future__ import annotations
@@ -18,19 +19,20 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from aicert.builder.agent_client import AgentClient, send_inputs
 from aicert.builder.job_file import JobFile, LocalSource
+from aicert.builder.platforms.base import Platform, Say, Verification
 from aicert.verifier.ak_chain import bundled_roots
-from aicert.verifier.boot_reference import BootReference
 from aicert.verifier.certificate import load_certificate
 from aicert.verifier.errors import AicertError, InputError
-from aicert.verifier.platform_profile import PlatformProfile
 from aicert.verifier.verify import Policy, Report, verify_certificate
 from aicert.verifier.weights import tree_digest_of
-from cryptography import x509
 
 CERTIFICATE_NAME = "certificate.aicert.json"
+
+SpecT = TypeVar("SpecT")
 
 
 class JobFailedError(AicertError):
@@ -47,15 +49,6 @@ class JobOutcome:
     report: Report
 
 
-@dataclass(frozen=True)
-class Verification:
-    """What the result is verified against (the auditor's view of this platform)."""
-
-    trust_roots: tuple[x509.Certificate, ...]
-    boot_reference: BootReference | None
-    platform_profile: PlatformProfile | None
-
-
 def check_output_dir(output: Path) -> None:
     """Refuse an ``output`` that holds anything: a result never mixes with older files."""
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
@@ -67,6 +60,38 @@ def staging_dir(output: Path) -> Path:
     check_output_dir(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+
+
+def run_on(
+    platform: Platform[SpecT, Any, Any],
+    spec: SpecT,
+    job: JobFile,
+    output: Path,
+    *,
+    say: Say,
+    log_sink: Callable[[bytes], None] | None = None,
+) -> JobOutcome:
+    """Boot the image on ``platform``, run ``job`` on its agent, verify; then tear it down."""
+    with platform.boot(spec, say=say) as booted:
+        client = AgentClient(
+            booted.agent_url,
+            trust_roots=booted.agent_roots,
+            recipe=booted.verification.boot_reference,
+            intermediates=booted.intermediates,
+        )
+        outcome = run_job(
+            client,
+            job,
+            output,
+            booted.verification,
+            say=say,
+            log_sink=log_sink,
+            up_timeout=booted.up_timeout,
+            agent_failed=booted.agent_failed,
+        )
+    for name, source in booted.result_files:
+        shutil.copyfile(source, outcome.output_dir / name)
+    return outcome
 
 
 def run_job(
