@@ -9,12 +9,13 @@ from pathlib import Path
 import click
 from aicert.builder.job_file import MAX_SCRATCH_GIB, JobFile, load_job_file, with_nonce
 from aicert.builder.job_plan import plan_job, render_plan
-from aicert.builder.job_runner import JobOutcome, check_output_dir
+from aicert.builder.job_runner import JobOutcome, check_output_dir, run_on
+from aicert.builder.platforms.local.platform import LocalPlatform
 from aicert.builder.platforms.local.run import (
     DEFAULT_SCRATCH_BYTES,
+    LOCAL_CA_ROOT_NAME,
     LocalRun,
     default_ca_dir,
-    run_local,
 )
 from aicert.verifier.cli import load_root
 from aicert.verifier.cli_params import nonce_value
@@ -203,10 +204,10 @@ def run_command(
             scratch_bytes=(scratch_gib or DEFAULT_LOCAL_SCRATCH_GIB) << 30,
             boot_timeout=boot_timeout,
         )
-        outcome = run_local(spec, parsed, say=_say)
+        outcome = run_on(LocalPlatform(), spec, parsed, output, say=_say)
         verify_hint = (
             f"--recipe {image / 'recipe.json'} --platform-profile qemu "
-            f"--trust-root {outcome.output_dir / 'local-ca-root.pem'}"
+            f"--trust-root {outcome.output_dir / LOCAL_CA_ROOT_NAME}"
         )
     else:
         if ca_dir is not None:
@@ -277,7 +278,8 @@ def _run_on_azure(
 ) -> JobOutcome:
     # The Azure SDK is an optional extra and slow to import: only when it is used.
     from aicert.builder.platforms.azure.cli import _clients  # noqa: PLC0415
-    from aicert.builder.platforms.azure.run import AzureRun, run_azure  # noqa: PLC0415
+    from aicert.builder.platforms.azure.platform import AzurePlatform  # noqa: PLC0415
+    from aicert.builder.platforms.azure.run import AzureRun  # noqa: PLC0415
 
     spec = AzureRun(
         subscription=subscription,
@@ -293,4 +295,5 @@ def _run_on_azure(
         trust_roots=tuple(load_root(p) for p in trust_roots),
         boot_timeout=boot_timeout,
     )
-    return run_azure(spec, job, clients=_clients(ctx, subscription), say=_say)
+    platform = AzurePlatform(_clients(ctx, subscription))
+    return run_on(platform, spec, job, output, say=_say)

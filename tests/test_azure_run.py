@@ -20,7 +20,8 @@ from aicert.builder.job_file import JobFile, load_job_file
 from aicert.builder.job_runner import CERTIFICATE_NAME, JobFailedError
 from aicert.builder.platforms.azure.clients import AzureClients
 from aicert.builder.platforms.azure.deploy import TAG_DEPLOYMENT
-from aicert.builder.platforms.azure.run import DEFAULT_VM_SIZE, AzureRun, run_azure
+from aicert.builder.platforms.azure.platform import run_azure
+from aicert.builder.platforms.azure.run import DEFAULT_VM_SIZE, AzureRun
 from aicert.builder.platforms.azure.vm import DEFAULT_SCRATCH_GIB
 from aicert.builder.platforms.local.ca import LocalCa
 from aicert.builder.platforms.local.qemu import free_port

@@ -150,7 +150,8 @@ def deploy_azure(
     workers: int,
 ) -> None:
     """Upload disk.raw as a Trusted Launch gallery image version (idempotent, resumable)."""
-    from .deploy import DeploymentSpec, deploy_image  # noqa: PLC0415 - optional, slow import
+    from .deploy import DeploymentSpec  # noqa: PLC0415 - optional, slow import
+    from .platform import AzurePlatform  # noqa: PLC0415
 
     _require_azure_profile(image_dir / "recipe.json")
     spec = DeploymentSpec(
@@ -162,15 +163,11 @@ def deploy_azure(
         image_definition=image_definition,
         secure_boot_certs=tuple(_certificate_der(p) for p in secure_boot_certs),
     )
-    clients = _clients(ctx, subscription)
-    result = deploy_image(clients, spec, say=_say, workers=workers)
-    if result.upload is not None:
-        up = result.upload
-        _say(
-            f"sent {up.bytes_sent} bytes of a {up.raw_size}-byte disk "
-            f"({up.page_writes} page writes, {up.retries} retries)"
-        )
-    click.echo(result.image_version_id)
+    platform = AzurePlatform(_clients(ctx, subscription), workers=workers)
+    published = platform.publish(spec, say=_say)
+    if published.summary is not None:
+        _say(published.summary)
+    click.echo(published.image_id)
 
 
 @click.command("destroy")
@@ -191,7 +188,8 @@ def destroy_command(
     yes: bool,
 ) -> None:
     """Delete every Azure resource aicert created in a resource group (found by tag)."""
-    from .deploy import destroy, find_managed  # noqa: PLC0415 - optional, slow import
+    from .deploy import find_managed  # noqa: PLC0415 - optional, slow import
+    from .platform import AzurePlatform, AzureScope  # noqa: PLC0415
 
     clients = _clients(ctx, subscription)
     found = find_managed(clients, resource_group, deployment=deployment)
@@ -205,5 +203,5 @@ def destroy_command(
     ):
         _say("nothing deleted")
         raise SystemExit(5)
-    deleted = destroy(clients, resource_group, deployment=deployment, say=_say)
+    deleted = AzurePlatform(clients).destroy(AzureScope(resource_group, deployment), say=_say)
     _say(f"deleted {len(deleted)} resources")

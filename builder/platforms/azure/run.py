@@ -1,27 +1,26 @@
-"""``aicert-build run --platform azure``: a Trusted Launch VM, a job, a verified result.
+"""Booting the measured image on Azure for ``aicert-build run --platform azure``.
 
 One VM per job, booted from the published gallery image version: Azure's vTPM holds
 the attestation key (its certificate chains to Microsoft's Azure Virtual TPM Root
 CA, bundled with the verifier), Secure Boot is on, and an NSG admits only the
 caller's address on the agent port. The job flow is the platform-independent one
-of :mod:`aicert.builder.job_runner`. Every resource of the VM (tagged
+of :func:`aicert.builder.job_runner.run_on`. Every resource of the VM (tagged
 ``aicert:deployment=vm/<name>``) is deleted at the end, on success, failure or
 Ctrl-C/SIGTERM, and what is deleted is printed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import secrets
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from aicert.builder.agent_client import AgentClient
-from aicert.builder.job_file import JobFile
-from aicert.builder.job_runner import JobOutcome, Verification, run_job
 from aicert.builder.platforms.azure.clients import AzureClients
 from aicert.builder.platforms.azure.deploy import destroy
 from aicert.builder.platforms.azure.vm import DEFAULT_SCRATCH_GIB, VmSpec, create_vm
+from aicert.builder.platforms.base import BootedImage, Say, Verification
 from aicert.verifier.ak_chain import bundled_intermediates, bundled_roots
 from aicert.verifier.boot_reference import reference_from_recipe
 from aicert.verifier.errors import AicertError, CloudError
@@ -65,16 +64,11 @@ def new_vm_name() -> str:
     return f"aicert-run-{secrets.token_hex(4)}"
 
 
-def run_azure(
-    spec: AzureRun,
-    job: JobFile,
-    *,
-    clients: AzureClients,
-    say: Callable[[str], None],
-    log_sink: Callable[[bytes], None] | None = None,
-    vm_name: str | None = None,
-) -> JobOutcome:
-    """Create the VM, run ``job`` on its attested agent, verify, and delete the VM."""
+@contextlib.contextmanager
+def boot_vm(
+    clients: AzureClients, spec: AzureRun, *, vm_name: str, say: Say
+) -> Iterator[BootedImage]:
+    """Create the VM until the ``with`` block ends, then delete every resource it had."""
     verification = Verification(
         trust_roots=spec.trust_roots,
         boot_reference=reference_from_recipe(spec.recipe),
@@ -83,7 +77,7 @@ def run_azure(
     vm = VmSpec(
         resource_group=spec.resource_group,
         location=spec.location,
-        name=vm_name or new_vm_name(),
+        name=vm_name,
         image_version_id=spec.image_version_id,
         caller_ip=spec.caller_ip,
         agent_port=spec.agent_port,
@@ -96,28 +90,20 @@ def run_azure(
             f"VM {vm.name} created (Azure VM id {created.azure_vm_id}), "
             f"agent at {created.public_ip}:{created.agent_port}"
         )
-        client = AgentClient(
-            f"https://{created.public_ip}:{created.agent_port}",
-            trust_roots=[*bundled_roots(), *spec.trust_roots],
-            recipe=verification.boot_reference,
-            intermediates=[
+        yield BootedImage(
+            agent_url=f"https://{created.public_ip}:{created.agent_port}",
+            verification=verification,
+            agent_roots=(*bundled_roots(), *spec.trust_roots),
+            intermediates=tuple(
                 c.public_bytes(serialization.Encoding.DER) for c in bundled_intermediates()
-            ],
-        )
-        return run_job(
-            client,
-            job,
-            spec.output,
-            verification,
-            say=say,
-            log_sink=log_sink,
+            ),
             up_timeout=spec.boot_timeout,
         )
     finally:
         _delete_vm(clients, vm, say)
 
 
-def _delete_vm(clients: AzureClients, vm: VmSpec, say: Callable[[str], None]) -> None:
+def _delete_vm(clients: AzureClients, vm: VmSpec, say: Say) -> None:
     """Delete every resource tagged for ``vm``; if that fails, say how to finish it."""
     say(f"deleting the resources of {vm.deployment_id}")
     try:

@@ -1,4 +1,4 @@
-"""``aicert-build run --platform local``: the measured image in QEMU, a job, a verified result.
+"""Booting the measured image locally for ``aicert-build run --platform local``.
 
 The local platform imitates Azure Trusted Launch: a swtpm is provisioned like
 Azure's vTPM (AK at 0x81000003, its certificate in NV 0x01C101D0, issued by the
@@ -9,17 +9,15 @@ state) is removed at the end, on success, failure or Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
-import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from aicert.builder.agent_client import AgentClient
-from aicert.builder.job_file import JobFile
-from aicert.builder.job_runner import JobOutcome, Verification, run_job
+from aicert.builder.platforms.base import BootedImage, Say, Verification
 from aicert.builder.platforms.local import qemu
 from aicert.builder.platforms.local.ca import LocalCa
 from aicert.builder.platforms.local.provision import provision_like_azure
@@ -31,6 +29,8 @@ from cryptography.hazmat.primitives import serialization
 
 DEFAULT_SCRATCH_BYTES = 16 * 1024**3
 LOCAL_PROFILE = "qemu"
+# The local CA's root, written next to the certificate: auditors need it as --trust-root.
+LOCAL_CA_ROOT_NAME = "local-ca-root.pem"
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def default_ca_dir() -> Path:
     return Path(data) / "aicert" / "local-ca"
 
 
-def _image_files(image: Path) -> tuple[Path, Path]:
+def image_files(image: Path) -> tuple[Path, Path]:
     disk, recipe = image / "disk.raw", image / "recipe.json"
     for path in (disk, recipe):
         if not path.is_file():
@@ -59,14 +59,11 @@ def _image_files(image: Path) -> tuple[Path, Path]:
     return disk, recipe
 
 
-def run_local(
-    spec: LocalRun,
-    job: JobFile,
-    *,
-    say: Callable[[str], None],
-    log_sink: Callable[[bytes], None] | None = None,
-) -> JobOutcome:
-    disk, recipe = _image_files(spec.image)
+@contextlib.contextmanager
+def boot_local(spec: LocalRun, *, say: Say) -> Iterator[BootedImage]:
+    """Provision a swtpm like Azure's vTPM and boot the image in QEMU on it, until the
+    ``with`` block ends; the agent has reported ready when this yields."""
+    disk, recipe = image_files(spec.image)
     ca = LocalCa.load_or_create(spec.ca_dir)
     intermediate = ca.intermediate_certificate.public_bytes(serialization.Encoding.DER)
     verification = Verification(
@@ -93,19 +90,10 @@ def run_local(
             say(f"booting {disk} in QEMU ({vm.accel}), agent port 127.0.0.1:{vm.host_port}")
             _, seconds = vm.wait_ready(spec.boot_timeout)
             say(f"image booted and reported ready in {seconds:.0f} s")
-            client = AgentClient(
-                f"https://127.0.0.1:{vm.host_port}",
-                trust_roots=[ca.root_certificate],
-                recipe=verification.boot_reference,
-            )
-            outcome = run_job(
-                client,
-                job,
-                spec.output,
-                verification,
-                say=say,
-                log_sink=log_sink,
+            yield BootedImage(
+                agent_url=f"https://127.0.0.1:{vm.host_port}",
+                verification=verification,
+                agent_roots=(ca.root_certificate,),
                 agent_failed=vm.agent_failure,
+                result_files=((LOCAL_CA_ROOT_NAME, ca.root_path),),
             )
-        shutil.copyfile(ca.root_path, outcome.output_dir / "local-ca-root.pem")
-    return outcome
