@@ -45,7 +45,7 @@ from typing import IO, Any, Final
 
 from aicert.agent import intake
 from aicert.agent.oci.environment import Environment, pull_environment, receive_archive
-from aicert.agent.oci.reference import parse_reference
+from aicert.agent.oci.errors import OciError
 from aicert.agent.sandbox import SandboxRun, SandboxSpec
 from aicert.agent.session import MeasuredSession, SessionError, SessionTpm
 from aicert.verifier.canonical_json import JsonValue, parse_json
@@ -64,6 +64,7 @@ from aicert.verifier.uris import JOB_REQUEST_URI, check_uri, git_uri, upload_uri
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from aicert import tar_receive
+from aicert.oci_reference import ImageReferenceError, parse_reference
 
 ATTESTATION_DOMAIN: Final = b"aicert-attestation-v1"
 CONFIG_INPUT: Final = "job-config"
@@ -583,7 +584,10 @@ class Agent:
         if isinstance(image, str) and url is None and git is None:
             if tree is not None:
                 raise ApiError(400, "bad-request", "an image is pinned by the digest it names")
-            reference = parse_reference(image)
+            try:
+                reference = parse_reference(image)
+            except ImageReferenceError as exc:
+                raise OciError(exc.message) from None
             slot = self._reserve(name, role, evaluation)
             return self._receive_environment(
                 slot,

@@ -40,10 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from aicert.agent.oci.environment import PARALLEL_DOWNLOADS, pull_environment
 from aicert.agent.oci.media import parse_manifest
-from aicert.agent.oci.reference import ImageReference, parse_reference
 from aicert.agent.oci.registry import RegistryClient
 from oci_support import Registry, file, layer_tar, make_image, running_registry
 
+from aicert.oci_reference import ImageReference, parse_reference
 from aicert.process import run
 
 MiB = 1024 * 1024

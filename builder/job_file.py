@@ -59,10 +59,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from aicert.agent.oci.errors import OciError
-from aicert.agent.oci.reference import parse_reference
 from aicert.verifier.errors import FormatError, InputError
 from aicert.verifier.input_file import MAX_JOB_FILE_BYTES, read_input_file
+
+from aicert.oci_reference import ImageReferenceError, parse_reference
 
 NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 SHA256: Final = re.compile(r"[0-9a-f]{64}")
@@ -454,7 +454,7 @@ def _environment(raw: object, key: str, role: str, base: Path, where: _Where) ->
     if field == "image":
         try:
             parse_reference(value)
-        except OciError as exc:
+        except ImageReferenceError as exc:
             raise where.fail(f"{key}.image", exc.message) from None
         source = ImageSource(value)
     else:

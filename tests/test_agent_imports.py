@@ -39,17 +39,6 @@ def _imported_modules(path: Path) -> set[str]:
     return names
 
 
-# Known, and to be removed: the job file checks an environment's OCI reference with the
-# agent's parser; the parser and its error belong in a shared module of aicert/.
-KNOWN_SIDEWAYS = {
-    "builder": [
-        "builder/job_file.py imports aicert.agent.oci.errors",
-        "builder/job_file.py imports aicert.agent.oci.reference",
-    ],
-    "agent": [],
-}
-
-
 @pytest.mark.parametrize(("package", "forbidden"), [("builder", "agent"), ("agent", "builder")])
 def test_builder_and_agent_do_not_import_each_other(package: str, forbidden: str) -> None:
     # Both import the verifier and the small shared modules of aicert/, never each other.
@@ -60,4 +49,4 @@ def test_builder_and_agent_do_not_import_each_other(package: str, forbidden: str
         for name in _imported_modules(path)
         if name == f"aicert.{forbidden}" or name.startswith(f"aicert.{forbidden}.")
     )
-    assert offenders == KNOWN_SIDEWAYS[package]
+    assert offenders == []

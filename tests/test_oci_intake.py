@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from aicert.agent.oci.environment import pull_environment, receive_archive
 from aicert.agent.oci.errors import OciError
-from aicert.agent.oci.reference import parse_reference
 from oci_support import (
     OCI_INDEX,
     Entry,
@@ -29,6 +28,7 @@ from oci_support import (
     symlink,
 )
 
+from aicert.oci_reference import ImageReferenceError, parse_reference
 from aicert.process import run
 
 BIG = 1 << 30
@@ -114,7 +114,7 @@ def test_pull_through_an_index_picks_linux_amd64(registry: Registry, tmp_path: P
 
 
 def test_tag_without_digest_is_refused_before_any_request() -> None:
-    with pytest.raises(OciError, match="no digest: pulls are by digest only"):
+    with pytest.raises(ImageReferenceError, match="no digest: pulls are by digest only"):
         parse_reference("127.0.0.1:1/team/trainer:latest")
 
 

@@ -18,10 +18,11 @@ from aicert.agent.oci.media import (
     parse_index,
     parse_manifest,
 )
-from aicert.agent.oci.reference import parse_reference
 from hypothesis import given
 from hypothesis import strategies as st
 from packageurl import PackageURL
+
+from aicert.oci_reference import ImageReferenceError, parse_reference
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64
@@ -78,7 +79,7 @@ def test_reference_by_digest() -> None:
     ],
 )
 def test_bad_references(text: str, message: str) -> None:
-    with pytest.raises(OciError, match=message):
+    with pytest.raises(ImageReferenceError, match=message):
         parse_reference(text)
 
 

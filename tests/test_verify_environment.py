@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from aicert.agent.oci.environment import pull_environment
-from aicert.agent.oci.reference import parse_reference
 from aicert.agent.session import MeasuredSession, SessionError
 from aicert.agent.tpm import AgentTpm
 from aicert.verifier.bom import export_cyclonedx
@@ -24,6 +23,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from oci_support import file, layer_tar, make_image, running_registry
 from tpm_replay import OVMF_LOG, replay_log_into_tpm
+
+from aicert.oci_reference import parse_reference
 
 pytestmark = pytest.mark.swtpm
 

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from aicert.oci_reference import SHA256_DIGEST
+
 from .blobs import Reader, receive_blob
 from .errors import OciError
 from .media import MAX_MANIFEST_BYTES, Descriptor
-from .reference import SHA256_DIGEST
 from .tarheaders import BoundedTarInfo
 
 LAYOUT_VERSION: Final = "1.0.0"

@@ -21,6 +21,8 @@ from typing import Final
 
 from aicert.verifier.progress import format_bytes
 
+from aicert.oci_reference import ImageReference
+
 from .archive import receive_layout
 from .blobs import Reader
 from .errors import OciError
@@ -37,7 +39,6 @@ from .media import (
     parse_index,
     parse_manifest,
 )
-from .reference import ImageReference
 from .registry import RegistryClient
 from .unpack import RootfsWriter
 

@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from aicert import oci_reference
+
 from .errors import OciError
-from .reference import check_digest
 
 MAX_MANIFEST_BYTES: Final = 4 * 1024 * 1024  # the distribution spec's recommended limit
 MAX_CONFIG_BYTES: Final = 8 * 1024 * 1024
@@ -104,6 +105,14 @@ class ImageConfig:
     cmd: tuple[str, ...]
     user: str
     diff_ids: tuple[str, ...]
+
+
+def check_digest(value: str, what: str) -> str:
+    """``value`` if it is a sha256 digest; otherwise the intake's own refusal."""
+    try:
+        return oci_reference.check_digest(value, what)
+    except oci_reference.ImageReferenceError as exc:
+        raise OciError(exc.message) from None
 
 
 def _load(data: bytes, limit: int, what: str) -> Mapping[str, Any]:

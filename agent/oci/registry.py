@@ -24,6 +24,8 @@ from http.client import HTTPResponse
 from pathlib import Path
 from typing import IO, Any, Final
 
+from aicert.oci_reference import ImageReference
+
 from .blobs import check_end, read_blob, receive_blob
 from .errors import OciError
 from .media import (
@@ -34,7 +36,6 @@ from .media import (
     media_type_of,
     parse_index,
 )
-from .reference import ImageReference
 
 TIMEOUT: Final = 120.0
 MAX_TOKEN_BYTES: Final = 64 * 1024

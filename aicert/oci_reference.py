@@ -3,6 +3,9 @@
 The registry must be named (no implicit Docker Hub), the digest is required (a tag
 alone names bytes that can change), and the name follows the distribution spec's
 repository grammar. ``docker.io`` is reached at ``registry-1.docker.io``.
+
+Shared by the builder (the job file names an image) and the agent (it pulls one), so it
+lives beside them, not in either.
 """
 
 from __future__ import annotations
@@ -11,7 +14,12 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from .errors import OciError
+from aicert.verifier.errors import FormatError
+
+
+class ImageReferenceError(FormatError):
+    """An image reference that does not name one image by digest."""
+
 
 MAX_REFERENCE: Final = 1024
 # The distribution spec's repository name: path components of lowercase alphanumerics
@@ -57,41 +65,43 @@ def check_digest(value: str, what: str) -> str:
     """``value`` if it is ``sha256:`` and 64 lowercase hex digits; other algorithms are
     refused (the measurement is SHA-256)."""
     if not SHA256_DIGEST.fullmatch(value):
-        raise OciError(f"{what} must be sha256: and 64 lowercase hex digits, not {value[:80]!r}")
+        raise ImageReferenceError(
+            f"{what} must be sha256: and 64 lowercase hex digits, not {value[:80]!r}"
+        )
     return value
 
 
 def parse_reference(text: str) -> ImageReference:
-    """Parse ``text``; an :class:`OciError` saying what is wrong and what to write instead."""
+    """Parse ``text``; an :class:`ImageReferenceError` saying what is wrong and what to write."""
     if not text or len(text) > MAX_REFERENCE or not text.isprintable() or " " in text:
-        raise OciError("an image reference is REGISTRY/NAME@sha256:DIGEST on one line")
+        raise ImageReferenceError("an image reference is REGISTRY/NAME@sha256:DIGEST on one line")
     if "://" in text:
-        raise OciError(
+        raise ImageReferenceError(
             f"image {text!r}: write the reference without a scheme (REGISTRY/NAME@sha256:DIGEST)"
         )
     name, at, digest = text.partition("@")
     if not at:
-        raise OciError(
+        raise ImageReferenceError(
             f"image {text!r} has no digest: pulls are by digest only; "
             "write REGISTRY/NAME@sha256:DIGEST (skopeo inspect shows the digest of a tag)"
         )
     check_digest(digest, f"the digest of image {name!r}")
     registry, slash, path = name.partition("/")
     if not slash or not ("." in registry or ":" in registry or registry == "localhost"):
-        raise OciError(
+        raise ImageReferenceError(
             f"image {text!r} does not name its registry: write e.g. "
             f"docker.io/{name if slash else 'library/' + name}@{digest}"
         )
     if not _HOST.fullmatch(registry):
-        raise OciError(f"image {text!r}: {registry!r} is not a registry host[:port]")
+        raise ImageReferenceError(f"image {text!r}: {registry!r} is not a registry host[:port]")
     tag = ""
     last = path.rsplit("/", 1)[-1]
     if ":" in last:
         path, tag = path.rsplit(":", 1)
         if not TAG.fullmatch(tag):
-            raise OciError(f"image {text!r}: {tag!r} is not a valid tag")
+            raise ImageReferenceError(f"image {text!r}: {tag!r} is not a valid tag")
     if not REPOSITORY.fullmatch(path) or len(path) > 255:
-        raise OciError(
+        raise ImageReferenceError(
             f"image {text!r}: {path!r} is not a repository name "
             "(lowercase letters, digits and separators . _ - /)"
         )
