@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import azure_capture
 import pytest
 from aicert.builder.platforms.local.ca import LocalCa
 from aicert.verifier.ak_chain import (
@@ -499,3 +500,25 @@ def test_mutated_leaf_raises_only_project_errors(pki: Pki, edits: list[tuple[int
     except (FormatError, AkChainError, AkMismatchError):
         return
     assert bytes(der) == pki.leaf.der
+
+
+# --------------------------------------------------------------------------- real Azure leaf
+
+
+def test_real_ca03_leaf_without_aia_chains_offline_through_the_bundled_intermediate() -> None:
+    """A genuine Azure AK certificate of the older hierarchy, as a host presents it alone."""
+    leaf_der = azure_capture.ak_certificate()
+    leaf = x509.load_der_x509_certificate(leaf_der)
+    assert leaf.issuer.rfc4514_string() == "CN=Global Virtual TPM CA - 03"
+    with pytest.raises(x509.ExtensionNotFound):
+        leaf.extensions.get_extension_for_class(x509.AuthorityInformationAccess)
+    other_key = ak_public(_rsa())
+    at = datetime.datetime(2026, 8, 1, tzinfo=UTC)
+    # The key check runs only once the chain verified: a mismatch proves the chain passed.
+    with pytest.raises(AkMismatchError, match=r"TrustedVM\.Azure\.windows\.net"):
+        verify_ak_chain(leaf_der, [], bundled_roots(), at, other_key)
+    # Outside the leaf's validity, or under another root, the same leaf does not chain.
+    with pytest.raises(AkChainError, match="does not chain"):
+        verify_ak_chain(leaf_der, [], bundled_roots(), at.replace(year=2027, month=5), other_key)
+    with pytest.raises(AkChainError, match="does not chain"):
+        verify_ak_chain(leaf_der, [], [make_root().cert], at, other_key)
