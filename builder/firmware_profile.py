@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 from aicert.builder.platforms.local import qemu
@@ -23,7 +24,12 @@ from aicert.builder.recipe import load_recipe
 from aicert.verifier.errors import InputError
 from aicert.verifier.firmware_replay import check_event_digests, replay, verify_against_pcrs
 from aicert.verifier.pcr import SHA256
-from aicert.verifier.platform_profile import FIRMWARE_PCRS, PlatformProfile
+from aicert.verifier.platform_profile import (
+    FIRMWARE_PCRS,
+    PlatformProfile,
+    Provenance,
+    single_variant_profile,
+)
 from aicert.verifier.tcg_log import parse_event_log
 
 from aicert.readiness_line import ReadinessReport
@@ -60,14 +66,12 @@ def profile_from_report(report: ReadinessReport, vm: qemu.Vm, image: Path) -> Pl
         "virtio-blk-pci (bootindex 0), virtio-blk-pci scratch disk (blank, serial "
         f"{qemu.SCRATCH_SERIAL}), virtio-net-pci with romfile= (no option ROM)"
     )
-    return PlatformProfile(
-        name="qemu",
-        description=(
-            "QEMU q35 + OVMF (Debian ovmf, OVMF_CODE_4M.fd) + swtpm CRB TPM, "
-            "direct UKI boot, Secure Boot off"
-        ),
-        obtained=obtained,
-        pcrs=pcrs,
+    return single_variant_profile(
+        "qemu",
+        "QEMU q35 + OVMF (Debian ovmf, OVMF_CODE_4M.fd) + swtpm CRB TPM, "
+        "direct UKI boot, Secure Boot off",
+        pcrs,
+        Provenance(datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), obtained),
         firmware_log=True,
     )
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from .platform_profile import PcrMatch
 from .provenance import TrainingProvenance
 from .verify import LOCAL_TEST_PLATFORM, Report, Status
 
@@ -36,6 +37,9 @@ def render_text(report: Report, certificate: Path, *, color: bool) -> str:
         lines += [f"Linked chain   {chain}: reaches {reach}"]
     if report.pcr_sources:
         lines += ["", *_pcr_lines(report)]
+    if report.profile_matches:
+        lines += ["", "Platform profile (the accepted variant each firmware PCR matched)"]
+        lines += [f"  {m.describe()}" for m in report.profile_matches]
     if report.provenance is not None:
         lines += ["", *_provenance_lines(report.provenance)]
     lines.append("")
@@ -84,6 +88,18 @@ def _pcr_lines(report: Report) -> list[str]:
     return lines
 
 
+def _match_json(match: PcrMatch) -> dict[str, Any]:
+    if match.skipped is not None:
+        return {"pcr": match.pcr, "status": Status.SKIPPED.value, "reason": match.skipped}
+    provenance = match.provenance.to_json() if match.provenance else None
+    return {
+        "pcr": match.pcr,
+        "status": Status.PASSED.value,
+        "variant": match.variant,
+        "provenance": provenance,
+    }
+
+
 def render_json(report: Report, certificate: Path) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "certificate": str(certificate),
@@ -112,6 +128,7 @@ def render_json(report: Report, certificate: Path) -> dict[str, Any]:
             ],
             "reaches_training": report.reaches_training,
         },
+        "platform_profile": [_match_json(m) for m in report.profile_matches],
         "provenance": report.provenance.to_statement() if report.provenance else None,
         "error": None,
     }

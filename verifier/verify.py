@@ -44,7 +44,7 @@ from .file_subjects import file_subjects, plain_sha256s
 from .firmware_replay import check_event_digests, verify_against_pcrs
 from .image_identity import check_image_identity
 from .pcr import QUOTED_PCRS, SHA256
-from .platform_profile import PlatformProfile, check_profile
+from .platform_profile import PcrMatch, PlatformProfile, check_profile
 from .provenance import TrainingProvenance, parse_statement
 from .quote import verify_pcr_digest, verify_quote_signature
 from .statement_match import match_statement
@@ -144,6 +144,8 @@ class Report:
     """This certificate and those it links, to where the chain ends (evaluations check)."""
     reaches_training: bool | None = None
     """Whether that chain ends in a training run; None until the evaluations check ran."""
+    profile_matches: tuple[PcrMatch, ...] = ()
+    """Per profile PCR: the variant that matched, or SKIPPED as per-VM (platform-profile check)."""
 
     @property
     def ok(self) -> bool:
@@ -161,6 +163,7 @@ class _State:
     root_of_trust: RootOfTrust | None = None
     lineage: tuple[Link, ...] = ()
     reaches_training: bool | None = None
+    profile_matches: tuple[PcrMatch, ...] = ()
     _ak: TpmPublic | None = None
     _attest: Attest | None = None
 
@@ -191,6 +194,7 @@ class _State:
             self.root_of_trust,
             self.lineage,
             self.reaches_training,
+            self.profile_matches,
         )
 
 
@@ -348,7 +352,7 @@ def _firmware_log(state: _State) -> str | tuple[Status, str]:
                 f"the certificate carries no firmware event log, but platform profile "
                 f"{profile.name!r} gives one: the log was removed"
             )
-        unchecked = _unchecked_without_log(state, profile.pcrs)
+        unchecked = _unchecked_without_log(state, profile.checked_pcrs)
         return Status.SKIPPED, (
             f"platform profile {profile.name!r} declares no firmware event log: "
             f"PCRs {_ranges(unchecked)} are checked against nothing"
@@ -506,9 +510,16 @@ def _platform(state: _State) -> str | tuple[Status, str]:
     profile = state.policy.platform_profile
     if profile is None:
         return Status.SKIPPED, "no --platform-profile: firmware PCRs only replayed from the log"
-    check_profile(profile, state.cert.tpm.pcrs)
-    state.enforce(profile.pcrs, f"platform profile {profile.name!r}")
-    return f"PCRs {_ranges(sorted(profile.pcrs))} equal platform profile {profile.name!r}"
+    matches = check_profile(profile, state.cert.tpm.pcrs)
+    state.profile_matches = tuple(matches)
+    for match in matches:
+        if match.skipped is None:
+            state.enforce([match.pcr], f"platform profile {profile.name!r} variant {match.variant}")
+        else:
+            state.enforce([match.pcr], f"SKIPPED by platform profile {profile.name!r}: per-VM")
+    checked = [m.describe() for m in matches if m.skipped is None]
+    skipped = [m.describe() for m in matches if m.skipped is not None]
+    return f"platform profile {profile.name!r}: " + "; ".join(checked + skipped)
 
 
 def _weights(state: _State) -> str | tuple[Status, str]:
