@@ -13,6 +13,7 @@ from .environment_cli import environment_command
 from .image_cli import COMMANDS as IMAGE_COMMANDS
 from .platforms.azure.cli import deploy, destroy_command
 from .profile_cli import profile_group
+from .publish_cli import maintainer_key_command, publish_command
 from .run_cli import run_command
 
 
@@ -33,6 +34,8 @@ for _command in (
     deploy,
     destroy_command,
     profile_group,
+    publish_command,
+    maintainer_key_command,
 ):
     main.add_command(_command)
 

@@ -108,6 +108,24 @@ ROWS: list[Row] = [
     ("aicert-verify", lambda f: [f["garbage.json"], "--uki", f["garbage.json"]], 3),
     ("aicert-verify", lambda f: [f["garbage.json"], "--platform-profile", f["dir"]], 3),
     ("aicert-verify", lambda f: [f["garbage.json"], "--platform-profile", "nope"], 3),
+    ("aicert-verify", lambda f: [f["garbage.json"], "--reference", f["garbage.json"]], 2),
+    ("aicert-verify", lambda f: [f["garbage.json"], "--maintainer-key", f["text.pem"]], 2),
+    (
+        "aicert-verify",
+        lambda f: [f["garbage.json"], "--reference", f["dir"], "--maintainer-key", f["text.pem"]],
+        3,
+    ),
+    (
+        "aicert-verify",
+        lambda f: [
+            f["garbage.json"],
+            "--reference",
+            f["garbage.json"],
+            "--maintainer-key",
+            f["huge"],
+        ],
+        3,
+    ),
     # aicert-verify digest
     ("aicert-verify", lambda f: ["digest", "--shard-size", "1", f["code"]], 2),
     ("aicert-verify", lambda f: ["digest", "--workers", "0", f["code"]], 2),
@@ -160,6 +178,15 @@ ROWS: list[Row] = [
     ("aicert-build", lambda f: ["profile", "capture", f["missing.json"], "--name", "x"], 3),
     ("aicert-build", lambda f: ["profile", "capture", f["garbage.json"], "--name", "x"], 3),
     ("aicert-build", lambda f: ["profile", "capture", f["garbage.json"]], 2),
+    ("aicert-build", lambda f: ["profile", "capture", f["garbage.json"], "--per-vm", "6"], 2),
+    ("aicert-build", lambda f: ["profile", "migrate", f["garbage.json"]], 3),
+    ("aicert-build", lambda f: ["profile", "migrate", f["missing.json"]], 3),
+    # aicert-build publish, maintainer-key
+    ("aicert-build", lambda f: ["publish", "--key", f["text.pem"]], 2),
+    ("aicert-build", lambda f: ["publish", "--key", f["text.pem"], "--recipe", f["code"]], 3),
+    ("aicert-build", lambda f: ["publish", "--key", f["text.pem"], "--profile", f["fifo"]], 3),
+    ("aicert-build", lambda f: ["publish", "--key", f["text.pem"], "--valid-days", "0"], 2),
+    ("aicert-build", lambda f: ["maintainer-key", f["garbage.json"]], 3),
     ("aicert-build", lambda _f: ["no-such-command"], 2),
     # aicert-agent
     ("aicert-agent", lambda f: ["serve", "--intermediates", f["missing"]], 3),

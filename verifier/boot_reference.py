@@ -60,7 +60,14 @@ def reference_from_uki(path: Path) -> BootReference:
 
 def reference_from_recipe(path: Path) -> BootReference:
     """The PCRs that ``aicert-build image`` predicted into recipe.json's ``expected_pcrs``."""
-    doc = parse_json(read_input_file(path, "recipe", MAX_RECIPE_BYTES), f"recipe {path}")
+    return reference_from_recipe_bytes(
+        read_input_file(path, "recipe", MAX_RECIPE_BYTES), str(path), path.name
+    )
+
+
+def reference_from_recipe_bytes(data: bytes, path: str, name: str | None = None) -> BootReference:
+    """:func:`reference_from_recipe` of bytes already read (e.g. from a reference bundle)."""
+    doc = parse_json(data, f"recipe {path}")
     if not isinstance(doc, Mapping):
         raise FormatError(f"recipe {path} must be a JSON object")
     expected = doc.get("expected_pcrs")
@@ -71,7 +78,7 @@ def reference_from_recipe(path: Path) -> BootReference:
     inputs = doc.get("inputs")
     profile = inputs.get("profile", "") if isinstance(inputs, Mapping) else ""
     return BootReference(
-        source=f"recipe {path.name}",
+        source=f"recipe {name or path}",
         pcrs=_hex_pcrs(expected.get("pcrs"), BOOT_PCRS, f"{where}.pcrs"),
         profile=profile if isinstance(profile, str) else "",
         secure_boot_pcrs=_hex_pcrs(secure, tuple(secure), f"{where}.secure_boot_pcrs")

@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import NoReturn
 
@@ -20,14 +21,15 @@ from aicert import __version__
 
 from .ak_chain import bundled_roots
 from .bom import export_cyclonedx
-from .boot_reference import reference_from_recipe, reference_from_uki
+from .boot_reference import BootReference, reference_from_recipe, reference_from_uki
 from .certificate import load_certificate
 from .cli_params import nonce_value
 from .cli_runner import AicertGroup, ReportedError, run_cli, use_color
 from .digest_cli import digest_command
 from .errors import EXIT_CODES, InputError
 from .input_file import MAX_PEM_BYTES, read_input_file
-from .platform_profile import bundled_profile_names, load_profile
+from .platform_profile import PlatformProfile, bundled_profile_names, load_profile
+from .reference_bundle import ReferenceBundle, load_bundle
 from .report import render_json, render_text
 from .verify import Policy, Status, verify_certificate
 from .weights import tree_digest_of
@@ -93,8 +95,21 @@ def cli(verbose: bool) -> None:
 @click.option(
     "--platform-profile",
     metavar="NAME|FILE",
-    help="Firmware reference profile: PCRs 0-3 and 7, and whether the platform gives a "
-    "firmware event log (bundled: " + (", ".join(bundled_profile_names()) or "none") + ").",
+    help="Firmware reference profile: accepted variants of PCRs 0-3, 6, 7, and whether the "
+    "platform gives a firmware event log (bundled: "
+    + (", ".join(bundled_profile_names()) or "none")
+    + "). With --reference, NAME is one of the bundle's profiles.",
+)
+@click.option(
+    "--reference",
+    type=click.Path(path_type=Path),
+    help="Signed reference bundle (aicert-build publish): recipe and platform profiles from "
+    "the maintainers; its signature and expiry are checked before any value is used.",
+)
+@click.option(
+    "--maintainer-key",
+    type=click.Path(path_type=Path),
+    help="PEM public key (ECDSA P-256) the --reference bundle must be signed with.",
 )
 @click.option(
     "--trust-root",
@@ -152,6 +167,8 @@ def verify(
     uki: Path | None,
     any_image: bool,
     platform_profile: str | None,
+    reference: Path | None,
+    maintainer_key: Path | None,
     trust_roots: Sequence[Path],
     nonce: str | None,
     inputs: Sequence[str],
@@ -167,18 +184,28 @@ def verify(
     """
     if sum(x is not None for x in (recipe, uki)) + any_image > 1:
         raise click.UsageError("give at most one of --recipe, --uki and --any-image")
+    if (reference is None) != (maintainer_key is None):
+        raise click.UsageError("--reference and --maintainer-key go together")
+    bundle = load_bundle(reference, maintainer_key) if reference and maintainer_key else None
     if recipe is not None:
-        reference = reference_from_recipe(recipe)
+        boot = reference_from_recipe(recipe)
     elif uki is not None:
-        reference = reference_from_uki(uki)
+        boot = reference_from_uki(uki)
+    elif bundle is not None and not any_image:
+        boot = _bundle_recipe(bundle)
     else:
-        reference = None
+        boot = None
+    profile: PlatformProfile | None
+    if bundle is not None and platform_profile:
+        profile = bundle.profile(platform_profile)
+    else:
+        profile = load_profile(platform_profile) if platform_profile else None
     policy = Policy(
         trust_roots=(*bundled_roots(), *(load_root(p) for p in trust_roots)),
         expected_nonce=nonce,
-        boot_reference=reference,
+        boot_reference=boot,
         accept_any_image=any_image,
-        platform_profile=load_profile(platform_profile) if platform_profile else None,
+        platform_profile=profile,
         weights_path=weights,
         tree_digest=tree_digest_of,
         linked_certificates=tuple(linked_certificates),
@@ -198,6 +225,12 @@ def verify(
     if export_bom is not None and report.provenance is not None:
         export_cyclonedx(report.provenance, certificate, export_bom[1])
         click.echo(f"wrote CycloneDX ML-BOM to {export_bom[1]}", err=True)
+
+
+def _bundle_recipe(bundle: ReferenceBundle) -> BootReference:
+    if bundle.recipe is None:
+        raise InputError(f"{bundle.describe()} carries no recipe: pass --recipe or --uki")
+    return replace(bundle.recipe, source=f"recipe.json of {bundle.describe()}")
 
 
 def _named_paths(values: Sequence[str], option: str) -> dict[str, Path]:

@@ -89,7 +89,13 @@ def sign_envelope(
     return Envelope(payload_type, payload, (Signature(keyid, sig),))
 
 
-def verify_envelope(envelope: Envelope, key: ec.EllipticCurvePublicKey, keyid: str) -> None:
+def verify_envelope(
+    envelope: Envelope,
+    key: ec.EllipticCurvePublicKey,
+    keyid: str,
+    *,
+    signer: str = "the agent key",
+) -> None:
     """Accept the envelope only if its one signature is ``keyid``'s and verifies under ``key``.
 
     Any further signature is refused, even a valid one: a generic DSSE consumer that
@@ -98,12 +104,12 @@ def verify_envelope(envelope: Envelope, key: ec.EllipticCurvePublicKey, keyid: s
     if len(envelope.signatures) != 1:
         raise EnvelopeSignatureError(
             f"the envelope has {len(envelope.signatures)} signatures; an aicert statement "
-            "carries exactly one, by the attested agent key"
+            f"carries exactly one, by {signer}"
         )
     signature = envelope.signatures[0]
     if signature.keyid != keyid:
         raise EnvelopeSignatureError(
-            f"the envelope is signed by {signature.keyid!r}, not by the agent key {keyid}"
+            f"the envelope is signed by {signature.keyid!r}, not by {signer} {keyid}"
         )
     try:
         key.verify(signature.sig, envelope.pae(), ec.ECDSA(hashes.SHA256()))

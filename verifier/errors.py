@@ -149,6 +149,12 @@ class PlatformProfileError(VerificationError):
     check = "platform-profile"
 
 
+class ReferenceBundleError(VerificationError):
+    """A reference bundle is not the maintainers' current one: wrong signature, expired."""
+
+    check = "reference-bundle"
+
+
 class InputDigestError(VerificationError):
     """An input file the auditor holds is not the one the certificate measured."""
 

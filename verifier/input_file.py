@@ -23,6 +23,7 @@ MAX_UKI_BYTES: Final = 512 * MIB
 MAX_PEM_BYTES: Final = 1 * MIB
 """A trust root, a Secure Boot certificate, an intermediate CA file."""
 MAX_PROFILE_BYTES: Final = 1 * MIB
+MAX_REFERENCE_BYTES: Final = 64 * MIB
 MAX_JOB_FILE_BYTES: Final = 1 * MIB
 
 _OPEN_FLAGS: Final = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
