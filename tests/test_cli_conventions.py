@@ -126,6 +126,12 @@ ROWS: list[Row] = [
         ],
         3,
     ),
+    ("aicert-verify", lambda f: [f["garbage.json"], "--ear", f["missing.json"]], 2),
+    (
+        "aicert-verify",
+        lambda f: [f["garbage.json"], "--ear", f["missing"], "--ear-key", f["text.pem"]],
+        3,
+    ),
     # aicert-verify digest
     ("aicert-verify", lambda f: ["digest", "--shard-size", "1", f["code"]], 2),
     ("aicert-verify", lambda f: ["digest", "--workers", "0", f["code"]], 2),

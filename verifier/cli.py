@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
@@ -26,6 +27,7 @@ from .certificate import load_certificate
 from .cli_params import nonce_value
 from .cli_runner import AicertGroup, ReportedError, run_cli, use_color
 from .digest_cli import digest_command
+from .ear import load_ear_key, write_ear
 from .errors import EXIT_CODES, InputError
 from .input_file import MAX_PEM_BYTES, read_input_file
 from .platform_profile import PlatformProfile, bundled_profile_names, load_profile
@@ -159,6 +161,17 @@ def cli(verbose: bool) -> None:
     metavar="cyclonedx FILE",
     help="After successful verification, write a CycloneDX 1.6 ML-BOM to FILE.",
 )
+@click.option(
+    "--ear",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write the result as an IETF RATS EAR (a JWT with AR4SI trustworthiness "
+    "vectors for boot, platform, training, evaluation), pass or fail; needs --ear-key.",
+)
+@click.option(
+    "--ear-key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="PEM private key (ECDSA P-256 or Ed25519) that signs the --ear token.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON report.")
 def verify(
     certificate: Path,
@@ -176,6 +189,8 @@ def verify(
     linked_certificates: Sequence[Path],
     require_training: bool,
     export_bom: tuple[str, Path] | None,
+    ear: Path | None,
+    ear_key: Path | None,
     as_json: bool,
 ) -> None:
     """Verify CERTIFICATE: AK chain, quote, binding, logs, boot PCRs and (optionally) weights.
@@ -186,6 +201,9 @@ def verify(
         raise click.UsageError("give at most one of --recipe, --uki and --any-image")
     if (reference is None) != (maintainer_key is None):
         raise click.UsageError("--reference and --maintainer-key go together")
+    if (ear is None) != (ear_key is None):
+        raise click.UsageError("--ear and --ear-key go together: aicert writes no unsigned EAR")
+    ear_signer = load_ear_key(ear_key) if ear_key is not None else None
     bundle = load_bundle(reference, maintainer_key) if reference and maintainer_key else None
     if recipe is not None:
         boot = reference_from_recipe(recipe)
@@ -214,6 +232,12 @@ def verify(
         results_paths=_named_paths(results, "--results"),
     )
     report = verify_certificate(load_certificate(certificate), policy)
+    if ear is not None and ear_signer is not None and not isinstance(report.error, InputError):
+        build = f"aicert-verify {__version__}"
+        write_ear(report, ear, ear_signer, datetime.now(UTC), build)
+        if report.error is None:
+            # A failure's one stderr line is its error; the EAR is written all the same.
+            click.echo(f"wrote attestation result (EAR) to {ear}", err=True)
     if as_json:
         click.echo(json.dumps(render_json(report, certificate), indent=2))
     elif not isinstance(report.error, InputError):
