@@ -259,8 +259,8 @@ def test_a_capture_added_after_a_firmware_update_is_the_variant_that_matches(
     assert "q35-2cpu, lab-1, host ovmf 2022.11" in pcr0.describe()
     assert report.pcr_sources[0].endswith("platform profile 'lab' variant 2")
     detail = next(r.detail for r in report.results if r.check == "platform-profile")
-    assert "PCR 0 variant 2" in detail
-    assert "PCR 7 variant 1" in detail
+    assert detail.startswith("PCRs 0-3,7 match platform profile 'lab' (variants: PCR 0 #2, ")
+    assert "PCR 7 #1" in detail
 
 
 def test_a_per_vm_pcr_is_skipped_with_its_reason_never_passed(
@@ -281,6 +281,9 @@ def test_a_per_vm_pcr_is_skipped_with_its_reason_never_passed(
     assert pcr6.variant is None
     assert pcr6.skipped == reason
     assert pcr6.describe() == f"PCR 6 SKIPPED: per-VM ({reason})"
+    detail = next(r.detail for r in report.results if r.check == "platform-profile")
+    assert detail.endswith(f"; PCR 6 SKIPPED: per-VM ({reason})")
+    assert "PCR 6 #" not in detail
     assert "SKIPPED by platform profile 'lab': per-VM" in report.pcr_sources[6]
     assert "platform profile 'lab' variant" not in report.pcr_sources[6]
     rendered = render_json(report, Path("c"))["platform_profile"]

@@ -517,9 +517,13 @@ def _platform(state: _State) -> str | tuple[Status, str]:
             state.enforce([match.pcr], f"platform profile {profile.name!r} variant {match.variant}")
         else:
             state.enforce([match.pcr], f"SKIPPED by platform profile {profile.name!r}: per-VM")
-    checked = [m.describe() for m in matches if m.skipped is None]
-    skipped = [m.describe() for m in matches if m.skipped is not None]
-    return f"platform profile {profile.name!r}: " + "; ".join(checked + skipped)
+    checked = [m for m in matches if m.skipped is None]
+    variants = ", ".join(f"PCR {m.pcr} #{m.variant}" for m in checked)
+    detail = (
+        f"PCRs {_ranges(m.pcr for m in checked)} match platform profile {profile.name!r} "
+        f"(variants: {variants})"
+    )
+    return "; ".join([detail, *(m.describe() for m in matches if m.skipped is not None)])
 
 
 def _weights(state: _State) -> str | tuple[Status, str]:
