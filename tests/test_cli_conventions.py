@@ -127,6 +127,16 @@ ROWS: list[Row] = [
         3,
     ),
     ("aicert-verify", lambda f: [f["garbage.json"], "--ear", f["missing.json"]], 2),
+    ("aicert-verify", lambda f: [f["garbage.json"], "--sigstore-issuer", "https://x"], 2),
+    (
+        "aicert-verify",
+        lambda f: [
+            *(f["garbage.json"], "--reference", f["garbage.json"]),
+            *("--sigstore-trust-root", f["huge"], "--sigstore-identity", "i"),
+            *("--sigstore-issuer", "https://x"),
+        ],
+        3,
+    ),
     (
         "aicert-verify",
         lambda f: [f["garbage.json"], "--ear", f["missing"], "--ear-key", f["text.pem"]],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ from aicert.verifier.cli import main as verify_main
 from aicert.verifier.dsse import sign_envelope
 from aicert.verifier.errors import FormatError, InputError, ReferenceBundleError
 from aicert.verifier.reference_bundle import key_id, verify_bundle
+from aicert.verifier.sigstore_bundle import SigstoreSigner, load_sigstore_bundle
 from certgen import IssuedCertificate, issue_certificate, recipe_outputs
 from click.testing import CliRunner
 from conftest import ProvisionedSwtpm
@@ -66,7 +68,7 @@ def _bundle(key: ec.EllipticCurvePrivateKey = KEY, days: int = 30) -> bytes:
 
 def test_a_published_bundle_verifies_and_carries_its_values() -> None:
     bundle = verify_bundle(_bundle(), "b.json", KEY.public_key(), NOW + timedelta(days=1))
-    assert bundle.keyid == key_id(KEY.public_key())
+    assert bundle.signer == f"maintainer key {key_id(KEY.public_key())[:16]}…"
     assert bundle.expires_on == NOW + timedelta(days=30)
     assert bundle.profile("lab").pcrs[0].variants[0].value == b"\x11" * 32
     assert bundle.recipe is not None
@@ -234,4 +236,75 @@ def test_publish_then_verify_with_the_bundle(
     assert out == ""
     code, _, err = _verify([cert, "--reference", str(bundle)], capsys)
     assert code == 2
+    assert "exactly one of --maintainer-key" in err
+
+
+# --------------------------------------------------------------------------- sigstore
+
+
+SIGSTORE = Path(__file__).parent / "data" / "sigstore"
+SIGSTORE_BUNDLE = SIGSTORE / "a.dsse.staging-rekor-v2.txt.sigstore.json"
+SIGNER = SigstoreSigner(
+    SIGSTORE / "staging-trusted_root.json",
+    "https://github.com/sigstore-conformance/extremely-dangerous-public-oidc-beacon/"
+    ".github/workflows/extremely-dangerous-oidc-beacon.yml@refs/heads/main",
+    "https://token.actions.githubusercontent.com",
+)
+
+
+def test_a_real_sigstore_bundle_verifies_offline_then_its_statement_is_judged() -> None:
+    # The signature, certificate chain, timestamp and inclusion proof pass; what it
+    # signed is SLSA provenance, not reference values, and is refused as such.
+    with pytest.raises(FormatError, match="not an in-toto statement of urn:aicert"):
+        load_sigstore_bundle(SIGSTORE_BUNDLE, SIGNER)
+
+
+def test_a_sigstore_bundle_of_another_identity_or_issuer_is_refused() -> None:
+    other = dataclasses.replace(SIGNER, identity="https://github.com/someone/else")
+    with pytest.raises(ReferenceBundleError, match=r"is refused: .*SAN"):
+        load_sigstore_bundle(SIGSTORE_BUNDLE, other)
+    other = dataclasses.replace(SIGNER, issuer="https://accounts.google.com")
+    with pytest.raises(ReferenceBundleError, match="OIDCIssuer does not match"):
+        load_sigstore_bundle(SIGSTORE_BUNDLE, other)
+
+
+def test_a_changed_sigstore_payload_is_refused(tmp_path: Path) -> None:
+    doc = json.loads(SIGSTORE_BUNDLE.read_bytes())
+    statement = json.loads(base64.b64decode(doc["dsseEnvelope"]["payload"]))
+    statement["subject"][0]["name"] = "b.txt"
+    doc["dsseEnvelope"]["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
+    changed = tmp_path / "changed.sigstore.json"
+    changed.write_text(json.dumps(doc))
+    with pytest.raises(ReferenceBundleError, match="is refused"):
+        load_sigstore_bundle(changed, SIGNER)
+
+
+def test_malformed_sigstore_input_is_one_line_of_bad_input(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text("{not json")
+    with pytest.raises(FormatError, match="not a sigstore bundle") as bundle_error:
+        load_sigstore_bundle(garbage, SIGNER)
+    with pytest.raises(FormatError, match=r"trust root .* is malformed") as root_error:
+        load_sigstore_bundle(SIGSTORE_BUNDLE, dataclasses.replace(SIGNER, trust_root=garbage))
+    for error in (bundle_error.value, root_error.value):
+        assert "\n" not in error.message
+
+
+def test_sigstore_options_on_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cert = tmp_path / "c.json"
+    cert.write_text("{}")
+    base = [str(cert), "--reference", str(SIGSTORE_BUNDLE)]
+    root = ["--sigstore-trust-root", str(SIGNER.trust_root)]
+    code, _, err = _verify([*base, *root], capsys)
+    assert code == 2
     assert "go together" in err
+    who = ["--sigstore-identity", SIGNER.identity, "--sigstore-issuer", SIGNER.issuer]
+    code, _, err = _verify([*base, *root, *who, "--maintainer-key", str(cert)], capsys)
+    assert code == 2
+    assert "exactly one of" in err
+    code, _, err = _verify([*base, *root, *who], capsys)
+    assert code == 3
+    assert err.count("\n") == 1
+    assert "not an in-toto statement of urn:aicert" in err

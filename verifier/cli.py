@@ -33,6 +33,7 @@ from .input_file import MAX_PEM_BYTES, read_input_file
 from .platform_profile import PlatformProfile, bundled_profile_names, load_profile
 from .reference_bundle import ReferenceBundle, load_bundle
 from .report import render_json, render_text
+from .sigstore_bundle import SigstoreSigner, load_sigstore_bundle
 from .verify import Policy, Status, verify_certificate
 from .weights import tree_digest_of
 
@@ -114,6 +115,22 @@ def cli(verbose: bool) -> None:
     help="PEM public key (ECDSA P-256) the --reference bundle must be signed with.",
 )
 @click.option(
+    "--sigstore-trust-root",
+    type=click.Path(path_type=Path),
+    help="Instead of --maintainer-key: the --reference bundle is a sigstore bundle, verified "
+    "offline against this trusted_root.json (needs aicert[sigstore]).",
+)
+@click.option(
+    "--sigstore-identity",
+    metavar="IDENTITY",
+    help="With --sigstore-trust-root: the signer identity its certificate must name.",
+)
+@click.option(
+    "--sigstore-issuer",
+    metavar="URL",
+    help="With --sigstore-trust-root: the OIDC issuer its certificate must name.",
+)
+@click.option(
     "--trust-root",
     "trust_roots",
     multiple=True,
@@ -182,6 +199,9 @@ def verify(
     platform_profile: str | None,
     reference: Path | None,
     maintainer_key: Path | None,
+    sigstore_trust_root: Path | None,
+    sigstore_identity: str | None,
+    sigstore_issuer: str | None,
     trust_roots: Sequence[Path],
     nonce: str | None,
     inputs: Sequence[str],
@@ -199,12 +219,25 @@ def verify(
     """
     if sum(x is not None for x in (recipe, uki)) + any_image > 1:
         raise click.UsageError("give at most one of --recipe, --uki and --any-image")
-    if (reference is None) != (maintainer_key is None):
-        raise click.UsageError("--reference and --maintainer-key go together")
+    sigstore = (sigstore_trust_root, sigstore_identity, sigstore_issuer)
+    if any(sigstore) and not all(sigstore):
+        raise click.UsageError(
+            "--sigstore-trust-root, --sigstore-identity and --sigstore-issuer go together"
+        )
+    signers = (maintainer_key is not None) + (sigstore_trust_root is not None)
+    if (reference is None and signers) or (reference is not None and signers != 1):
+        raise click.UsageError(
+            "--reference needs exactly one of --maintainer-key and --sigstore-trust-root"
+        )
     if (ear is None) != (ear_key is None):
         raise click.UsageError("--ear and --ear-key go together: aicert writes no unsigned EAR")
     ear_signer = load_ear_key(ear_key) if ear_key is not None else None
-    bundle = load_bundle(reference, maintainer_key) if reference and maintainer_key else None
+    bundle: ReferenceBundle | None = None
+    if reference is not None and maintainer_key is not None:
+        bundle = load_bundle(reference, maintainer_key)
+    elif reference is not None and sigstore_trust_root and sigstore_identity and sigstore_issuer:
+        signer = SigstoreSigner(sigstore_trust_root, sigstore_identity, sigstore_issuer)
+        bundle = load_sigstore_bundle(reference, signer)
     if recipe is not None:
         boot = reference_from_recipe(recipe)
     elif uki is not None:

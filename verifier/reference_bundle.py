@@ -52,7 +52,8 @@ class ReferenceBundle:
     """What a verified bundle vouches for, and who signed it until when."""
 
     source: str
-    keyid: str
+    signer: str
+    """Who signed it: the maintainer key's id, or the sigstore identity and issuer."""
     issued_on: datetime
     expires_on: datetime
     recipe: BootReference | None
@@ -60,7 +61,7 @@ class ReferenceBundle:
 
     def describe(self) -> str:
         return (
-            f"reference bundle {self.source} (maintainer key {self.keyid[:16]}…, "
+            f"reference bundle {self.source} (signed by {self.signer}, "
             f"expires {self.expires_on.strftime('%Y-%m-%dT%H:%M:%SZ')})"
         )
 
@@ -125,7 +126,13 @@ def verify_bundle(
         verify_envelope(envelope, maintainer_key, keyid, signer="the maintainer key")
     except EnvelopeSignatureError as exc:
         raise ReferenceBundleError(f"{where} is refused: {exc.message}") from None
-    statement = parse_json(envelope.payload, f"{where}: statement")
+    return verify_statement(envelope.payload, source, f"maintainer key {keyid[:16]}…", now)
+
+
+def verify_statement(payload: bytes, source: str, signer: str, now: datetime) -> ReferenceBundle:
+    """The values of a reference statement whose signature by ``signer`` was verified."""
+    where = f"reference bundle {source}"
+    statement = parse_json(payload, f"{where}: statement")
     if not isinstance(statement, Mapping):
         raise FormatError(f"{where}: the statement must be a JSON object")
     exact_members(statement, ("_type", "subject", "predicateType", "predicate"), where)
@@ -166,7 +173,7 @@ def verify_bundle(
             raise FormatError(f"{where}: profile {name!r} calls itself {profile.name!r}")
     return ReferenceBundle(
         source=source,
-        keyid=keyid,
+        signer=signer,
         issued_on=issued,
         expires_on=expires,
         recipe=reference_from_recipe_bytes(recipe, f"{RECIPE_NAME} of {where}")
