@@ -35,6 +35,7 @@ def _per_vm(
             raise click.BadParameter(
                 f"expected PCR=REASON (e.g. 6='per-VM on Azure'), got {value!r}"
             )
+        assert index is not None  # noqa: S101 - in PROFILE_PCRS
         declared.append((index, reason))
     return declared
 

@@ -195,6 +195,7 @@ ROWS: list[Row] = [
     ("aicert-build", lambda f: ["profile", "capture", f["garbage.json"], "--name", "x"], 3),
     ("aicert-build", lambda f: ["profile", "capture", f["garbage.json"]], 2),
     ("aicert-build", lambda f: ["profile", "capture", f["garbage.json"], "--per-vm", "6"], 2),
+    ("aicert-build", lambda f: ["profile", "capture", f["garbage.json"], "--per-vm", "4=x"], 2),
     ("aicert-build", lambda f: ["profile", "migrate", f["garbage.json"]], 3),
     ("aicert-build", lambda f: ["profile", "migrate", f["missing.json"]], 3),
     # aicert-build publish, maintainer-key
