@@ -27,6 +27,8 @@ from .cli_runner import AicertGroup, ReportedError, run_cli, use_color
 from .digest_cli import digest_command
 from .errors import EXIT_CODES, InputError
 from .input_file import MAX_PEM_BYTES, read_input_file
+from .nvidia_evidence import GpuPolicy, bundled_nvidia_roots
+from .nvidia_rim import MAX_RIM_BYTES, Rim, parse_rim
 from .platform_profile import bundled_profile_names, load_profile
 from .report import render_json, render_text
 from .verify import Policy, Status, verify_certificate
@@ -144,6 +146,32 @@ def cli(verbose: bool) -> None:
     metavar="cyclonedx FILE",
     help="After successful verification, write a CycloneDX 1.6 ML-BOM to FILE.",
 )
+@click.option(
+    "--gpu-rim",
+    "gpu_rims",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="NVIDIA RIM file (driver or VBIOS): GPU measurements must match it (repeatable).",
+)
+@click.option(
+    "--gpu-root",
+    "gpu_roots",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="PEM file of a GPU device root instead of the bundled NVIDIA Device Identity CA.",
+)
+@click.option(
+    "--require-gpus",
+    type=click.IntRange(min=0),
+    default=0,
+    metavar="N",
+    help="Refuse a certificate that records fewer than N GPUs.",
+)
+@click.option(
+    "--require-gpu-cc",
+    is_flag=True,
+    help="Refuse a GPU not in confidential-computing mode (off or DEVTOOLS).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON report.")
 def verify(
     certificate: Path,
@@ -159,6 +187,10 @@ def verify(
     linked_certificates: Sequence[Path],
     require_training: bool,
     export_bom: tuple[str, Path] | None,
+    gpu_rims: Sequence[Path],
+    gpu_roots: Sequence[Path],
+    require_gpus: int,
+    require_gpu_cc: bool,
     as_json: bool,
 ) -> None:
     """Verify CERTIFICATE: AK chain, quote, binding, logs, boot PCRs and (optionally) weights.
@@ -185,6 +217,12 @@ def verify(
         require_training=require_training,
         input_paths=_named_paths(inputs, "--input"),
         results_paths=_named_paths(results, "--results"),
+        gpu=GpuPolicy(
+            roots=tuple(load_root(p) for p in gpu_roots) or bundled_nvidia_roots(),
+            rims=tuple(_load_rim(p) for p in gpu_rims),
+            require_gpus=require_gpus,
+            require_cc=require_gpu_cc,
+        ),
     )
     report = verify_certificate(load_certificate(certificate), policy)
     if as_json:
@@ -211,6 +249,10 @@ def _named_paths(values: Sequence[str], option: str) -> dict[str, Path]:
 
 
 cli.add_command(digest_command)
+
+
+def _load_rim(path: Path) -> Rim:
+    return parse_rim(read_input_file(path, "GPU RIM", MAX_RIM_BYTES), path.name)
 
 
 def load_root(path: Path) -> x509.Certificate:

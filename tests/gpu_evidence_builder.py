@@ -1,0 +1,144 @@
+"""A stand-in GPU for tests: SPDM GET_MEASUREMENTS reports signed by a P-384 device chain.
+
+No CC-mode GPU is available to the tests, so this builds evidence in exactly the layout
+of NVIDIA's published Hopper sample (tests/data/nvidia/), under a device CA of its own;
+the verifier is then given that CA as its GPU root.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+from dataclasses import dataclass, field
+
+from aicert.agent.gpu_attestation import RawEvidence
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.x509.oid import NameOID
+
+DRIVER = "550.90.07"
+VBIOS = "96.00.9F.00.01"
+VBIOS_FIELD = bytes([0x00, 0x9F, 0x00, 0x96, 0x01, 0x00, 0x00, 0x00])
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _cert(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: str,
+    signer: ec.EllipticCurvePrivateKey,
+    *,
+    ca: bool,
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(_name(issuer))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=365))
+    )
+    if ca:
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+    return builder.sign(signer, hashes.SHA384())
+
+
+@dataclass
+class FakeDeviceCa:
+    root_key: ec.EllipticCurvePrivateKey = field(
+        default_factory=lambda: ec.generate_private_key(ec.SECP384R1())
+    )
+
+    def __post_init__(self) -> None:
+        self.root = _cert(
+            "Test GPU Device Root", self.root_key, "Test GPU Device Root", self.root_key, ca=True
+        )
+        self.ica_key = ec.generate_private_key(ec.SECP384R1())
+        self.ica = _cert(
+            "Test GH100 ICA", self.ica_key, "Test GPU Device Root", self.root_key, ca=True
+        )
+
+    def device(self) -> tuple[ec.EllipticCurvePrivateKey, tuple[bytes, ...]]:
+        key = ec.generate_private_key(ec.SECP384R1())
+        leaf = _cert("Test GH100 GSP FMC LF", key, "Test GH100 ICA", self.ica_key, ca=False)
+        chain = (leaf, self.ica, self.root)
+        return key, tuple(c.public_bytes(serialization.Encoding.DER) for c in chain)
+
+
+def measurement_values(count: int = 8) -> list[bytes]:
+    return [hashlib.sha384(f"measurement {i}".encode()).digest() for i in range(1, count + 1)]
+
+
+def spdm_report(
+    key: ec.EllipticCurvePrivateKey,
+    nonce: bytes,
+    measurements: list[bytes],
+    *,
+    driver: str = DRIVER,
+    vbios: bytes = VBIOS_FIELD,
+) -> bytes:
+    request = bytes([0x11, 0xE0, 0x01, 0xFF]) + nonce + b"\x00"
+    record = b""
+    for i, value in enumerate(measurements, start=1):
+        dmtf = bytes([0x01]) + len(value).to_bytes(2, "little") + value
+        record += bytes([i, 0x01]) + len(dmtf).to_bytes(2, "little") + dmtf
+    opaque = b""
+    for field_type, data in ((3, driver.encode() + b"\x00"), (6, vbios)):
+        opaque += field_type.to_bytes(2, "little") + len(data).to_bytes(2, "little") + data
+    response = (
+        bytes([0x11, 0x60, 0x00, 0x00, len(measurements)])
+        + len(record).to_bytes(3, "little")
+        + record
+        + hashlib.sha256(b"response nonce").digest()
+        + len(opaque).to_bytes(2, "little")
+        + opaque
+    )
+    der = key.sign(request + response, ec.ECDSA(hashes.SHA384()))
+    r, s = decode_dss_signature(der)
+    return request + response + r.to_bytes(48, "big") + s.to_bytes(48, "big")
+
+
+@dataclass
+class FakeEvidenceSource:
+    """Answers like NVIDIA's verifier over NVML would, for the GPUs given."""
+
+    ca: FakeDeviceCa
+    uuids: tuple[str, ...]
+    measurements: list[bytes] = field(default_factory=measurement_values)
+    answer_nonce: bytes | None = None
+    result: bool = True
+    name: str = "nv-local-gpu-verifier"
+
+    def collect(self, nonce: bytes) -> list[RawEvidence]:
+        found = []
+        for uuid in self.uuids:
+            key, chain = self.ca.device()
+            report = spdm_report(key, self.answer_nonce or nonce, self.measurements)
+            found.append(RawEvidence(uuid, report, chain))
+        return found
+
+    def verdict(self, nonce: bytes) -> bool:
+        return self.result
+
+
+def rim_xml(values: list[bytes], version: str = VBIOS) -> bytes:
+    """A VBIOS RIM in NVIDIA's SWID layout (unsigned) giving ``values`` as golden."""
+    resources = "".join(
+        f'<ns0:Resource type="Measurement" index="{i}" active="True" alternatives="1" '
+        f'ns2:Hash0="{v.hex()}" name="m{i}" size="48"/>'
+        for i, v in enumerate(values, start=0)
+    )
+    return (
+        '<SoftwareIdentity xmlns="http://standards.iso.org/iso/19770/-2/2015/schema.xsd" '
+        'xmlns:ns0="http://standards.iso.org/iso/19770/-2/2015/schema.xsd" '
+        'xmlns:ns2="http://www.w3.org/2001/04/xmlenc#sha384" name="GH100" tagId="t" '
+        f'version="1.0"><ns0:Meta colloquialVersion="{version}"/>'
+        f"<ns0:Payload>{resources}</ns0:Payload></SoftwareIdentity>"
+    ).encode()

@@ -1,0 +1,323 @@
+"""NVIDIA GPU attestation: the SPDM report parser, the device chain, the signature, the
+session nonce, RIM measurements and the CC policy, on NVIDIA's published Hopper sample
+and on evidence of a stand-in device CA."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+from pathlib import Path
+
+import pytest
+from aicert.agent.gpu_attestation import GpuAttestationError, attest_gpus
+from aicert.agent.gpu_inventory import GpuInfo
+from aicert.verifier.errors import (
+    FormatError,
+    GpuCcModeError,
+    GpuChainError,
+    GpuEvidenceError,
+    GpuMeasurementError,
+    GpuMissingError,
+    GpuNonceError,
+    GpuSignatureError,
+)
+from aicert.verifier.gpu import GpuAttestation, GpuRecord, gpu_nonce, parse_gpus
+from aicert.verifier.nvidia_evidence import (
+    GpuPolicy,
+    bundled_nvidia_roots,
+    check_evidence,
+    check_gpus,
+    vbios_version,
+    verify_device_chain,
+)
+from aicert.verifier.nvidia_rim import parse_rim
+from aicert.verifier.spdm import parse_attestation_report
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from gpu_evidence_builder import (
+    DRIVER,
+    VBIOS,
+    FakeDeviceCa,
+    FakeEvidenceSource,
+    measurement_values,
+    rim_xml,
+    spdm_report,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+NVIDIA = Path(__file__).parent / "data" / "nvidia"
+SAMPLE_REPORT = bytes.fromhex((NVIDIA / "hopperAttestationReport.txt").read_text().strip())
+SAMPLE_CHAIN = tuple(
+    c.public_bytes(serialization.Encoding.DER)
+    for c in x509.load_pem_x509_certificates((NVIDIA / "hopperCertChain.txt").read_bytes())
+)
+SAMPLE_NONCE = bytes.fromhex("931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb")
+NOW = datetime.datetime(2026, 12, 3, tzinfo=datetime.UTC)
+SESSION_NONCE = "ab" * 16
+AGENT_KEY = "cd" * 32
+UUID = "GPU-5f1c3b2a-8d41-4c7e-9a3b-0e2f6d7c8a91"
+
+
+def _record(report: bytes, chain: tuple[bytes, ...], nonce: bytes, cc: str = "on") -> GpuRecord:
+    return GpuRecord(
+        "NVIDIA H100 80GB HBM3",
+        UUID,
+        DRIVER,
+        VBIOS,
+        cc,
+        GpuAttestation(nonce.hex(), report, chain, "nv-local-gpu-verifier", True),
+    )
+
+
+SAMPLE = _record(SAMPLE_REPORT, SAMPLE_CHAIN, SAMPLE_NONCE)
+
+
+def _check(record: GpuRecord, nonce: bytes, policy: GpuPolicy) -> None:
+    assert record.attestation is not None
+    check_evidence(record, record.attestation, nonce, policy, NOW)
+
+
+NVIDIA_POLICY = GpuPolicy(bundled_nvidia_roots())
+
+
+# ----------------------------------------------------------------------- NVIDIA's sample
+
+
+def test_the_sample_report_parses() -> None:
+    report = parse_attestation_report(SAMPLE_REPORT)
+    assert report.request_nonce == SAMPLE_NONCE
+    assert len(report.measurements) == 64
+    assert all(len(b.value) == 48 for b in report.measurements)
+    assert report.opaque_text(3) == "550.90.07"
+    assert vbios_version(report) == "96.00.9F.00.01"
+    assert report.signed == SAMPLE_REPORT[:-96]
+
+
+def test_the_sample_verifies_to_nvidias_bundled_root() -> None:
+    leaf = verify_device_chain(SAMPLE_CHAIN, bundled_nvidia_roots(), NOW, UUID)
+    assert "GSP FMC LF" in leaf.subject.rfc4514_string()
+    _check(SAMPLE, SAMPLE_NONCE, NVIDIA_POLICY)
+
+
+def test_the_sample_answers_another_nonce_than_a_session_s() -> None:
+    with pytest.raises(GpuNonceError, match="answers nonce 931d8dd0"):
+        check_gpus([SAMPLE], NVIDIA_POLICY, SESSION_NONCE, AGENT_KEY, NOW)
+
+
+def test_a_chain_to_another_root_is_refused() -> None:
+    other = FakeDeviceCa()
+    with pytest.raises(GpuChainError, match="not at a trusted NVIDIA device root"):
+        verify_device_chain(SAMPLE_CHAIN, (other.root,), NOW, UUID)
+    # The chain without NVIDIA's root, offered to another root, is refused the same way.
+    with pytest.raises(GpuChainError):
+        verify_device_chain(SAMPLE_CHAIN[:-1], (other.root,), NOW, UUID)
+
+
+def test_a_chain_with_a_foreign_link_is_refused() -> None:
+    ca = FakeDeviceCa()
+    _, fake = ca.device()
+    spliced = (fake[0], *SAMPLE_CHAIN[1:])
+    with pytest.raises(GpuChainError, match="not issued by"):
+        verify_device_chain(spliced, bundled_nvidia_roots(), NOW, UUID)
+
+
+def test_a_changed_byte_breaks_the_signature() -> None:
+    tampered = bytearray(SAMPLE_REPORT)
+    tampered[200] ^= 0x01  # inside a measurement
+    record = _record(bytes(tampered), SAMPLE_CHAIN, SAMPLE_NONCE)
+    with pytest.raises(GpuSignatureError):
+        _check(record, SAMPLE_NONCE, NVIDIA_POLICY)
+
+
+def test_a_rim_for_another_vbios_does_not_match_the_sample() -> None:
+    rim = parse_rim((NVIDIA / "1010_0200_882_96005E0001_PROD.swidtag").read_bytes(), "vbios")
+    assert rim.version == "96.00.5E.00.01"
+    policy = GpuPolicy(bundled_nvidia_roots(), rims=(rim,))
+    with pytest.raises(GpuMeasurementError, match="not a golden value"):
+        _check(SAMPLE, SAMPLE_NONCE, policy)
+
+
+def test_a_rim_built_from_the_sample_matches() -> None:
+    values = [b.value for b in parse_attestation_report(SAMPLE_REPORT).measurements]
+    policy = GpuPolicy(bundled_nvidia_roots(), rims=(parse_rim(rim_xml(values), "own"),))
+    _check(SAMPLE, SAMPLE_NONCE, policy)
+
+
+def test_versions_that_disagree_with_the_statement_are_refused() -> None:
+    record = GpuRecord("H100", UUID, "535.1", VBIOS, "on", SAMPLE.attestation)
+    with pytest.raises(GpuEvidenceError, match=r"names driver 550\.90\.07"):
+        check_evidence(record, SAMPLE.attestation, SAMPLE_NONCE, NVIDIA_POLICY, NOW)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- parser properties
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, len(SAMPLE_REPORT) - 1))
+def test_every_truncation_is_a_format_error(cut: int) -> None:
+    with pytest.raises(FormatError):
+        parse_attestation_report(SAMPLE_REPORT[:cut])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, len(SAMPLE_REPORT) - 97), st.integers(1, 255))
+def test_a_flipped_byte_is_refused_by_the_parser_or_the_signature(at: int, xor: int) -> None:
+    tampered = bytearray(SAMPLE_REPORT)
+    tampered[at] ^= xor
+    record = _record(bytes(tampered), SAMPLE_CHAIN, SAMPLE_NONCE)
+    with pytest.raises((FormatError, GpuEvidenceError)):
+        _check(record, SAMPLE_NONCE, NVIDIA_POLICY)
+
+
+@given(st.binary(max_size=4096))
+def test_arbitrary_bytes_parse_or_fail_with_format_error(data: bytes) -> None:
+    try:
+        report = parse_attestation_report(data)
+    except FormatError:
+        return
+    assert len(report.signature) == 96
+    assert len(report.request_nonce) == 32
+
+
+def test_trailing_bytes_are_refused() -> None:
+    with pytest.raises(FormatError, match="after the signature"):
+        parse_attestation_report(SAMPLE_REPORT + b"\x00")
+
+
+# -------------------------------------------------- the session binding and the policy
+
+
+def test_the_nonce_binds_session_nonce_and_agent_key() -> None:
+    nonce = gpu_nonce(SESSION_NONCE, AGENT_KEY)
+    assert (
+        nonce
+        == hashlib.sha256(
+            b"aicert-gpu-attestation-v1\x00"
+            + bytes.fromhex(SESSION_NONCE)
+            + bytes.fromhex(AGENT_KEY)
+        ).digest()
+    )
+    assert nonce != gpu_nonce("ac" * 16, AGENT_KEY)
+    assert nonce != gpu_nonce(SESSION_NONCE, "ce" * 32)
+
+
+def _attested(source: FakeEvidenceSource, cc: str = "on") -> tuple[GpuRecord, ...]:
+    info = GpuInfo("NVIDIA H100 80GB HBM3", UUID, DRIVER, VBIOS, cc)
+    return attest_gpus([info], SESSION_NONCE, AGENT_KEY, source, roots=(source.ca.root,))
+
+
+def test_the_agent_attests_a_cc_gpu_and_the_verifier_accepts_it() -> None:
+    source = FakeEvidenceSource(FakeDeviceCa(), (UUID,))
+    gpus = _attested(source)
+    # The record survives the statement's JSON.
+    assert parse_gpus([g.to_json() for g in gpus]) == gpus
+    policy = GpuPolicy(
+        (source.ca.root,),
+        rims=(parse_rim(rim_xml(measurement_values()), "vbios"),),
+        require_gpus=1,
+        require_cc=True,
+    )
+    detail = check_gpus(gpus, policy, SESSION_NONCE, AGENT_KEY, datetime.datetime.now(datetime.UTC))
+    assert detail == "1 GPU(s), 1 with NVIDIA attestation verified, measurements match 1 RIM(s)"
+
+
+def test_the_agent_refuses_evidence_for_another_nonce() -> None:
+    source = FakeEvidenceSource(FakeDeviceCa(), (UUID,), answer_nonce=bytes(32))
+    with pytest.raises(GpuAttestationError, match="answers nonce 0000"):
+        _attested(source)
+
+
+def test_the_agent_refuses_when_nvidias_verifier_says_no() -> None:
+    source = FakeEvidenceSource(FakeDeviceCa(), (UUID,), result=False)
+    with pytest.raises(GpuAttestationError, match="refused"):
+        _attested(source)
+
+
+def test_the_agent_refuses_a_cc_gpu_without_evidence() -> None:
+    source = FakeEvidenceSource(FakeDeviceCa(), ())
+    with pytest.raises(GpuAttestationError, match="gave no evidence"):
+        _attested(source)
+
+
+def test_a_gpu_without_cc_is_recorded_without_evidence() -> None:
+    (gpu,) = _attested(FakeEvidenceSource(FakeDeviceCa(), (UUID,)), cc="off")
+    assert gpu.attestation is None
+    assert gpu.evidence_sha256 == ""
+
+
+@pytest.mark.parametrize("mode", ["devtools", "off"])
+def test_the_cc_policy_refuses_devtools_and_off(mode: str) -> None:
+    source = FakeEvidenceSource(FakeDeviceCa(), (UUID,))
+    gpus = _attested(source, cc=mode)
+    now = datetime.datetime.now(datetime.UTC)
+    lax = GpuPolicy((source.ca.root,))
+    assert check_gpus(gpus, lax, SESSION_NONCE, AGENT_KEY, now).startswith("1 GPU(s)")
+    with pytest.raises(GpuCcModeError, match=f"CC mode '{mode}'"):
+        check_gpus(
+            gpus, GpuPolicy((source.ca.root,), require_cc=True), SESSION_NONCE, AGENT_KEY, now
+        )
+
+
+def test_a_cc_claim_without_evidence_is_refused() -> None:
+    bare = GpuRecord("NVIDIA H100", UUID, DRIVER, VBIOS, "on")
+    with pytest.raises(GpuCcModeError, match="carries no evidence"):
+        check_gpus([bare], NVIDIA_POLICY, SESSION_NONCE, AGENT_KEY, NOW)
+
+
+def test_a_missing_gpu_the_policy_requires_is_refused() -> None:
+    with pytest.raises(GpuMissingError, match="records 0 GPU"):
+        check_gpus(
+            [], GpuPolicy(bundled_nvidia_roots(), require_gpus=1), SESSION_NONCE, AGENT_KEY, NOW
+        )
+    source = FakeEvidenceSource(FakeDeviceCa(), (UUID,))
+    with pytest.raises(GpuMissingError, match="requires 2"):
+        check_gpus(
+            _attested(source),
+            GpuPolicy((source.ca.root,), require_gpus=2),
+            SESSION_NONCE,
+            AGENT_KEY,
+            NOW,
+        )
+
+
+def test_evidence_signed_by_another_key_is_refused() -> None:
+    ca = FakeDeviceCa()
+    key, chain = ca.device()
+    other_key, _ = ca.device()
+    nonce = gpu_nonce(SESSION_NONCE, AGENT_KEY)
+    record = _record(spdm_report(other_key, nonce, measurement_values()), chain, nonce)
+    with pytest.raises(GpuSignatureError):
+        check_gpus(
+            [record],
+            GpuPolicy((ca.root,)),
+            SESSION_NONCE,
+            AGENT_KEY,
+            datetime.datetime.now(datetime.UTC),
+        )
+    del key
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({}, "must be an array"),
+        ([{"model": "x"}], "must hold exactly"),
+        ([{**SAMPLE.to_json(), "ccMode": "maybe"}], "ccMode"),
+        ([SAMPLE.to_json(), SAMPLE.to_json()], "same UUID"),
+        ([{**SAMPLE.to_json(), "attestation": {"nonce": "00"}}], "must hold nonce"),
+        ([{**SAMPLE.to_json(), "model": "a\x00b"}], "control characters"),
+    ],
+)
+def test_malformed_gpu_records_are_refused(raw: object, message: str) -> None:
+    with pytest.raises(FormatError, match=message):
+        parse_gpus(raw)
+
+
+def test_malformed_rims_are_refused() -> None:
+    with pytest.raises(FormatError, match="document type"):
+        parse_rim(b'<!DOCTYPE x [<!ENTITY a "b">]><x/>', "bad")
+    with pytest.raises(FormatError, match="not a SWID tag"):
+        parse_rim(b"<x/>", "bad")
+    with pytest.raises(FormatError, match="SHA-384"):
+        parse_rim(rim_xml([b"\x01" * 20]), "short")
