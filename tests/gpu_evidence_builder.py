@@ -20,7 +20,15 @@ from cryptography.x509.oid import NameOID
 
 DRIVER = "550.90.07"
 VBIOS = "96.00.9F.00.01"
-VBIOS_FIELD = bytes([0x00, 0x9F, 0x00, 0x96, 0x01, 0x00, 0x00, 0x00])
+
+
+def vbios_field(version: str) -> bytes:
+    """The 8-byte opaque field of a dotted VBIOS version (a.b.c.d.e → d c b a e 0 0 0)."""
+    a, b, c, d, e = (int(p, 16) for p in version.split("."))
+    return bytes([d, c, b, a, e, 0, 0, 0])
+
+
+VBIOS_FIELD = vbios_field(VBIOS)
 
 
 def _name(cn: str) -> x509.Name:
@@ -112,6 +120,7 @@ class FakeEvidenceSource:
     ca: FakeDeviceCa
     uuids: tuple[str, ...]
     measurements: list[bytes] = field(default_factory=measurement_values)
+    vbios: str = VBIOS
     answer_nonce: bytes | None = None
     result: bool = True
     name: str = "nv-local-gpu-verifier"
@@ -120,7 +129,9 @@ class FakeEvidenceSource:
         found = []
         for uuid in self.uuids:
             key, chain = self.ca.device()
-            report = spdm_report(key, self.answer_nonce or nonce, self.measurements)
+            report = spdm_report(
+                key, self.answer_nonce or nonce, self.measurements, vbios=vbios_field(self.vbios)
+            )
             found.append(RawEvidence(uuid, report, chain))
         return found
 

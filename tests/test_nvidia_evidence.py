@@ -147,7 +147,7 @@ def test_a_rim_built_from_the_sample_matches() -> None:
 def test_versions_that_disagree_with_the_statement_are_refused() -> None:
     record = GpuRecord("H100", UUID, "535.1", VBIOS, "on", SAMPLE.attestation)
     with pytest.raises(GpuEvidenceError, match=r"names driver 550\.90\.07"):
-        check_evidence(record, SAMPLE.attestation, SAMPLE_NONCE, NVIDIA_POLICY, NOW)  # type: ignore[arg-type]
+        _check(record, SAMPLE_NONCE, NVIDIA_POLICY)
 
 
 # ---------------------------------------------------------------- parser properties
