@@ -15,6 +15,7 @@ shell-quoted ``executed`` line. The certificate itself is an external reference 
 ``attestation``. Built with ``cyclonedx-python-lib`` (the ``bom`` extra); ``formulation``
 and ``modelCard``, which that library does not model yet, are added to its JSON output
 and the result is validated against the 1.6 schema.
+The GPUs the statement records are components of type ``device``.
 """
 
 from __future__ import annotations
