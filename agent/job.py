@@ -44,9 +44,9 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 from aicert.agent import intake
+from aicert.agent.gpu_attestation import observe_gpus
 from aicert.agent.oci.environment import Environment, pull_environment, receive_archive
 from aicert.agent.oci.errors import OciError
-from aicert.agent.gpu_attestation import observe_gpus
 from aicert.agent.sandbox import SandboxRun, SandboxSpec
 from aicert.agent.session import MeasuredSession, SessionError, SessionTpm
 from aicert.verifier.canonical_json import JsonValue, parse_json

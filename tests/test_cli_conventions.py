@@ -107,6 +107,10 @@ ROWS: list[Row] = [
     ("aicert-verify", lambda f: [f["garbage.json"], "--uki", f["huge"]], 3),
     ("aicert-verify", lambda f: [f["garbage.json"], "--uki", f["garbage.json"]], 3),
     ("aicert-verify", lambda f: [f["garbage.json"], "--platform-profile", f["dir"]], 3),
+    ("aicert-verify", lambda f: [f["garbage.json"], "--gpu-rim", f["text.pem"]], 3),
+    ("aicert-verify", lambda f: [f["garbage.json"], "--gpu-rim", f["missing.json"]], 3),
+    ("aicert-verify", lambda f: [f["garbage.json"], "--gpu-root", f["text.pem"]], 3),
+    ("aicert-verify", lambda f: [f["garbage.json"], "--require-gpus", "-1"], 2),
     ("aicert-verify", lambda f: [f["garbage.json"], "--platform-profile", "nope"], 3),
     # aicert-verify digest
     ("aicert-verify", lambda f: ["digest", "--shard-size", "1", f["code"]], 2),
