@@ -7,11 +7,14 @@ the verifier is then given that CA as its GPU root.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import hashlib
 from dataclasses import dataclass, field
 
 from aicert.agent.gpu_attestation import RawEvidence
+from aicert.verifier.rim_signature import C14N11, ECDSA_SHA384, ENVELOPED, SHA384
+from aicert.verifier.xml_c14n import canonicalize, parse_document
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -139,17 +142,67 @@ class FakeEvidenceSource:
         return self.result
 
 
-def rim_xml(values: list[bytes], version: str = VBIOS) -> bytes:
-    """A VBIOS RIM in NVIDIA's SWID layout (unsigned) giving ``values`` as golden."""
+@dataclass
+class FakeRimSigner:
+    """Signs RIMs the way NVIDIA's are signed (enveloped XMLDSig, C14N 1.1, ECDSA P-384)."""
+
+    root_key: ec.EllipticCurvePrivateKey = field(
+        default_factory=lambda: ec.generate_private_key(ec.SECP384R1())
+    )
+
+    def __post_init__(self) -> None:
+        self.root = _cert("Test RIM Root", self.root_key, "Test RIM Root", self.root_key, ca=True)
+        self.key = ec.generate_private_key(ec.SECP384R1())
+        self.leaf = _cert("Test RIM Signer", self.key, "Test RIM Root", self.root_key, ca=False)
+
+    def sign(self, unsigned: str) -> bytes:
+        digest = hashlib.sha384(canonicalize(parse_document(unsigned.encode(), "rim"))).digest()
+        signed_info = (
+            "<ds:SignedInfo>"
+            f'<ds:CanonicalizationMethod Algorithm="{C14N11}"/>'
+            f'<ds:SignatureMethod Algorithm="{ECDSA_SHA384}"/>'
+            '<ds:Reference URI=""><ds:Transforms>'
+            f'<ds:Transform Algorithm="{ENVELOPED}"/><ds:Transform Algorithm="{C14N11}"/>'
+            f'</ds:Transforms><ds:DigestMethod Algorithm="{SHA384}"/>'
+            f"<ds:DigestValue>{base64.b64encode(digest).decode()}</ds:DigestValue>"
+            "</ds:Reference></ds:SignedInfo>"
+        )
+        chain = "".join(
+            "<ds:X509Certificate>"
+            + base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode()
+            + "</ds:X509Certificate>"
+            for c in (self.leaf, self.root)
+        )
+
+        def document(value: str) -> str:
+            signature = (
+                f'<ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#">{signed_info}'
+                f"<ds:SignatureValue>{value}</ds:SignatureValue>"
+                f"<ds:KeyInfo><ds:X509Data>{chain}</ds:X509Data></ds:KeyInfo></ds:Signature>"
+            )
+            end = unsigned.rindex("</SoftwareIdentity>")
+            return unsigned[:end] + signature + unsigned[end:]
+
+        root = parse_document(document("").encode(), "rim")
+        sig = root.elements()[-1]
+        scope = {**root.declarations(), **sig.declarations()}
+        der = self.key.sign(canonicalize(sig.elements()[0], scope), ec.ECDSA(hashes.SHA384()))
+        r, s = decode_dss_signature(der)
+        value = base64.b64encode(r.to_bytes(48, "big") + s.to_bytes(48, "big")).decode()
+        return document(value).encode()
+
+
+def rim_xml(values: list[bytes], signer: FakeRimSigner, version: str = VBIOS) -> bytes:
+    """A VBIOS RIM in NVIDIA's SWID layout giving ``values`` as golden, signed."""
     resources = "".join(
         f'<ns0:Resource type="Measurement" index="{i}" active="True" alternatives="1" '
         f'ns2:Hash0="{v.hex()}" name="m{i}" size="48"/>'
         for i, v in enumerate(values, start=0)
     )
-    return (
+    return signer.sign(
         '<SoftwareIdentity xmlns="http://standards.iso.org/iso/19770/-2/2015/schema.xsd" '
         'xmlns:ns0="http://standards.iso.org/iso/19770/-2/2015/schema.xsd" '
         'xmlns:ns2="http://www.w3.org/2001/04/xmlenc#sha384" name="GH100" tagId="t" '
         f'version="1.0"><ns0:Meta colloquialVersion="{version}"/>'
         f"<ns0:Payload>{resources}</ns0:Payload></SoftwareIdentity>"
-    ).encode()
+    )

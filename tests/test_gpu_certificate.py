@@ -18,7 +18,13 @@ from aicert.verifier.session_events import GpuObserved, parse_event
 from certgen import IssuedCertificate, issue_certificate
 from conftest import ProvisionedSwtpm
 from cryptography.hazmat.primitives import serialization
-from gpu_evidence_builder import FakeDeviceCa, FakeEvidenceSource, measurement_values, rim_xml
+from gpu_evidence_builder import (
+    FakeDeviceCa,
+    FakeEvidenceSource,
+    FakeRimSigner,
+    measurement_values,
+    rim_xml,
+)
 
 pytestmark = pytest.mark.swtpm
 
@@ -57,7 +63,10 @@ def test_two_attested_h100s_verify_print_and_reach_the_bom(
     root = tmp_path / "gpu-root.pem"
     root.write_bytes(ca.root.public_bytes(serialization.Encoding.PEM))
     rim = tmp_path / "vbios.swidtag"
-    rim.write_bytes(rim_xml(measurement_values()))
+    signer = FakeRimSigner()
+    rim.write_bytes(rim_xml(measurement_values(), signer))
+    rim_root = tmp_path / "rim-root.pem"
+    rim_root.write_bytes(signer.root.public_bytes(serialization.Encoding.PEM))
     bom = tmp_path / "bom.json"
     base = [
         str(issued.path),
@@ -72,6 +81,8 @@ def test_two_attested_h100s_verify_print_and_reach_the_bom(
             *base,
             "--gpu-rim",
             str(rim),
+            "--gpu-rim-root",
+            str(rim_root),
             "--require-gpus",
             "2",
             "--require-gpu-cc",
@@ -101,7 +112,7 @@ def test_two_attested_h100s_verify_print_and_reach_the_bom(
     # Without --gpu-root the bundled NVIDIA root applies: this chain does not lead there.
     code, out, err = _verify(base[:4], capsys)
     assert code == 1
-    assert "not at a trusted NVIDIA device root" in err
+    assert "not at a trusted NVIDIA root" in err
 
 
 def test_a_devtools_gpu_is_refused_when_the_policy_requires_cc(

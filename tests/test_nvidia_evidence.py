@@ -25,13 +25,16 @@ from aicert.verifier.gpu import GpuAttestation, GpuRecord, gpu_nonce, parse_gpus
 from aicert.verifier.nvidia_evidence import (
     GpuPolicy,
     bundled_nvidia_roots,
+    bundled_rim_roots,
     check_evidence,
     check_gpus,
+    check_rim_signer,
     vbios_version,
     verify_device_chain,
 )
 from aicert.verifier.nvidia_rim import parse_rim
 from aicert.verifier.spdm import parse_attestation_report
+from aicert.verifier.xml_c14n import canonicalize, parse_document
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from gpu_evidence_builder import (
@@ -39,6 +42,7 @@ from gpu_evidence_builder import (
     VBIOS,
     FakeDeviceCa,
     FakeEvidenceSource,
+    FakeRimSigner,
     measurement_values,
     rim_xml,
     spdm_report,
@@ -73,9 +77,9 @@ def _record(report: bytes, chain: tuple[bytes, ...], nonce: bytes, cc: str = "on
 SAMPLE = _record(SAMPLE_REPORT, SAMPLE_CHAIN, SAMPLE_NONCE)
 
 
-def _check(record: GpuRecord, nonce: bytes, policy: GpuPolicy) -> None:
+def _check(record: GpuRecord, nonce: bytes, policy: GpuPolicy, at: datetime.datetime = NOW) -> None:
     assert record.attestation is not None
-    check_evidence(record, record.attestation, nonce, policy, NOW)
+    check_evidence(record, record.attestation, nonce, policy, at)
 
 
 NVIDIA_POLICY = GpuPolicy(bundled_nvidia_roots())
@@ -107,7 +111,7 @@ def test_the_sample_answers_another_nonce_than_a_session_s() -> None:
 
 def test_a_chain_to_another_root_is_refused() -> None:
     other = FakeDeviceCa()
-    with pytest.raises(GpuChainError, match="not at a trusted NVIDIA device root"):
+    with pytest.raises(GpuChainError, match="not at a trusted NVIDIA root"):
         verify_device_chain(SAMPLE_CHAIN, (other.root,), NOW, UUID)
     # The chain without NVIDIA's root, offered to another root, is refused the same way.
     with pytest.raises(GpuChainError):
@@ -130,18 +134,55 @@ def test_a_changed_byte_breaks_the_signature() -> None:
         _check(record, SAMPLE_NONCE, NVIDIA_POLICY)
 
 
-def test_a_rim_for_another_vbios_does_not_match_the_sample() -> None:
-    rim = parse_rim((NVIDIA / "1010_0200_882_96005E0001_PROD.swidtag").read_bytes(), "vbios")
+NVIDIA_RIM = (NVIDIA / "1010_0200_882_96005E0001_PROD.swidtag").read_bytes()
+# Inside the validity of NVIDIA's sample RIM signer (2023-06-23 .. 2025-06-22).
+RIM_TIME = datetime.datetime(2024, 6, 1, tzinfo=datetime.UTC)
+
+
+def test_nvidias_signed_rim_verifies_and_is_for_another_vbios() -> None:
+    rim = parse_rim(NVIDIA_RIM, "vbios")  # its XML signature verifies
     assert rim.version == "96.00.5E.00.01"
+    assert "HCC RIM L4 Signer" in rim.signers[0].subject.rfc4514_string()
+    check_rim_signer(rim, bundled_rim_roots(), RIM_TIME)
     policy = GpuPolicy(bundled_nvidia_roots(), rims=(rim,))
     with pytest.raises(GpuMeasurementError, match="not a golden value"):
-        _check(SAMPLE, SAMPLE_NONCE, policy)
+        _check(SAMPLE, SAMPLE_NONCE, policy, RIM_TIME)
+
+
+def test_a_rim_signed_by_an_expired_or_foreign_signer_is_refused() -> None:
+    rim = parse_rim(NVIDIA_RIM, "vbios")
+    with pytest.raises(GpuMeasurementError, match="is not valid at"):
+        check_rim_signer(rim, bundled_rim_roots(), NOW)
+    with pytest.raises(GpuMeasurementError, match="not at a trusted NVIDIA root"):
+        check_rim_signer(rim, (FakeRimSigner().root,), RIM_TIME)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (b'index="3" active="True"', b'index="3" active="False"', "signed digest"),
+        (b"<ds:SignatureValue>", b"<ds:SignatureValue>AAAA", "not base64|P-384|not verify"),
+        (b'xml-c14n11"/></ds:Transforms>', b'xml-exc-c14n#"/></ds:Transforms>', "transforms"),
+    ],
+)
+def test_a_changed_rim_is_refused(old: bytes, new: bytes, message: str) -> None:
+    assert old in NVIDIA_RIM
+    with pytest.raises((GpuMeasurementError, FormatError), match=message):
+        parse_rim(NVIDIA_RIM.replace(old, new, 1), "vbios")
+
+
+def test_an_unsigned_rim_is_refused() -> None:
+    start = NVIDIA_RIM.index(b"<ds:Signature")
+    unsigned = NVIDIA_RIM[:start] + b"</SoftwareIdentity>"
+    with pytest.raises(GpuMeasurementError, match="exactly one XML signature"):
+        parse_rim(unsigned, "vbios")
 
 
 def test_a_rim_built_from_the_sample_matches() -> None:
     values = [b.value for b in parse_attestation_report(SAMPLE_REPORT).measurements]
-    policy = GpuPolicy(bundled_nvidia_roots(), rims=(parse_rim(rim_xml(values), "own"),))
-    _check(SAMPLE, SAMPLE_NONCE, policy)
+    signer = FakeRimSigner()
+    rim = parse_rim(rim_xml(values, signer), "own")
+    _check(SAMPLE, SAMPLE_NONCE, GpuPolicy(bundled_nvidia_roots(), (rim,), (signer.root,)))
 
 
 def test_versions_that_disagree_with_the_statement_are_refused() -> None:
@@ -212,9 +253,11 @@ def test_the_agent_attests_a_cc_gpu_and_the_verifier_accepts_it() -> None:
     gpus = _attested(source)
     # The record survives the statement's JSON.
     assert parse_gpus([g.to_json() for g in gpus]) == gpus
+    signer = FakeRimSigner()
     policy = GpuPolicy(
         (source.ca.root,),
-        rims=(parse_rim(rim_xml(measurement_values()), "vbios"),),
+        rims=(parse_rim(rim_xml(measurement_values(), signer), "vbios"),),
+        rim_roots=(signer.root,),
         require_gpus=1,
         require_cc=True,
     )
@@ -320,4 +363,26 @@ def test_malformed_rims_are_refused() -> None:
     with pytest.raises(FormatError, match="not a SWID tag"):
         parse_rim(b"<x/>", "bad")
     with pytest.raises(FormatError, match="SHA-384"):
-        parse_rim(rim_xml([b"\x01" * 20]), "short")
+        parse_rim(rim_xml([b"\x01" * 20], FakeRimSigner()), "short")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, len(NVIDIA_RIM) - 1), st.integers(0, 255), st.booleans())
+def test_a_cut_or_changed_rim_fails_only_as_refused(at: int, byte: int, cut: bool) -> None:
+    data = NVIDIA_RIM[:at] if cut else NVIDIA_RIM[:at] + bytes([byte]) + NVIDIA_RIM[at + 1 :]
+    try:
+        same = canonicalize(parse_document(data, "rim")) == canonicalize(
+            parse_document(NVIDIA_RIM, "rim")
+        )
+    except FormatError:
+        same = False
+    if same:  # e.g. one space between attributes became a tab: the same document
+        return
+    with pytest.raises((FormatError, GpuMeasurementError)):
+        parse_rim(data, "vbios")
+
+
+def test_canonical_xml_is_idempotent_on_nvidias_rim() -> None:
+    once = canonicalize(parse_document(NVIDIA_RIM, "rim"))
+    assert canonicalize(parse_document(once, "rim")) == once
+    assert once.startswith(b'<SoftwareIdentity xmlns="http://standards.iso.org/iso/19770/')

@@ -151,7 +151,7 @@ def cli(verbose: bool) -> None:
     "gpu_rims",
     multiple=True,
     type=click.Path(path_type=Path),
-    help="NVIDIA RIM file (driver or VBIOS): GPU measurements must match it (repeatable).",
+    help="Signed NVIDIA RIM file (driver or VBIOS): GPU measurements must match (repeatable).",
 )
 @click.option(
     "--gpu-root",
@@ -159,6 +159,13 @@ def cli(verbose: bool) -> None:
     multiple=True,
     type=click.Path(path_type=Path),
     help="PEM file of a GPU device root instead of the bundled NVIDIA Device Identity CA.",
+)
+@click.option(
+    "--gpu-rim-root",
+    "gpu_rim_roots",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="PEM file of a RIM signing root instead of the bundled NVIDIA CoRIM signing root.",
 )
 @click.option(
     "--require-gpus",
@@ -189,6 +196,7 @@ def verify(
     export_bom: tuple[str, Path] | None,
     gpu_rims: Sequence[Path],
     gpu_roots: Sequence[Path],
+    gpu_rim_roots: Sequence[Path],
     require_gpus: int,
     require_gpu_cc: bool,
     as_json: bool,
@@ -220,6 +228,7 @@ def verify(
         gpu=GpuPolicy(
             roots=tuple(load_root(p) for p in gpu_roots) or bundled_nvidia_roots(),
             rims=tuple(_load_rim(p) for p in gpu_rims),
+            rim_roots=tuple(load_root(p) for p in gpu_rim_roots),
             require_gpus=require_gpus,
             require_cc=require_gpu_cc,
         ),

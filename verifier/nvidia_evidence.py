@@ -22,6 +22,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from .errors import (
     FormatError,
@@ -43,6 +44,7 @@ from .spdm import (
 )
 
 NVIDIA_ROOT_FILE = "nvidia-device-identity-ca.pem"
+NVIDIA_RIM_ROOT_FILE = "nvidia-rim-root-ca.pem"
 
 
 @dataclass(frozen=True)
@@ -51,12 +53,22 @@ class GpuPolicy:
 
     roots: tuple[x509.Certificate, ...]
     rims: tuple[Rim, ...] = ()
+    rim_roots: tuple[x509.Certificate, ...] = ()
+    """Roots of the RIM signers (default: the bundled NVIDIA CoRIM signing root)."""
     require_gpus: int = 0
     require_cc: bool = False
 
 
 def bundled_nvidia_roots() -> tuple[x509.Certificate, ...]:
-    data = resources.files("aicert.verifier").joinpath("data", NVIDIA_ROOT_FILE).read_bytes()
+    return _bundled(NVIDIA_ROOT_FILE)
+
+
+def bundled_rim_roots() -> tuple[x509.Certificate, ...]:
+    return _bundled(NVIDIA_RIM_ROOT_FILE)
+
+
+def _bundled(name: str) -> tuple[x509.Certificate, ...]:
+    data = resources.files("aicert.verifier").joinpath("data", name).read_bytes()
     return tuple(x509.load_pem_x509_certificates(data))
 
 
@@ -112,7 +124,7 @@ def check_evidence(
 ) -> AttestationReport:
     if not evidence.verifier_result:
         raise GpuEvidenceError(f"GPU {gpu.uuid}: {evidence.verifier} refused it inside the VM")
-    leaf = verify_device_chain(evidence.certificates, policy.roots, at, gpu.uuid)
+    leaf = verify_device_chain(evidence.certificates, policy.roots, at, f"GPU {gpu.uuid}")
     try:
         report = parse_attestation_report(evidence.report)
     except FormatError as exc:
@@ -132,28 +144,44 @@ def check_evidence(
             f"the statement says {gpu.driver_version}, {gpu.vbios_version}"
         )
     if policy.rims:
+        for rim in policy.rims:
+            check_rim_signer(rim, policy.rim_roots or bundled_rim_roots(), at)
         check_measurements(report, policy.rims, gpu.uuid)
     return report
+
+
+def check_rim_signer(rim: Rim, roots: Sequence[x509.Certificate], at: datetime) -> None:
+    """The RIM's signer chain leads to a trusted RIM root and is valid at ``at``."""
+    der = [c.public_bytes(Encoding.DER) for c in rim.signers]
+    try:
+        verify_device_chain(der, roots, at, f"RIM {rim.name} signer")
+    except GpuChainError as exc:
+        raise GpuMeasurementError(exc.message) from None
 
 
 def verify_device_chain(
     der_chain: Sequence[bytes],
     roots: Sequence[x509.Certificate],
     at: datetime,
-    uuid: str,
+    who: str,
 ) -> x509.Certificate:
-    """Walk leaf → ... → a trusted root; every issuer a CA, every certificate valid ``at``."""
+    """Walk leaf → ... → a trusted root; every issuer a CA, every certificate valid ``at``.
+
+    ``who`` names the chain's owner in messages ("GPU <uuid>", "RIM <name>").
+    """
     try:
         chain = [x509.load_der_x509_certificate(c) for c in der_chain]
     except ValueError:
-        raise GpuChainError(f"GPU {uuid}: a device certificate is not DER X.509") from None
+        raise GpuChainError(f"{who}: a certificate of its chain is not DER X.509") from None
     for i, cert in enumerate(chain):
         if not cert.not_valid_before_utc <= at <= cert.not_valid_after_utc:
-            raise GpuChainError(f"GPU {uuid}: device certificate {i} is not valid at {at}")
+            raise GpuChainError(
+                f"{who}: certificate {i} ({cert.subject.rfc4514_string()}) is not valid at {at}"
+            )
         if i and not _is_ca(cert):
-            raise GpuChainError(f"GPU {uuid}: device certificate {i} issues but is not a CA")
+            raise GpuChainError(f"{who}: certificate {i} issues but is not a CA")
     for child, parent in itertools.pairwise(chain):
-        _issued_by(child, parent, uuid)
+        _issued_by(child, parent, who)
     top = chain[-1]
     for root in roots:
         if top == root:
@@ -165,8 +193,8 @@ def verify_device_chain(
                 continue
             return chain[0]
     raise GpuChainError(
-        f"GPU {uuid}: the device certificate chain ends at {top.issuer.rfc4514_string()!r}, "
-        "not at a trusted NVIDIA device root"
+        f"{who}: the certificate chain ends at {top.issuer.rfc4514_string()!r}, "
+        "not at a trusted NVIDIA root"
     )
 
 
@@ -177,12 +205,12 @@ def _is_ca(cert: x509.Certificate) -> bool:
         return False
 
 
-def _issued_by(child: x509.Certificate, parent: x509.Certificate, uuid: str) -> None:
+def _issued_by(child: x509.Certificate, parent: x509.Certificate, who: str) -> None:
     try:
         child.verify_directly_issued_by(parent)
     except (ValueError, TypeError, InvalidSignature):
         raise GpuChainError(
-            f"GPU {uuid}: {child.subject.rfc4514_string()!r} is not issued by the next "
+            f"{who}: {child.subject.rfc4514_string()!r} is not issued by the next "
             "certificate of the chain"
         ) from None
 

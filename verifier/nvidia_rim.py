@@ -3,9 +3,9 @@
 A RIM is a signed ISO/IEC 19770-2 SWID tag (TCG RIM information model). Each
 ``Payload/Resource`` of type ``Measurement`` names an ``index`` (0-based: SPDM
 measurement block ``index + 1``), whether it is ``active``, and ``alternatives``
-accepted digests ``Hash0``..``HashN`` in the SHA-384 namespace. The XML signature of the
-RIM is not checked here (docs/certificate-format.md says so): the auditor vouches for
-the RIM files they pass.
+accepted digests ``Hash0``..``HashN`` in the SHA-384 namespace. Its XML signature is
+checked by :mod:`.rim_signature` (both parsers are expat, over the same bytes); the
+signer's chain is kept for the check against NVIDIA's RIM root at attestation time.
 """
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
+from cryptography import x509
+
 from .errors import FormatError
+from .rim_signature import verify_rim_signature
 
 SWID_NS = "http://standards.iso.org/iso/19770/-2/2015/schema.xsd"
 SHA384_NS = "http://www.w3.org/2001/04/xmlenc#sha384"
@@ -32,10 +35,12 @@ class Rim:
     name: str
     version: str
     measurements: tuple[GoldenMeasurement, ...]
+    signers: tuple[x509.Certificate, ...]
+    """The signer's certificate chain from the RIM's KeyInfo, leaf first (untrusted)."""
 
 
 def parse_rim(data: bytes, name: str) -> Rim:
-    """Read the active golden measurements of one RIM file."""
+    """Check one RIM file's XML signature and read its active golden measurements."""
     if len(data) > MAX_RIM_BYTES:
         raise FormatError(f"RIM {name}: larger than {MAX_RIM_BYTES} bytes")
     # No DTD, no entities: a RIM needs neither, and refusing them bounds expansion.
@@ -73,7 +78,8 @@ def parse_rim(data: bytes, name: str) -> Rim:
         golden.append(GoldenMeasurement(index, values))
     if not golden:
         raise FormatError(f"RIM {name}: no active measurement")
-    return Rim(name, meta.get("colloquialVersion", ""), tuple(golden))
+    signers = verify_rim_signature(data, name)
+    return Rim(name, meta.get("colloquialVersion", ""), tuple(golden), signers)
 
 
 def _int(value: str | None, where: str) -> int:
