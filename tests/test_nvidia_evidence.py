@@ -386,3 +386,32 @@ def test_canonical_xml_is_idempotent_on_nvidias_rim() -> None:
     once = canonicalize(parse_document(NVIDIA_RIM, "rim"))
     assert canonicalize(parse_document(once, "rim")) == once
     assert once.startswith(b'<SoftwareIdentity xmlns="http://standards.iso.org/iso/19770/')
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=20,
+)
+_TEXT = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=40)
+
+
+@given(_JSON)
+def test_any_json_is_a_gpu_list_or_a_format_error(raw: object) -> None:
+    try:
+        gpus = parse_gpus(raw)
+    except FormatError:
+        return
+    assert isinstance(gpus, tuple)
+
+
+@given(
+    st.lists(
+        st.tuples(_TEXT, _TEXT, _TEXT, _TEXT, st.sampled_from(["on", "devtools", "off"])),
+        max_size=4,
+        unique_by=lambda g: g[1],
+    )
+)
+def test_gpu_records_survive_the_statement(fields: list[tuple[str, str, str, str, str]]) -> None:
+    records = tuple(GpuRecord(*f) for f in fields)
+    assert parse_gpus([r.to_json() for r in records] if records else None) == records
