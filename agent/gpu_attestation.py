@@ -52,11 +52,17 @@ class EvidenceSource(Protocol):
 
 
 class NvidiaLocalVerifier:
-    """NVIDIA's ``nv-local-gpu-verifier`` (module ``verifier.cc_admin``) over NVML."""
+    """NVIDIA's ``nv-local-gpu-verifier`` (module ``verifier.cc_admin``) over NVML.
+
+    Its verdict needs NVIDIA's OCSP responder and RIM service: the agent, unlike the
+    sandboxed job, must reach them. ``test_no_gpu`` is NVIDIA's own test mode, which
+    answers with its bundled Hopper sample instead of asking NVML.
+    """
 
     name = NVIDIA_VERIFIER
 
-    def __init__(self) -> None:
+    def __init__(self, *, test_no_gpu: bool = False) -> None:
+        self._test_no_gpu = test_no_gpu
         try:
             # NVIDIA's package installs the top-level module ``verifier``.
             cc_admin = importlib.import_module("verifier.cc_admin")
@@ -69,7 +75,11 @@ class NvidiaLocalVerifier:
         self._evidence: list[Any] = []
 
     def collect(self, nonce: bytes) -> Sequence[RawEvidence]:
-        self._evidence = list(self._cc_admin.collect_gpu_evidence(nonce.hex(), ppcie_mode=False))
+        self._evidence = list(
+            self._cc_admin.collect_gpu_evidence(
+                nonce.hex(), no_gpu_mode=self._test_no_gpu, ppcie_mode=False
+            )
+        )
         return [
             RawEvidence(
                 uuid=str(handler.get_uuid()),
@@ -85,7 +95,7 @@ class NvidiaLocalVerifier:
     def verdict(self, nonce: bytes) -> bool:
         options = {
             "verbose": False,
-            "test_no_gpu": False,
+            "test_no_gpu": self._test_no_gpu,
             "driver_rim": None,
             "vbios_rim": None,
             "user_mode": True,

@@ -138,7 +138,8 @@ def check_evidence(
     if evidence.nonce != expected_nonce.hex():
         raise GpuNonceError(f"GPU {gpu.uuid}: the statement's evidence nonce is not this session's")
     driver = report.opaque_text(OPAQUE_DRIVER_VERSION)
-    if driver != gpu.driver_version or vbios_version(report) != gpu.vbios_version:
+    # NVML spells the VBIOS version's hex digits in either case.
+    if driver != gpu.driver_version or vbios_version(report) != gpu.vbios_version.upper():
         raise GpuEvidenceError(
             f"GPU {gpu.uuid}: the report names driver {driver}, VBIOS {vbios_version(report)}; "
             f"the statement says {gpu.driver_version}, {gpu.vbios_version}"
