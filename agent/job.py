@@ -44,16 +44,18 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 from aicert.agent import intake
+from aicert.agent.gpu_attestation import observe_gpus
 from aicert.agent.oci.environment import Environment, pull_environment, receive_archive
 from aicert.agent.oci.errors import OciError
 from aicert.agent.sandbox import SandboxRun, SandboxSpec
 from aicert.agent.session import MeasuredSession, SessionError, SessionTpm
 from aicert.verifier.canonical_json import JsonValue, parse_json
-from aicert.verifier.certificate import TpmEvidence, load_certificate
+from aicert.verifier.certificate import TpmEvidence, agent_key_id, load_certificate
 from aicert.verifier.dsse import b64decode
 from aicert.verifier.errors import AicertError, FormatError
 from aicert.verifier.file_subjects import plain_sha256s
 from aicert.verifier.filehash import DEFAULT_SHARD_SIZE
+from aicert.verifier.gpu import GpuRecord
 from aicert.verifier.pcr import QUOTED_PCRS
 from aicert.verifier.provenance import parse_statement
 from aicert.verifier.session_events import INPUT_ROLES
@@ -214,8 +216,11 @@ class Agent:
         git_schemes: tuple[str, ...] = ("https",),
         kernel_cmdline: str = "",
         plain_http_registries: frozenset[str] = frozenset(),
+        gpus: Callable[[str, str], Sequence[GpuRecord]] = observe_gpus,
     ) -> None:
+        """``gpus`` lists the VM's GPUs for a session nonce and agent key digest."""
         self._tpm = tpm
+        self._observe_gpus = gpus
         self.scratch = scratch
         self._git_schemes = git_schemes
         self._plain_http_registries = plain_http_registries
@@ -360,6 +365,13 @@ class Agent:
             if self._owner_hash is not None:
                 raise ApiError(409, "already-claimed", "the session already has an owner")
             session.claim(owner, nonce_bytes.hex(), chain)
+            try:
+                session.add_gpus(
+                    self._observe_gpus(nonce_bytes.hex(), agent_key_id(session.agent_public_key))
+                )
+            except AicertError as exc:
+                self._fail_locked(f"the GPUs could not be recorded: {exc.message}", None)
+                raise ApiError(500, "gpu-attestation", exc.message) from None
             self._owner_hash = owner
             self._state = JobState.CLAIMED
 

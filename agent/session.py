@@ -1,7 +1,7 @@
 """One measured session: every step extended into PCR 15, then a quoted certificate.
 
 The agent drives a :class:`MeasuredSession` through its fixed order
-(agent start → claim → inputs → command → exit → outputs → evaluations → lock;
+(agent start → claim → GPUs → inputs → command → exit → outputs → evaluations → lock;
 an evaluation-only job skips command, exit and outputs and evaluates a weights
 input); any step out of order is refused. :meth:`MeasuredSession.finish` locks the log, signs the
 statement with the attested agent key and asks the TPM for a quote whose
@@ -22,6 +22,7 @@ from aicert.verifier.certificate import Certificate, TpmEvidence, agent_key_id
 from aicert.verifier.dsse import IN_TOTO_PAYLOAD_TYPE, sign_envelope
 from aicert.verifier.errors import AicertError
 from aicert.verifier.file_subjects import FileSubject, file_subjects
+from aicert.verifier.gpu import GpuRecord
 from aicert.verifier.image_identity import (
     ImageIdentity,
     roothash_from_cmdline,
@@ -35,6 +36,7 @@ from aicert.verifier.session_events import (
     CommandExited,
     CommandStarted,
     EvaluationMeasured,
+    GpuObserved,
     InputMeasured,
     OutputMeasured,
     SessionClaim,
@@ -161,6 +163,7 @@ class MeasuredSession:
         self._start = AgentStart(agent_version, boot_id, agent_key_id(self._public_der))
         self._claim: SessionClaim | None = None
         self._inputs: list[InputMeasured] = []
+        self._gpus: tuple[GpuRecord, ...] | None = None
         self._command: CommandStarted | None = None
         self._exit: CommandExited | None = None
         self._outputs: list[OutputMeasured] = []
@@ -199,6 +202,20 @@ class MeasuredSession:
         self._measure(self._claim)
         self._claimed_on = _now()
         self._phase = _Phase.CLAIMED
+
+    def add_gpus(self, gpus: Sequence[GpuRecord]) -> None:
+        """Record the GPUs of the VM (once, right after the claim: their attestation nonce
+        derives from the claim's), one ``gpu`` event each."""
+        self._require(_Phase.CLAIMED, "record the GPUs")
+        if self._gpus is not None or self._inputs:
+            raise SessionError("the GPUs are recorded once, before the first input")
+        for g in gpus:
+            self._measure(
+                GpuObserved(
+                    g.model, g.uuid, g.driver_version, g.vbios_version, g.cc_mode, g.evidence_sha256
+                )
+            )
+        self._gpus = tuple(gpus)
 
     def add_input(self, role: str, name: str, sha256: str, source: str = "") -> None:
         self._require(_Phase.CLAIMED, "add an input")
@@ -343,6 +360,7 @@ class MeasuredSession:
             started_on=self._started_on or self._claimed_on,
             finished_on=_now(),
             evaluations=tuple(self._evaluations),
+            gpus=self._gpus or (),
         )
         envelope = sign_envelope(
             IN_TOTO_PAYLOAD_TYPE,

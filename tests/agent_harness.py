@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +23,7 @@ from aicert.agent.tls import server_context
 from aicert.agent.tpm import AgentTpm
 from aicert.builder.agent_client import AgentClient
 from aicert.builder.platforms.local.ca import LocalCa
+from aicert.verifier.gpu import GpuRecord
 from certgen import KERNEL_CMDLINE
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -62,6 +63,7 @@ def running_agent(
     replay: bool = True,
     knows_intermediates: bool = True,
     plain_http_registries: frozenset[str] = frozenset(),
+    gpus: Callable[[str, str], Sequence[GpuRecord]] | None = None,
 ) -> Iterator[RunningAgent]:
     if replay:
         replay_log_into_tpm(tcti, OVMF_LOG.read_bytes())
@@ -83,6 +85,7 @@ def running_agent(
             git_schemes=("https", "file"),
             kernel_cmdline=KERNEL_CMDLINE,
             plain_http_registries=plain_http_registries,
+            **({"gpus": gpus} if gpus is not None else {}),
         )
         server = make_server(agent, server_context(key), "127.0.0.1", 0)
         server.serve_in_thread()

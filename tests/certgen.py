@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from aicert.agent.session import MeasuredSession
 from aicert.agent.tpm import AgentTpm
-from aicert.verifier.certificate import Certificate
+from aicert.verifier.certificate import Certificate, agent_key_id
 from aicert.verifier.file_subjects import plain_sha256s
+from aicert.verifier.gpu import GpuRecord
 from aicert.verifier.image_identity import uki_authenticode_from_log
 from aicert.verifier.tcg_log import parse_event_log
 from aicert.verifier.treehash import hash_tree
@@ -140,10 +141,12 @@ def issue_certificate(
     evaluate: bool = False,
     kernel_cmdline: str = KERNEL_CMDLINE,
     file_sha256s: Callable[[Path, TreeManifest], dict[str, str]] = plain_sha256s,
+    gpus: Callable[[str, str], Sequence[GpuRecord]] | None = None,
 ) -> IssuedCertificate:
     """Run a measured session for a fake job on the swtpm at ``tcti``; save the certificate.
 
-    ``file_sha256s`` gives the agent's per-file SHA-256 (a test may make it lie).
+    ``file_sha256s`` gives the agent's per-file SHA-256 (a test may make it lie);
+    ``gpus`` the GPU records for a session nonce and agent key digest (default: none).
     """
     replay_log_into_tpm(tcti, OVMF_LOG.read_bytes())
     code = workdir / "code"
@@ -154,6 +157,8 @@ def issue_certificate(
     results = None
     with AgentTpm(tcti, event_log_path=OVMF_LOG) as tpm:
         session = _new_session(tpm, intermediates, nonce, kernel_cmdline)
+        if gpus is not None:
+            session.add_gpus(gpus(nonce, agent_key_id(session.agent_public_key)))
         session.add_input("code", "code", hash_tree(code).digest, upload_uri("code"))
         session.start_command(["python3", "train.py"], "weights")
         session.command_exited(0)

@@ -15,6 +15,7 @@ shell-quoted ``executed`` line. The certificate itself is an external reference 
 ``attestation``. Built with ``cyclonedx-python-lib`` (the ``bom`` extra); ``formulation``
 and ``modelCard``, which that library does not model yet, are added to its JSON output
 and the result is validated against the 1.6 schema.
+The GPUs the statement records are components of type ``device``.
 """
 
 from __future__ import annotations
@@ -149,6 +150,26 @@ def export_cyclonedx(prov: TrainingProvenance, certificate_path: Path, out: Path
             training.append(made)
     if image is not None:
         bom.components.add(image)
+    for gpu in prov.gpus:
+        bom.components.add(
+            Component(
+                name=gpu.model,
+                type=ComponentType.DEVICE,
+                bom_ref=f"aicert:gpu:{gpu.uuid}",
+                version=gpu.vbios_version,
+                description="GPU the training ran with, as NVML reported it",
+                properties=[
+                    Property(name="aicert:gpu-uuid", value=gpu.uuid),
+                    Property(name="aicert:driver-version", value=gpu.driver_version),
+                    Property(name="aicert:vbios-version", value=gpu.vbios_version),
+                    Property(name="aicert:cc-mode", value=gpu.cc_mode),
+                    Property(
+                        name="aicert:nvidia-attestation",
+                        value="verified" if gpu.attestation is not None else "none",
+                    ),
+                ],
+            )
+        )
     # The model depends on what made it; evaluations only measured it (see formulation).
     bom.register_dependency(bom.metadata.component, training)
     bom.external_references.add(cert_ref)

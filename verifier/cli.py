@@ -30,6 +30,8 @@ from .digest_cli import digest_command
 from .ear import load_ear_key, write_ear
 from .errors import EXIT_CODES, InputError
 from .input_file import MAX_PEM_BYTES, read_input_file
+from .nvidia_evidence import GpuPolicy, bundled_nvidia_roots
+from .nvidia_rim import MAX_RIM_BYTES, Rim, parse_rim
 from .platform_profile import PlatformProfile, bundled_profile_names, load_profile
 from .reference_bundle import ReferenceBundle, load_bundle
 from .report import render_json, render_text
@@ -189,6 +191,39 @@ def cli(verbose: bool) -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="PEM private key (ECDSA P-256 or Ed25519) that signs the --ear token.",
 )
+@click.option(
+    "--gpu-rim",
+    "gpu_rims",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Signed NVIDIA RIM file (driver or VBIOS): GPU measurements must match (repeatable).",
+)
+@click.option(
+    "--gpu-root",
+    "gpu_roots",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="PEM file of a GPU device root instead of the bundled NVIDIA Device Identity CA.",
+)
+@click.option(
+    "--gpu-rim-root",
+    "gpu_rim_roots",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="PEM file of a RIM signing root instead of the bundled NVIDIA CoRIM signing root.",
+)
+@click.option(
+    "--require-gpus",
+    type=click.IntRange(min=0),
+    default=0,
+    metavar="N",
+    help="Refuse a certificate that records fewer than N GPUs.",
+)
+@click.option(
+    "--require-gpu-cc",
+    is_flag=True,
+    help="Refuse a GPU not in confidential-computing mode (off or DEVTOOLS).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON report.")
 def verify(
     certificate: Path,
@@ -211,6 +246,11 @@ def verify(
     export_bom: tuple[str, Path] | None,
     ear: Path | None,
     ear_key: Path | None,
+    gpu_rims: Sequence[Path],
+    gpu_roots: Sequence[Path],
+    gpu_rim_roots: Sequence[Path],
+    require_gpus: int,
+    require_gpu_cc: bool,
     as_json: bool,
 ) -> None:
     """Verify CERTIFICATE: AK chain, quote, binding, logs, boot PCRs and (optionally) weights.
@@ -263,6 +303,13 @@ def verify(
         require_training=require_training,
         input_paths=_named_paths(inputs, "--input"),
         results_paths=_named_paths(results, "--results"),
+        gpu=GpuPolicy(
+            roots=tuple(load_root(p) for p in gpu_roots) or bundled_nvidia_roots(),
+            rims=tuple(_load_rim(p) for p in gpu_rims),
+            rim_roots=tuple(load_root(p) for p in gpu_rim_roots),
+            require_gpus=require_gpus,
+            require_cc=require_gpu_cc,
+        ),
     )
     report = verify_certificate(load_certificate(certificate), policy)
     if ear is not None and ear_signer is not None and not isinstance(report.error, InputError):
@@ -301,6 +348,10 @@ def _named_paths(values: Sequence[str], option: str) -> dict[str, Path]:
 
 
 cli.add_command(digest_command)
+
+
+def _load_rim(path: Path) -> Rim:
+    return parse_rim(read_input_file(path, "GPU RIM", MAX_RIM_BYTES), path.name)
 
 
 def load_root(path: Path) -> x509.Certificate:

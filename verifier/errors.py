@@ -167,6 +167,37 @@ class WeightsError(VerificationError):
     check = "weights"
 
 
+class GpuEvidenceError(VerificationError):
+    """A GPU's attestation evidence contradicts the statement's record of that GPU."""
+
+    check = "gpus"
+
+
+class GpuNonceError(GpuEvidenceError):
+    """A GPU attestation report answers another nonce than the one bound to this session."""
+
+
+class GpuChainError(GpuEvidenceError):
+    """A GPU's device certificate chain does not lead to a trusted NVIDIA device root."""
+
+
+class GpuSignatureError(GpuEvidenceError):
+    """A GPU attestation report's signature does not verify under its device certificate."""
+
+
+class GpuMeasurementError(GpuEvidenceError):
+    """A GPU measurement differs from the golden value of the RIM files supplied."""
+
+
+class GpuCcModeError(GpuEvidenceError):
+    """A GPU is not in confidential-computing mode (or in DEVTOOLS mode) but the policy
+    requires CC, or claims CC without attestation evidence."""
+
+
+class GpuMissingError(GpuEvidenceError):
+    """The certificate records fewer GPUs than the policy requires."""
+
+
 EXIT_CODES: dict[int, str] = {
     0: "every check passed",
     1: "a verification check failed",

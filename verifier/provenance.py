@@ -4,7 +4,8 @@
 generic tools can match a file; the weights' tree digest, which binds the whole tree,
 is ``predicate.aicert_weights``. ``resolvedDependencies`` = the measured inputs with
 their tree digests and source URIs; ``builderDependencies`` = the booted image;
-``externalParameters`` = what the client asked for (command, output path, nonce).
+``externalParameters`` = what the client asked for (command, output path, nonce);
+``aicert_gpus`` = the GPUs the agent saw, with their attestation evidence.
 Facts only aicert has travel as ``aicert_*`` extension fields, which SLSA consumers
 ignore. Digest sets name a tree digest ``aicert-tree-sha256``; ``sha256`` always is the
 SHA-256 of a file's bytes. See docs/certificate-format.md.
@@ -19,6 +20,7 @@ from typing import Any
 from .canonical_json import JsonValue, canonicalize, parse_json
 from .errors import FormatError
 from .file_subjects import MAX_FILE_SUBJECTS, FileSubject
+from .gpu import GpuRecord, parse_gpus
 from .image_identity import ImageIdentity
 from .uris import check_uri
 
@@ -99,6 +101,7 @@ class TrainingProvenance:
     evaluations: tuple[Evaluation, ...] = ()
     file_subjects: tuple[FileSubject, ...] = ()
     image: ImageIdentity = field(default_factory=ImageIdentity)
+    gpus: tuple[GpuRecord, ...] = ()
 
     @property
     def evaluation_only(self) -> bool:
@@ -140,6 +143,8 @@ class TrainingProvenance:
         }
         if self.evaluations:
             predicate["aicert_evaluations"] = [e.to_json() for e in self.evaluations]
+        if self.gpus:
+            predicate["aicert_gpus"] = [g.to_json() for g in self.gpus]
         return {
             "_type": STATEMENT_TYPE,
             "subject": [
@@ -226,6 +231,7 @@ def parse_statement(payload: bytes) -> TrainingProvenance:
             _evaluation(e, i)
             for i, e in enumerate(_list(predicate.get("aicert_evaluations", []), "evaluations"))
         ),
+        gpus=parse_gpus(predicate.get("aicert_gpus")),
     )
     if (build_type == EVALUATION_BUILD_TYPE) != prov.evaluation_only or (
         prov.evaluation_only and not prov.evaluations

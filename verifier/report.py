@@ -69,6 +69,13 @@ def _provenance_lines(prov: TrainingProvenance) -> list[str]:
     for dep in prov.dependencies:
         source = f"  from {dep.source}" if dep.source else ""
         lines.append(f"    {dep.role:<10} {dep.name:<24} sha256:{dep.sha256}{source}")
+    lines.append("  gpus" if prov.gpus else "  gpus       none")
+    for gpu in prov.gpus:
+        attested = "attested" if gpu.attestation is not None else "no attestation"
+        lines.append(
+            f"    {gpu.model} {gpu.uuid}  driver {gpu.driver_version}, "
+            f"VBIOS {gpu.vbios_version}, CC {gpu.cc_mode}, {attested}"
+        )
     lines.append("  outputs" if not prov.evaluation_only else "  evaluated weights")
     for subject in prov.subjects:
         lines.append(f"    {'':<10} {subject.name:<24} sha256:{subject.sha256}")

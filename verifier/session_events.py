@@ -1,6 +1,7 @@
 """The vocabulary of aicert's PCR 15 events: one typed record per measured step.
 
-A session's CEL log reads: ``agent-start`` → ``session-claim`` → one ``input``
+A session's CEL log reads: ``agent-start`` → ``session-claim`` → one ``gpu``
+per GPU the agent saw (none without a GPU) → one ``input``
 per input (code, data, base model, job configuration) → ``command`` →
 ``command-exit`` → one ``output`` per output → for each evaluation, its
 ``input`` events then ``evaluation`` → ``lock``. An evaluation-only session
@@ -106,6 +107,20 @@ class SessionClaim(SessionEvent):
 
 
 @dataclass(frozen=True)
+class GpuObserved(SessionEvent):
+    """A GPU of the VM, as the statement's ``aicert_gpus`` records it; ``evidence_sha256``
+    is the digest of its attestation evidence (empty for a GPU without)."""
+
+    kind: ClassVar[str] = "gpu"
+    model: str
+    uuid: str
+    driver_version: str
+    vbios_version: str
+    cc_mode: str
+    evidence_sha256: str
+
+
+@dataclass(frozen=True)
 class InputMeasured(SessionEvent):
     kind: ClassVar[str] = "input"
     role: str
@@ -160,6 +175,7 @@ EVENT_TYPES: dict[str, type[SessionEvent]] = {
     for cls in (
         AgentStart,
         SessionClaim,
+        GpuObserved,
         InputMeasured,
         CommandStarted,
         CommandExited,

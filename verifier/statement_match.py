@@ -17,6 +17,7 @@ from .session_events import (
     CommandExited,
     CommandStarted,
     EvaluationMeasured,
+    GpuObserved,
     InputMeasured,
     OutputMeasured,
     SessionClaim,
@@ -31,6 +32,12 @@ def expected_events(prov: TrainingProvenance) -> tuple[SessionEvent, ...]:
     body: list[SessionEvent] = [
         AgentStart(prov.agent_version, prov.boot_id, prov.agent_key_sha256),
         SessionClaim(prov.owner, prov.nonce),
+        *(
+            GpuObserved(
+                g.model, g.uuid, g.driver_version, g.vbios_version, g.cc_mode, g.evidence_sha256
+            )
+            for g in prov.gpus
+        ),
         *(InputMeasured(d.role, d.name, d.sha256, d.source) for d in prov.dependencies),
     ]
     if not prov.evaluation_only:

@@ -2,7 +2,7 @@
 
 The checks run in a fixed order, each building on what the previous ones
 established: AK chain → quote signature → binding → nonce → PCR digest →
-firmware log → CEL log vs statement → boot PCRs → platform profile → weights.
+firmware log → CEL log vs statement → GPUs → boot PCRs → platform profile → weights.
 The first failure stops the run (fail closed); later checks are reported as not
 run. A check the policy does not ask for is reported as skipped with the reason,
 never as passed.
@@ -43,6 +43,7 @@ from .errors import (
 from .file_subjects import file_subjects, plain_sha256s
 from .firmware_replay import check_event_digests, verify_against_pcrs
 from .image_identity import check_image_identity
+from .nvidia_evidence import GpuPolicy, bundled_nvidia_roots, check_gpus
 from .pcr import QUOTED_PCRS, SHA256
 from .platform_profile import PcrMatch, PlatformProfile, check_profile
 from .provenance import TrainingProvenance, parse_statement
@@ -98,6 +99,7 @@ class Policy:
     """The chain of linked certificates must end in a training certificate."""
     input_paths: Mapping[str, Path] = field(default_factory=dict)
     results_paths: Mapping[str, Path] = field(default_factory=dict)
+    gpu: GpuPolicy = field(default_factory=lambda: GpuPolicy(bundled_nvidia_roots()))
 
 
 @dataclass(frozen=True)
@@ -395,6 +397,16 @@ def _cel_log(state: _State) -> str:
     return f"{len(records)} records replay to PCR 15 and match the statement event by event"
 
 
+def _gpus(state: _State) -> str | tuple[Status, str]:
+    prov = state.prov
+    policy = state.policy.gpu
+    if not prov.gpus and not policy.require_gpus:
+        return Status.SKIPPED, "no GPU recorded, and the policy requires none"
+    return check_gpus(
+        prov.gpus, policy, prov.nonce, prov.agent_key_sha256, _attestation_time(state)
+    )
+
+
 def _evaluations(state: _State) -> str | tuple[Status, str]:
     prov = state.prov
     if not prov.evaluation_only:
@@ -602,6 +614,7 @@ _CHECKS: tuple[tuple[str, Callable[[_State], str | tuple[Status, str]]], ...] = 
     ("pcr-digest", _pcr_digest),
     ("firmware-log", _firmware_log),
     ("cel-log", _cel_log),
+    ("gpus", _gpus),
     ("evaluations", _evaluations),
     ("boot-pcrs", _boot_pcrs),
     ("platform-profile", _platform),
