@@ -273,18 +273,25 @@ def _connect(endpoints: _Endpoints, timeout: float) -> socket.socket:
     return sock
 
 
+# TPM2_GetRandom(8) without sessions: tag, size, command code, bytes requested.
+_GET_RANDOM_8 = struct.pack(">HIIH", 0x8001, 12, 0x17B, 8)
+
+
 def _accepts(endpoints: _Endpoints) -> bool:
     """True once swtpm listens. In QEMU mode only the socket file is checked: the unixio
     control channel serves one client at a time and QEMU must be that client."""
     if endpoints.ctrl_path is not None:
         return endpoints.ctrl_path.is_socket()
     try:
-        with socket.create_connection(("127.0.0.1", endpoints.tpm_port or 0), timeout=0.5):
-            pass
+        # swtpm listens before it has loaded its state: only a TPM that answers a
+        # command is up (a broken state makes it exit after it started listening).
+        with socket.create_connection(("127.0.0.1", endpoints.tpm_port or 0), timeout=2) as tpm:
+            tpm.sendall(_GET_RANDOM_8)
+            answer = tpm.recv(10)
         _connect(endpoints, 0.5).close()
     except OSError:
         return False
-    return True
+    return len(answer) == 10 and answer[:2] == b"\x80\x01"
 
 
 def _send_shutdown(endpoints: _Endpoints) -> bool:
