@@ -106,6 +106,13 @@ def cli(verbose: bool) -> None:
     "hardware root of trust.",
 )
 @click.option(
+    "--accept-uncertified-ak",
+    is_flag=True,
+    help="Accept a certificate whose AK no certificate ties to a TPM (AWS NitroTPM certifies "
+    "none): ak-chain is reported as not established and the verdict as NO ROOT OF TRUST, "
+    "never as verified by hardware. See docs/aws.md.",
+)
+@click.option(
     "--nonce",
     callback=nonce_value,
     metavar="HEX",
@@ -153,6 +160,7 @@ def verify(
     any_image: bool,
     platform_profile: str | None,
     trust_roots: Sequence[Path],
+    accept_uncertified_ak: bool,
     nonce: str | None,
     inputs: Sequence[str],
     results: Sequence[str],
@@ -185,6 +193,7 @@ def verify(
         require_training=require_training,
         input_paths=_named_paths(inputs, "--input"),
         results_paths=_named_paths(results, "--results"),
+        accept_uncertified_ak=accept_uncertified_ak,
     )
     report = verify_certificate(load_certificate(certificate), policy)
     if as_json:
