@@ -30,7 +30,7 @@ from aws_fixtures import aws_disk
 from click.testing import CliRunner
 
 NAME = "aicert-os-test"
-UEFI_DATA = b"AMZNUEFI" + bytes(range(64))
+UEFI_DATA = base64.b64encode(b"AMZNUEFI" + bytes(range(64))).decode()
 
 
 def _spec(tmp_path: Path, **kw: object) -> AwsDeploySpec:
@@ -114,17 +114,21 @@ def test_uefi_data_for_secure_boot_is_registered_and_part_of_the_identity(
 ) -> None:
     deploy_image(aws, _spec(tmp_path, uefi_data=UEFI_DATA), say=lambda _l: None)
     (params,) = moto.registered
-    assert base64.b64decode(params["UefiData"]) == UEFI_DATA
+    assert params["UefiData"] == UEFI_DATA
     with pytest.raises(CloudConflictError, match="other UEFI Secure Boot data"):
         deploy_image(aws, _spec(tmp_path), say=lambda _l: None)
 
 
 @pytest.mark.parametrize(
     ("blob", "error"),
-    [(b"not a variable store", "no AMZNUEFI header"), (b"AMZNUEFI" + bytes(70000), "at most")],
+    [
+        ("bm90IGEgdmFyaWFibGUgc3RvcmU=", "no AMZNUEFI header"),
+        ("not base64 at all!", "no AMZNUEFI header"),
+        (base64.b64encode(b"AMZNUEFI" + bytes(70000)).decode(), "at most"),
+    ],
 )
 def test_bad_uefi_data_is_refused_before_anything_is_sent(
-    moto: MotoAws, aws: AwsClients, tmp_path: Path, blob: bytes, error: str
+    moto: MotoAws, aws: AwsClients, tmp_path: Path, blob: str, error: str
 ) -> None:
     with pytest.raises(InputError, match=error):
         _spec(tmp_path, uefi_data=blob)
@@ -250,3 +254,13 @@ def test_missing_credentials_exit_6_with_one_line(
     (line,) = result.stderr.strip().splitlines()
     assert "no AWS credentials" in line
     assert owned(aws)["images"] == set()
+
+
+def test_the_command_sends_a_uefi_data_file_as_it_is(
+    moto: MotoAws, aws: AwsClients, tmp_path: Path
+) -> None:
+    uefi = tmp_path / "uefi.bin"
+    uefi.write_text("\n".join(UEFI_DATA[i : i + 40] for i in range(0, len(UEFI_DATA), 40)) + "\n")
+    result = _deploy(moto, "--image", str(_image_dir(tmp_path)), "--uefi-data", str(uefi))
+    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+    assert moto.registered[-1]["UefiData"] == UEFI_DATA

@@ -45,7 +45,7 @@ RUN = "aicert-run-test"
 @pytest.fixture
 def loopback_instances(monkeypatch: pytest.MonkeyPatch) -> None:
     """moto's instances get 127.0.0.1 as their public address: where the agent listens."""
-    import moto.ec2.models.elastic_network_interfaces as enis  # noqa: PLC0415
+    import moto.ec2.models.elastic_network_interfaces as enis
 
     monkeypatch.setattr(enis, "random_public_ip", lambda: "127.0.0.1")
 
@@ -214,7 +214,7 @@ def test_without_a_trust_root_the_agent_is_refused_before_anything_is_sent(
 ) -> None:
     port, recipe = agent_on_swtpm
     before = owned(aws)
-    with pytest.raises(AicertError, match="(?i)root"):
+    with pytest.raises(AicertError, match=r"(?i)root"):
         run_aws(
             _spec(tmp_path, ami, recipe, port), _job(tmp_path), clients=aws, say=lambda _l: None
         )

@@ -42,6 +42,16 @@ def _require_aws_profile(recipe_path: Path) -> None:
         )
 
 
+def _uefi_text(data: bytes) -> str:
+    """The file's base64 text, without the line breaks and spaces a file may add."""
+    try:
+        return "".join(data.decode("ascii").split())
+    except UnicodeDecodeError:
+        raise InputError(
+            "the UEFI data file is not base64 text; write it with 'uefivars ... -o aws'"
+        ) from None
+
+
 def _say(message: str) -> None:
     click.echo(message, err=True)
 
@@ -83,7 +93,7 @@ profile_option = click.option(
     "uefi_data",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
-    help="AWS UEFI variable store with the Secure Boot PK, KEK and db (from "
+    help="AWS UEFI variable store (base64) with the Secure Boot PK, KEK and db (from "
     "'uefivars -i none -o aws'), so that instances boot the signed UKI with Secure Boot "
     "on. Default: AWS's UEFI defaults.",
 )
@@ -114,7 +124,7 @@ def deploy_aws(
         image_name=image_name,
         uefi_data=None
         if uefi_data is None
-        else read_input_file(uefi_data, "UEFI data", MAX_UEFI_DATA),
+        else _uefi_text(read_input_file(uefi_data, "UEFI data", MAX_UEFI_DATA)),
         workers=workers,
     )
     published = AwsPlatform(aws_clients(ctx, region, aws_profile)).publish(spec, say=_say)

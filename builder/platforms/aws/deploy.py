@@ -43,8 +43,9 @@ TAG_UEFI_DATA = "aicert:uefi-data-sha256"
 
 ROOT_DEVICE = "/dev/xvda"
 UEFI_DATA_MAGIC = b"AMZNUEFI"
-"""The start of the AWS UEFI variable store (python-uefivars ``-o aws``), before base64."""
+"""The start of the AWS UEFI variable store once its base64 is decoded."""
 MAX_UEFI_DATA = 64 * 1024
+"""RegisterImage takes at most 64 KiB of base64 UEFI data."""
 _AMI_NAME = re.compile(r"^[A-Za-z0-9()\[\]./\-'@_ ]{3,128}$")
 
 Say = Callable[[str], None]
@@ -56,8 +57,9 @@ class AwsDeploySpec:
 
     disk: Path
     image_name: str
-    uefi_data: bytes | None = None
-    """The AWS UEFI variable store (PK, KEK, db) for Secure Boot; None: AWS's defaults."""
+    uefi_data: str | None = None
+    """The AWS UEFI variable store (PK, KEK, db) for Secure Boot, base64 as python-uefivars
+    ``-o aws`` writes it and RegisterImage takes it; None: AWS's defaults."""
     workers: int = 8
 
     def __post_init__(self) -> None:
@@ -71,19 +73,25 @@ class AwsDeploySpec:
 
     @property
     def uefi_digest(self) -> str:
-        return "" if self.uefi_data is None else hashlib.sha256(self.uefi_data).hexdigest()
+        if self.uefi_data is None:
+            return ""
+        return hashlib.sha256(base64.b64decode(self.uefi_data)).hexdigest()
 
     def tags(self, role: str, **extra: str) -> dict[str, str]:
         return {TAG_MANAGED: "true", TAG_DEPLOYMENT: self.image_name, TAG_ROLE: role, **extra}
 
 
-def check_uefi_data(blob: bytes) -> None:
+def check_uefi_data(text: str) -> None:
     """Refuse what cannot be an AWS UEFI variable store before anything is uploaded."""
-    if len(blob) > MAX_UEFI_DATA:
-        raise InputError(f"UEFI data of {len(blob)} bytes: AWS takes at most {MAX_UEFI_DATA}")
+    if len(text) > MAX_UEFI_DATA:
+        raise InputError(f"UEFI data of {len(text)} bytes: AWS takes at most {MAX_UEFI_DATA}")
+    try:
+        blob = base64.b64decode(text, validate=True)
+    except ValueError:
+        blob = b""
     if not blob.startswith(UEFI_DATA_MAGIC):
         raise InputError(
-            "the UEFI data is not an AWS variable store (no AMZNUEFI header); make it with "
+            "the UEFI data is not a base64 AWS variable store (no AMZNUEFI header); make it with "
             "'uefivars -i none -o aws -O uefi.bin -P PK.esl -K KEK.esl --db db.esl'"
         )
 
@@ -169,7 +177,7 @@ def deploy_image(clients: AwsClients, spec: AwsDeploySpec, *, say: Say) -> Deplo
         ],
     }
     if spec.uefi_data is not None:
-        kwargs["UefiData"] = base64.b64encode(spec.uefi_data).decode()
+        kwargs["UefiData"] = spec.uefi_data
     try:
         image_id = str(
             clients.ec2_call(f"registering AMI {spec.image_name}", "register_image", **kwargs)[
