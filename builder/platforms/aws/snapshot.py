@@ -44,7 +44,7 @@ def volume_gib(size: int) -> int:
     return max(1, -(-size // GIB))
 
 
-def _blocks(disk: Path) -> Iterator[tuple[int, bytes]]:
+def nonzero_blocks(disk: Path) -> Iterator[tuple[int, bytes]]:
     """(index, 512 KiB block) for every block of ``disk`` that is not all zeros."""
     zero = bytes(BLOCK)
     with disk.open("rb") as f:
@@ -117,7 +117,7 @@ def _put_blocks(clients: AwsClients, snapshot_id: str, disk: Path, workers: int)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         # list() re-raises the first failed block's error here.
-        return len(list(pool.map(put, _blocks(disk))))
+        return len(list(pool.map(put, nonzero_blocks(disk))))
 
 
 def _wait_completed(clients: AwsClients, snapshot_id: str, timeout: float = 1800.0) -> None:
