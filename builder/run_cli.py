@@ -389,10 +389,12 @@ def _run_on_aws(
     boot_timeout: float,
 ) -> JobOutcome:
     # boto3 is an optional extra: imported only when it is used.
-    from aicert.builder.platforms.aws.cli import aws_clients  # noqa: PLC0415
+    from aicert.builder.platforms.aws.cli import aws_clients, require_aws_profile  # noqa: PLC0415
     from aicert.builder.platforms.aws.platform import AwsPlatform  # noqa: PLC0415
     from aicert.builder.platforms.aws.run import AwsRun  # noqa: PLC0415
 
+    if ami is None:  # the run publishes IMAGE itself: it must be an aws build
+        require_aws_profile(image / "recipe.json")
     spec = AwsRun(
         region=region,
         output=output,

@@ -264,3 +264,24 @@ def test_the_command_sends_a_uefi_data_file_as_it_is(
     result = _deploy(moto, "--image", str(_image_dir(tmp_path)), "--uefi-data", str(uefi))
     assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
     assert moto.registered[-1]["UefiData"] == UEFI_DATA
+
+
+def test_destroy_aws_lists_asks_and_deletes(moto: MotoAws, aws: AwsClients, tmp_path: Path) -> None:
+    deploy_image(aws, _spec(tmp_path), say=lambda _l: None)
+    obj = {"aws_options": moto.options()}
+    args = ["destroy-aws", "--region", REGION]
+    refused = CliRunner().invoke(build_main, args, obj=obj, input="n\n")
+    assert refused.exit_code == 5
+    assert "  image  ami-" in refused.stderr
+    assert owned(aws)["images"]
+    done = CliRunner().invoke(build_main, [*args, "--yes"], obj=obj)
+    assert done.exit_code == 0, done.output
+    assert "deleted 2 resources" in done.stderr
+    assert owned(aws)["images"] == owned(aws)["snapshots"] == set()
+
+
+def test_an_unknown_aws_profile_is_one_line_exit_6(moto: MotoAws, tmp_path: Path) -> None:
+    result = _deploy(moto, "--image", str(_image_dir(tmp_path)), "--profile", "no-such-profile")
+    assert result.exit_code == 6  # type: ignore[attr-defined]
+    (line,) = result.stderr.strip().splitlines()  # type: ignore[attr-defined]
+    assert "no-such-profile" in line

@@ -31,7 +31,7 @@ def aws_clients(ctx: click.Context, region: str, profile: str | None) -> AwsClie
     return connect(region, profile=profile, options=obj.get("aws_options") or ClientOptions())
 
 
-def _require_aws_profile(recipe_path: Path) -> None:
+def require_aws_profile(recipe_path: Path) -> None:
     """Refuse an image built for another platform: it lacks the NVMe and ENA drivers."""
     inputs = load_recipe(recipe_path).get("inputs")
     profile = inputs.get("profile") if isinstance(inputs, dict) else None
@@ -118,7 +118,7 @@ def deploy_aws(
     from .deploy import MAX_UEFI_DATA, AwsDeploySpec  # noqa: PLC0415 - optional import
     from .platform import AwsPlatform  # noqa: PLC0415
 
-    _require_aws_profile(image_dir / "recipe.json")
+    require_aws_profile(image_dir / "recipe.json")
     spec = AwsDeploySpec(
         disk=image_dir / "disk.raw",
         image_name=image_name,

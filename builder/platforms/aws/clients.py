@@ -13,8 +13,9 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError
 
-from .errors import RetryPolicy, call
+from .errors import RetryPolicy, call, translate
 
 DEFAULT_REGION = "us-east-1"
 
@@ -65,9 +66,12 @@ class AwsClients:
 def connect(
     region: str, *, profile: str | None = None, options: ClientOptions | None = None
 ) -> AwsClients:
-    """Clients for ``region``, after checking with STS-free EC2 DescribeRegions that the
-    credential works (one cheap call, so a bad login fails before any upload)."""
-    session = boto3.session.Session(profile_name=profile, region_name=region)
+    """Clients for ``region``, after one cheap call (EC2 DescribeRegions) that checks the
+    credential, so a bad login fails before any upload."""
+    try:
+        session = boto3.session.Session(profile_name=profile, region_name=region)
+    except BotoCoreError as exc:  # e.g. a --profile that ~/.aws/config does not name
+        raise translate(exc, "reading the AWS configuration") from exc
     clients = AwsClients(region=region, session=session, options=options or ClientOptions())
     clients.ec2_call(f"signing in to EC2 in {region}", "describe_regions", RegionNames=[region])
     return clients

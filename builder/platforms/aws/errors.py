@@ -22,6 +22,7 @@ from botocore.exceptions import (
     NoCredentialsError,
     NoRegionError,
     PartialCredentialsError,
+    ProfileNotFound,
 )
 
 LOGIN_HINT = (
@@ -135,6 +136,8 @@ def translate(exc: Exception, action: str) -> CloudError:
         return exc
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
         return CloudLoginError(f"no AWS credentials (while {action}): {LOGIN_HINT}")
+    if isinstance(exc, ProfileNotFound):
+        return CloudLoginError(f"{exc} (while {action}): {LOGIN_HINT}")
     if isinstance(exc, NoRegionError):
         return CloudError(f"no AWS region (while {action}): pass --region or set AWS_REGION")
     if isinstance(exc, EndpointConnectionError):
