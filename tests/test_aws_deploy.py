@@ -285,3 +285,15 @@ def test_an_unknown_aws_profile_is_one_line_exit_6(moto: MotoAws, tmp_path: Path
     assert result.exit_code == 6  # type: ignore[attr-defined]
     (line,) = result.stderr.strip().splitlines()  # type: ignore[attr-defined]
     assert "no-such-profile" in line
+
+
+def test_a_disk_of_many_blocks_goes_up_through_a_bounded_window(
+    moto: MotoAws, aws: AwsClients, tmp_path: Path
+) -> None:
+    disk = tmp_path / "dense.raw"
+    disk.write_bytes(bytes(range(256)) * (13 * BLOCK // 256) + b"tail")
+    result = deploy_image(aws, _spec(tmp_path, disk=disk, workers=2), say=lambda _l: None)
+    assert result.upload is not None
+    assert result.upload.blocks_written == 14
+    snapshot_id = moto.registered[-1]["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
+    assert _snapshot_bytes(aws, snapshot_id, disk.stat().st_size) == disk.read_bytes()

@@ -18,7 +18,7 @@ import base64
 import hashlib
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,9 +115,25 @@ def _put_blocks(clients: AwsClients, snapshot_id: str, disk: Path, workers: int)
             ChecksumAlgorithm="SHA256",
         )
 
+    # At most 2 x workers blocks are read ahead, so memory stays bounded on any disk size.
+    written = 0
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        # list() re-raises the first failed block's error here.
-        return len(list(pool.map(put, nonzero_blocks(disk))))
+        pending: set[Future[None]] = set()
+        for item in nonzero_blocks(disk):
+            if len(pending) >= 2 * workers:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                written += _settled(done)
+            pending.add(pool.submit(put, item))
+        written += _settled(pending)
+    return written
+
+
+def _settled(futures: set[Future[None]]) -> int:
+    """How many of ``futures`` succeeded; the first failure is raised (the rest are waited for)."""
+    wait(futures)
+    for future in futures:
+        future.result()
+    return len(futures)
 
 
 def _wait_completed(clients: AwsClients, snapshot_id: str, timeout: float = 1800.0) -> None:
