@@ -11,6 +11,7 @@ from aicert import __version__
 
 from .environment_cli import environment_command
 from .image_cli import COMMANDS as IMAGE_COMMANDS
+from .platforms.aws.cli import deploy_aws, destroy_aws
 from .platforms.azure.cli import deploy, destroy_command
 from .profile_cli import profile_group
 from .publish_cli import maintainer_key_command, publish_command
@@ -27,12 +28,15 @@ def main(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
 
 
+deploy.add_command(deploy_aws)
+
 for _command in (
     *IMAGE_COMMANDS,
     environment_command,
     run_command,
     deploy,
     destroy_command,
+    destroy_aws,
     profile_group,
     publish_command,
     maintainer_key_command,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -27,17 +28,21 @@ from aicert.verifier.report import render_json, render_text
 DEFAULT_AZURE_VM_SIZE = "Standard_D4s_v5"
 DEFAULT_AZURE_SCRATCH_GIB = 128
 DEFAULT_LOCAL_SCRATCH_GIB = DEFAULT_SCRATCH_BYTES >> 30
+# Kept in step with aicert.builder.platforms.aws.run, whose module imports boto3.
+DEFAULT_AWS_INSTANCE_TYPE = "m6i.xlarge"
+DEFAULT_AWS_SCRATCH_GIB = 128
 
 
 @click.command("run")
 @click.argument("job", type=click.Path(path_type=Path))
 @click.option(
     "--platform",
-    type=click.Choice(["local", "azure"]),
+    type=click.Choice(["local", "azure", "aws"]),
     default="local",
     show_default=True,
     help="Where to boot the image: local = QEMU + OVMF + swtpm on this machine; azure = a "
-    "Trusted Launch VM from a published gallery image version (see docs/azure.md).",
+    "Trusted Launch VM from a published gallery image version (see docs/azure.md); aws = "
+    "an EC2 instance with NitroTPM (see docs/aws.md).",
 )
 @click.option(
     "--image",
@@ -140,6 +145,19 @@ DEFAULT_LOCAL_SCRATCH_GIB = DEFAULT_SCRATCH_BYTES >> 30
     multiple=True,
     help="Azure: a PEM root accepted besides the bundled Azure vTPM root. Repeatable.",
 )
+@click.option("--region", default=None, help="AWS: region (default: $AWS_REGION).")
+@click.option(
+    "--ami",
+    default=None,
+    help="AWS: the AMI id printed by 'deploy aws'; default: publish IMAGE/disk.raw for this "
+    "run only and deregister it at the end.",
+)
+@click.option(
+    "--instance-type",
+    default=None,
+    help=f"AWS: a Nitro instance type with NitroTPM [default: {DEFAULT_AWS_INSTANCE_TYPE}].",
+)
+@click.option("--subnet", default=None, help="AWS: a public subnet (default: the default VPC's).")
 @click.pass_context
 def run_command(
     ctx: click.Context,
@@ -162,6 +180,10 @@ def run_command(
     vm_size: str | None,
     platform_profile: str | None,
     trust_roots: tuple[Path, ...],
+    region: str | None,
+    ami: str | None,
+    instance_type: str | None,
+    subnet: str | None,
 ) -> None:
     """Run JOB (a job file, see docs/job-file.md) in the measured image and verify the result.
 
@@ -193,10 +215,19 @@ def run_command(
         "--platform-profile": platform_profile,
         "--trust-root": trust_roots or None,
     }
+    aws_only = {
+        "--region": region,
+        "--ami": ami,
+        "--instance-type": instance_type,
+        "--subnet": subnet,
+    }
     if platform == "local":
         given = [name for name, value in azure_only.items() if value is not None]
         if given:
             raise click.UsageError(f"{', '.join(given)}: only for --platform azure")
+        given = [name for name, value in aws_only.items() if value is not None]
+        if given:
+            raise click.UsageError(f"{', '.join(given)}: only for --platform aws")
         spec = LocalRun(
             image=image,
             output=output,
@@ -209,9 +240,50 @@ def run_command(
             f"--recipe {image / 'recipe.json'} --platform-profile qemu "
             f"--trust-root {outcome.output_dir / LOCAL_CA_ROOT_NAME}"
         )
+    elif platform == "aws":
+        region = region or os.environ.get("AWS_REGION")
+        not_aws = {**azure_only, "--ca": ca_dir}
+        for shared in ("--recipe", "--caller-ip", "--platform-profile", "--trust-root"):
+            del not_aws[shared]
+        given = [name for name, value in not_aws.items() if value is not None]
+        if given:
+            raise click.UsageError(f"{', '.join(given)}: not for --platform aws")
+        missing = [
+            n
+            for n, v in (("--region (or $AWS_REGION)", region), ("--caller-ip", caller_ip))
+            if not v
+        ]
+        if missing:
+            raise click.UsageError(f"--platform aws needs {', '.join(missing)}")
+        recipe = recipe or image / "recipe.json"
+        outcome = _run_on_aws(
+            ctx,
+            parsed,
+            region=str(region),
+            ami=ami,
+            image=image,
+            output=output,
+            recipe=recipe,
+            caller_ip=str(caller_ip),
+            instance_type=instance_type or DEFAULT_AWS_INSTANCE_TYPE,
+            subnet=subnet,
+            scratch_gib=scratch_gib or DEFAULT_AWS_SCRATCH_GIB,
+            platform_profile=platform_profile,
+            trust_roots=trust_roots,
+            boot_timeout=boot_timeout,
+        )
+        verify_hint = f"--recipe {recipe}" + "".join(
+            [
+                f" --platform-profile {platform_profile}" if platform_profile else "",
+                *(f" --trust-root {p}" for p in trust_roots),
+            ]
+        )
     else:
         if ca_dir is not None:
             raise click.UsageError("--ca: only for --platform local (Azure's vTPM has its own CA)")
+        given = [name for name, value in aws_only.items() if value is not None]
+        if given:
+            raise click.UsageError(f"{', '.join(given)}: only for --platform aws")
         required = {
             "--subscription (or $AZURE_SUBSCRIPTION_ID)": subscription,
             "--resource-group": resource_group,
@@ -296,4 +368,46 @@ def _run_on_azure(
         boot_timeout=boot_timeout,
     )
     platform = AzurePlatform(_clients(ctx, subscription))
+    return run_on(platform, spec, job, output, say=_say)
+
+
+def _run_on_aws(
+    ctx: click.Context,
+    job: JobFile,
+    *,
+    region: str,
+    ami: str | None,
+    image: Path,
+    output: Path,
+    recipe: Path,
+    caller_ip: str,
+    instance_type: str,
+    subnet: str | None,
+    scratch_gib: int,
+    platform_profile: str | None,
+    trust_roots: tuple[Path, ...],
+    boot_timeout: float,
+) -> JobOutcome:
+    # boto3 is an optional extra: imported only when it is used.
+    from aicert.builder.platforms.aws.cli import aws_clients, require_aws_profile  # noqa: PLC0415
+    from aicert.builder.platforms.aws.platform import AwsPlatform  # noqa: PLC0415
+    from aicert.builder.platforms.aws.run import AwsRun  # noqa: PLC0415
+
+    if ami is None:  # the run publishes IMAGE itself: it must be an aws build
+        require_aws_profile(image / "recipe.json")
+    spec = AwsRun(
+        region=region,
+        output=output,
+        recipe=recipe,
+        caller_ip=caller_ip,
+        image_id=ami,
+        disk=image / "disk.raw",
+        instance_type=instance_type,
+        scratch_gib=scratch_gib,
+        subnet_id=subnet,
+        platform_profile=platform_profile,
+        trust_roots=tuple(load_root(p) for p in trust_roots),
+        boot_timeout=boot_timeout,
+    )
+    platform = AwsPlatform(aws_clients(ctx, region, None))
     return run_on(platform, spec, job, output, say=_say)

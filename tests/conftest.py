@@ -11,7 +11,7 @@ from aicert.builder.platforms.local.ca import LocalCa
 from aicert.builder.platforms.local.provision import ProvisionResult, provision_like_azure
 from aicert.builder.platforms.local.swtpm import Swtpm
 
-pytest_plugins = ["azure_fixtures"]
+pytest_plugins = ["azure_fixtures", "aws_fixtures"]
 
 # --------------------------------------------------------------------------- swtpm
 # A real swtpm, provisioned like Azure's vTPM (AK at 0x81000003, its certificate in

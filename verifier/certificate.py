@@ -107,8 +107,9 @@ def parse_certificate(data: bytes) -> Certificate:
     banks = _obj(tpm["pcrs"], "tpm.pcrs")
     exact_members(banks, ("sha256",), "certificate: tpm.pcrs")
     certs = tpm["akCertificates"]
-    if not isinstance(certs, list) or not certs:
-        raise FormatError("certificate: tpm.akCertificates must be a non-empty array")
+    # Empty where the platform certifies no AK (AWS NitroTPM): the ak-chain check decides.
+    if not isinstance(certs, list):
+        raise FormatError("certificate: tpm.akCertificates must be an array")
     return Certificate(
         envelope=parse_envelope(doc["envelope"]),
         agent_public_key=b64decode(doc["agentPublicKey"], "agentPublicKey"),

@@ -142,6 +142,13 @@ def cli(verbose: bool) -> None:
     "hardware root of trust.",
 )
 @click.option(
+    "--accept-uncertified-ak",
+    is_flag=True,
+    help="Accept a certificate whose AK no certificate ties to a TPM (AWS NitroTPM certifies "
+    "none): ak-chain is reported as not established and the verdict as NO ROOT OF TRUST, "
+    "never as verified by hardware. See docs/aws.md.",
+)
+@click.option(
     "--nonce",
     callback=nonce_value,
     metavar="HEX",
@@ -238,6 +245,7 @@ def verify(
     sigstore_identity: str | None,
     sigstore_issuer: str | None,
     trust_roots: Sequence[Path],
+    accept_uncertified_ak: bool,
     nonce: str | None,
     inputs: Sequence[str],
     results: Sequence[str],
@@ -310,6 +318,7 @@ def verify(
             require_gpus=require_gpus,
             require_cc=require_gpu_cc,
         ),
+        accept_uncertified_ak=accept_uncertified_ak,
     )
     report = verify_certificate(load_certificate(certificate), policy)
     if ear is not None and ear_signer is not None and not isinstance(report.error, InputError):

@@ -15,6 +15,7 @@ _MARKS = {
     Status.PASSED: ("PASS", "green"),
     Status.FAILED: ("FAIL", "red"),
     Status.SKIPPED: ("SKIP", "yellow"),
+    Status.NOT_ESTABLISHED: ("NONE", "yellow"),
     Status.NOT_RUN: ("----", None),
 }
 
@@ -47,6 +48,12 @@ def render_text(report: Report, certificate: Path, *, color: bool) -> str:
         verdict = "VERIFIED: every check that ran passed"
         if report.root_of_trust is not None and not report.root_of_trust.hardware:
             verdict = f"VERIFIED on a {LOCAL_TEST_PLATFORM}: every check that ran passed"
+        unestablished = [r.check for r in report.results if r.status is Status.NOT_ESTABLISHED]
+        if unestablished:
+            verdict = (
+                f"NO ROOT OF TRUST: {', '.join(unestablished)} not established, so nothing "
+                "shows the evidence came from a TPM; every other check that ran passed"
+            )
         skipped = [r.check for r in report.results if r.status is Status.SKIPPED]
         if skipped:
             verdict += f" (skipped: {', '.join(skipped)})"

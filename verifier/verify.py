@@ -29,6 +29,7 @@ from .certificate import Certificate, agent_key_id, load_certificate
 from .dsse import IN_TOTO_PAYLOAD_TYPE, verify_envelope
 from .errors import (
     AicertError,
+    AkChainError,
     BindingError,
     BootPcrError,
     EnvelopeSignatureError,
@@ -72,6 +73,8 @@ class Status(enum.Enum):
     PASSED = "passed"
     FAILED = "failed"
     SKIPPED = "skipped"
+    NOT_ESTABLISHED = "not established"
+    """The check could not establish its claim and the auditor accepted that (never a pass)."""
     NOT_RUN = "not run"
 
 
@@ -100,6 +103,9 @@ class Policy:
     input_paths: Mapping[str, Path] = field(default_factory=dict)
     results_paths: Mapping[str, Path] = field(default_factory=dict)
     gpu: GpuPolicy = field(default_factory=lambda: GpuPolicy(bundled_nvidia_roots()))
+    accept_uncertified_ak: bool = False
+    """Accept a certificate that carries no AK certificate (AWS NitroTPM certifies no AK):
+    the ak-chain check is then reported as not established, never as passed."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,12 @@ class RootOfTrust:
 
 
 LOCAL_TEST_PLATFORM = "local test platform, no hardware root of trust"
+UNCERTIFIED_AK = RootOfTrust(
+    False,
+    "none",
+    "NOT ESTABLISHED: no certificate ties the AK to a TPM (AWS NitroTPM certifies no AK; "
+    "see docs/aws.md)",
+)
 
 
 @dataclass(frozen=True)
@@ -238,9 +250,21 @@ def _statement(state: _State) -> str:
     return "in-toto Statement v1 with SLSA Provenance v1 predicate"
 
 
-def _ak_chain(state: _State) -> str:
+def _ak_chain(state: _State) -> str | tuple[Status, str]:
     tpm = state.cert.tpm
     state._ak = parse_tpm2b_public(tpm.ak_public)
+    if not tpm.ak_certificates:
+        if not state.policy.accept_uncertified_ak:
+            raise AkChainError(
+                "the certificate carries no AK certificate: nothing ties its AK to a TPM; "
+                "one from AWS NitroTPM (which certifies no AK) verifies only with "
+                "--accept-uncertified-ak, see docs/aws.md"
+            )
+        state.root_of_trust = UNCERTIFIED_AK
+        return Status.NOT_ESTABLISHED, (
+            "no AK certificate (accepted with --accept-uncertified-ak): the quote is signed "
+            "by a key no one vouches for, so the checks below prove consistency, not a TPM"
+        )
     at = _attestation_time(state)
     result = verify_ak_chain(
         tpm.ak_certificates[0], tpm.ak_certificates[1:], state.policy.trust_roots, at, state.ak

@@ -1,0 +1,365 @@
+"""``run --platform aws``: the real boto3 against a moto server, and a real agent on a
+provisioned swtpm standing in for the instance's NitroTPM (moto gives the instance
+127.0.0.1 as its public address).
+
+NitroTPM certifies no AK (docs/aws.md), so the swtpm carries an AK certificate from
+the local CA, given as the one trust root: without a root the attestation fails closed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agent_harness import running_agent, write_toy_job
+from aicert.agent.tpm import AgentTpm
+from aicert.builder.agent_client import AgentRequestError
+from aicert.builder.cli import main as build_main
+from aicert.builder.job_file import JobFile, load_job_file
+from aicert.builder.job_runner import CERTIFICATE_NAME, JobFailedError
+from aicert.builder.platforms.aws.clients import AwsClients
+from aicert.builder.platforms.aws.deploy import AwsDeploySpec, deploy_image
+from aicert.builder.platforms.aws.errors import CloudTransientError
+from aicert.builder.platforms.aws.platform import run_aws
+from aicert.builder.platforms.aws.run import DEFAULT_INSTANCE_TYPE, DEFAULT_SCRATCH_GIB, AwsRun
+from aicert.builder.platforms.local.qemu import free_port
+from aicert.builder.run_cli import DEFAULT_AWS_INSTANCE_TYPE, DEFAULT_AWS_SCRATCH_GIB
+from aicert.verifier.errors import AicertError, CloudError, InputError
+from aicert.verifier.treehash import hash_tree
+from aicert.verifier.uki import BOOT_PCRS
+from aws_fake import MotoAws, inject, owned
+from aws_fixtures import aws_disk
+from certgen import recipe_outputs
+from click.testing import CliRunner
+from conftest import ProvisionedSwtpm
+from tpm_replay import OVMF_LOG, replay_log_into_tpm
+
+CALLER = "52.174.10.20"
+RUN = "aicert-run-test"
+
+
+@pytest.fixture
+def loopback_instances(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto's instances get 127.0.0.1 as their public address: where the agent listens."""
+    import moto.ec2.models.elastic_network_interfaces as enis
+
+    monkeypatch.setattr(enis, "random_public_ip", lambda: "127.0.0.1")
+
+
+@pytest.fixture
+def ami(aws: AwsClients, loopback_instances: None, tmp_path: Path) -> str:
+    spec = AwsDeploySpec(disk=aws_disk(tmp_path / "disk.raw"), image_name="aicert-os-test")
+    return deploy_image(aws, spec, say=lambda _l: None).image_id
+
+
+def _job(tmp_path: Path, exit_status: int = 0) -> JobFile:
+    return load_job_file(write_toy_job(tmp_path, exit_status))
+
+
+def _recipe_for(tcti: str, path: Path) -> Path:
+    replay_log_into_tpm(tcti, OVMF_LOG.read_bytes())
+    with AgentTpm(tcti, event_log_path=OVMF_LOG) as tpm:
+        pcrs = tpm.read_pcrs(pcrs=BOOT_PCRS)
+    path.write_text(
+        json.dumps(
+            {
+                "inputs": {"profile": "aws"},
+                "outputs": recipe_outputs(),
+                "expected_pcrs": {"pcrs": {str(n): v.hex() for n, v in pcrs.items()}},
+            }
+        )
+    )
+    return path
+
+
+def _plain_recipe(tmp_path: Path) -> Path:
+    recipe = tmp_path / "recipe.json"
+    pcrs = {str(n): "00" * 32 for n in BOOT_PCRS}
+    recipe.write_text(json.dumps({"outputs": recipe_outputs(), "expected_pcrs": {"pcrs": pcrs}}))
+    return recipe
+
+
+def _spec(tmp_path: Path, ami: str | None, recipe: Path, port: int, **kw: Any) -> AwsRun:
+    args: dict[str, Any] = {
+        "region": "eu-west-1",
+        "output": tmp_path / "out",
+        "recipe": recipe,
+        "caller_ip": CALLER,
+        "image_id": ami,
+        "agent_port": port,
+        "boot_timeout": 10.0,
+    }
+    args.update(kw)
+    return AwsRun(**args)
+
+
+def _record(aws: AwsClients, operation: str) -> list[dict[str, Any]]:
+    """The parameters of every ``operation`` call boto3 makes."""
+    calls: list[dict[str, Any]] = []
+    aws.ec2.meta.events.register(
+        f"provide-client-params.ec2.{operation}", lambda params, **_kw: calls.append(params)
+    )
+    return calls
+
+
+@pytest.fixture
+def agent_on_swtpm(
+    provisioned_swtpm: ProvisionedSwtpm, tmp_path: Path
+) -> Iterator[tuple[int, Path]]:
+    recipe = _recipe_for(provisioned_swtpm.tcti, tmp_path / "recipe.json")
+    with running_agent(provisioned_swtpm.tcti, provisioned_swtpm.ca, replay=False) as agent:
+        yield agent.server.port, recipe
+
+
+@pytest.mark.swtpm
+def test_a_job_runs_on_an_instance_and_everything_is_deleted(
+    aws: AwsClients,
+    ami: str,
+    provisioned_swtpm: ProvisionedSwtpm,
+    agent_on_swtpm: tuple[int, Path],
+    tmp_path: Path,
+) -> None:
+    port, recipe = agent_on_swtpm
+    before = owned(aws)
+    launches = _record(aws, "RunInstances")
+    ingress = _record(aws, "AuthorizeSecurityGroupIngress")
+    spec = _spec(tmp_path, ami, recipe, port, trust_roots=(provisioned_swtpm.ca.root_certificate,))
+    during: list[dict[str, set[str]]] = []
+    said: list[str] = []
+
+    def say(line: str) -> None:
+        said.append(line)
+        if line.startswith("agent attested"):
+            during.append(owned(aws))
+
+    outcome = run_aws(
+        spec, _job(tmp_path), clients=aws, say=say, log_sink=lambda _c: None, run_name=RUN
+    )
+
+    (launch,) = launches
+    assert launch["ImageId"] == ami
+    assert launch["InstanceType"] == DEFAULT_INSTANCE_TYPE
+    assert launch["MetadataOptions"]["HttpTokens"] == "required"
+    assert launch["BlockDeviceMappings"][0]["Ebs"]["VolumeSize"] == DEFAULT_SCRATCH_GIB
+    (rule,) = ingress[0]["IpPermissions"]
+    assert (rule["FromPort"], rule["ToPort"]) == (port, port)
+    assert rule["IpRanges"][0]["CidrIp"] == f"{CALLER}/32"
+    (seen,) = during
+    assert len(seen["instances"] - before["instances"]) == 1
+    assert len(seen["groups"] - before["groups"]) == 1
+    assert owned(aws) == before  # the AMI from deploy stays, the run's resources are gone
+    assert "deleted 2 resources of run/aicert-run-test" in said
+
+    assert (outcome.output_dir / CERTIFICATE_NAME).is_file()
+    assert (outcome.weights / "weights.bin").read_bytes() == b"w" * 1000
+    assert outcome.report.ok
+    assert outcome.report.provenance is not None
+    assert outcome.report.provenance.subjects[0].sha256 == hash_tree(outcome.weights).digest
+    statuses = {r.check: r.status.value for r in outcome.report.results}
+    assert statuses["boot-pcrs"] == statuses["weights"] == "passed"
+    assert outcome.report.root_of_trust is not None
+    assert not outcome.report.root_of_trust.hardware
+
+
+@pytest.mark.swtpm
+def test_a_run_without_an_ami_publishes_one_for_itself_and_deregisters_it(
+    aws: AwsClients,
+    moto: MotoAws,
+    loopback_instances: None,
+    provisioned_swtpm: ProvisionedSwtpm,
+    agent_on_swtpm: tuple[int, Path],
+    tmp_path: Path,
+) -> None:
+    port, recipe = agent_on_swtpm
+    before = owned(aws)
+    spec = _spec(
+        tmp_path,
+        None,
+        recipe,
+        port,
+        disk=aws_disk(tmp_path / "disk.raw"),
+        trust_roots=(provisioned_swtpm.ca.root_certificate,),
+    )
+    outcome = run_aws(spec, _job(tmp_path), clients=aws, say=lambda _l: None, run_name=RUN)
+    assert outcome.report.ok
+    (registered,) = moto.registered
+    assert registered["Name"] == f"run/{RUN}"
+    assert owned(aws) == before
+
+
+@pytest.mark.swtpm
+def test_a_failed_job_deletes_everything_and_leaves_no_output(
+    aws: AwsClients,
+    ami: str,
+    provisioned_swtpm: ProvisionedSwtpm,
+    agent_on_swtpm: tuple[int, Path],
+    tmp_path: Path,
+) -> None:
+    port, recipe = agent_on_swtpm
+    before = owned(aws)
+    spec = _spec(tmp_path, ami, recipe, port, trust_roots=(provisioned_swtpm.ca.root_certificate,))
+    with pytest.raises(JobFailedError, match="no certificate"):
+        run_aws(spec, _job(tmp_path, exit_status=3), clients=aws, say=lambda _l: None)
+    assert owned(aws) == before
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.swtpm
+def test_without_a_trust_root_the_agent_is_refused_before_anything_is_sent(
+    aws: AwsClients, ami: str, agent_on_swtpm: tuple[int, Path], tmp_path: Path
+) -> None:
+    port, recipe = agent_on_swtpm
+    before = owned(aws)
+    with pytest.raises(AicertError, match=r"(?i)root"):
+        run_aws(
+            _spec(tmp_path, ami, recipe, port), _job(tmp_path), clients=aws, say=lambda _l: None
+        )
+    assert owned(aws) == before
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_agent_that_never_comes_up_deletes_everything(
+    aws: AwsClients, ami: str, tmp_path: Path
+) -> None:
+    before = owned(aws)
+    spec = _spec(tmp_path, ami, _plain_recipe(tmp_path), free_port(), boot_timeout=1.5)
+    said: list[str] = []
+    with pytest.raises(AgentRequestError, match="did not come up"):
+        run_aws(spec, _job(tmp_path), clients=aws, say=said.append)
+    assert owned(aws) == before
+    assert any(line.startswith("terminating i-") for line in said)
+
+
+def test_ctrl_c_deletes_everything(aws: AwsClients, ami: str, tmp_path: Path) -> None:
+    before = owned(aws)
+    spec = _spec(tmp_path, ami, _plain_recipe(tmp_path), free_port())
+
+    def interrupt_once_launched(line: str) -> None:
+        if line.startswith("instance ") and " launched " in line:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_aws(spec, _job(tmp_path), clients=aws, say=interrupt_once_launched, run_name=RUN)
+    assert owned(aws) == before
+
+
+def test_throttled_launches_are_retried(aws: AwsClients, ami: str, tmp_path: Path) -> None:
+    throttle = inject(aws, "ec2", "RunInstances", 503, "RequestLimitExceeded", times=2)
+    launches = _record(aws, "RunInstances")
+    spec = _spec(tmp_path, ami, _plain_recipe(tmp_path), free_port(), boot_timeout=0)
+    with pytest.raises(AgentRequestError, match="did not come up"):
+        run_aws(spec, _job(tmp_path), clients=aws, say=lambda _l: None, run_name=RUN)
+    assert throttle.hits == 2
+    assert {c["ClientToken"] for c in launches} == {RUN}  # one instance, however many tries
+
+
+def test_throttling_that_does_not_stop_leaves_nothing(
+    aws: AwsClients, ami: str, tmp_path: Path
+) -> None:
+    before = owned(aws)
+    inject(aws, "ec2", "RunInstances", 503, "RequestLimitExceeded", times=None)
+    spec = _spec(tmp_path, ami, _plain_recipe(tmp_path), free_port())
+    with pytest.raises(CloudTransientError, match="kept throttling") as err:
+        run_aws(spec, _job(tmp_path), clients=aws, say=lambda _l: None)
+    assert "\n" not in str(err.value)
+    assert owned(aws) == before
+
+
+def test_a_failed_deletion_names_the_command_that_finishes_it(
+    aws: AwsClients, ami: str, tmp_path: Path
+) -> None:
+    inject(aws, "ec2", "DeleteSecurityGroup", 403, "UnauthorizedOperation", times=None)
+    spec = _spec(tmp_path, ami, _plain_recipe(tmp_path), free_port(), boot_timeout=0)
+    with pytest.raises(CloudError, match=rf"aicert-build destroy-aws .*--deployment run/{RUN}"):
+        run_aws(spec, _job(tmp_path), clients=aws, say=lambda _l: None, run_name=RUN)
+    assert len(owned(aws)["groups"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"recipe": Path("/nonexistent/recipe.json")}, "does not exist"),
+        ({"platform_profile": "no-such-profile"}, "neither a bundled profile"),
+    ],
+)
+def test_bad_input_is_refused_before_anything_is_created(
+    aws: AwsClients, ami: str, tmp_path: Path, change: dict[str, Any], error: str
+) -> None:
+    before = owned(aws)
+    spec = dataclasses.replace(_spec(tmp_path, ami, _plain_recipe(tmp_path), 8443), **change)
+    with pytest.raises(InputError, match=error):
+        run_aws(spec, _job(tmp_path), clients=aws, say=lambda _l: None)
+    assert owned(aws) == before
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"caller_ip": "192.168.1.10"}, "not a public address"),
+        ({"image_id": "i-123"}, "not an AMI id"),
+        ({"image_id": None}, "give the AMI id"),
+        ({"scratch_gib": 0}, "scratch disk"),
+    ],
+)
+def test_a_bad_run_spec_is_refused(tmp_path: Path, change: dict[str, Any], error: str) -> None:
+    with pytest.raises(InputError, match=error):
+        _spec(tmp_path, "ami-12345678", tmp_path / "recipe.json", 8443, **change)
+
+
+# -- the command line ----------------------------------------------------------------------
+
+
+def test_the_command_launches_waits_for_the_agent_and_deletes_everything(
+    aws: AwsClients, moto: MotoAws, ami: str, tmp_path: Path
+) -> None:
+    _job(tmp_path)
+    before = owned(aws)
+    args = [
+        "run", str(tmp_path / "job.toml"), "--platform", "aws", "--region", "eu-west-1",
+        "--ami", ami, "--caller-ip", CALLER, "--recipe", str(_plain_recipe(tmp_path)),
+        "--boot-timeout", "0", "--output", str(tmp_path / "out"),
+    ]  # fmt: skip
+    result = CliRunner().invoke(build_main, args, obj={"aws_options": moto.options()})
+    assert result.exit_code != 0
+    assert "did not come up" in result.stderr
+    assert "terminating i-" in result.stderr
+    assert owned(aws) == before
+
+
+def test_missing_aws_options_are_named_in_one_line(tmp_path: Path) -> None:
+    _job(tmp_path)
+    result = CliRunner().invoke(
+        build_main, ["run", str(tmp_path / "job.toml"), "--platform", "aws"], env={"AWS_REGION": ""}
+    )
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()[-1:]
+    assert "--region" in line
+    assert "--caller-ip" in line
+
+
+@pytest.mark.parametrize(
+    ("platform", "option", "error"),
+    [
+        ("local", ("--ami", "ami-1"), "--ami: only for --platform aws"),
+        ("azure", ("--instance-type", "m6i.large"), "--instance-type: only for --platform aws"),
+        ("aws", ("--vm-size", "Standard_D2s_v5"), "--vm-size: not for --platform aws"),
+    ],
+)
+def test_options_of_another_platform_are_refused(
+    tmp_path: Path, platform: str, option: tuple[str, str], error: str
+) -> None:
+    _job(tmp_path)
+    result = CliRunner().invoke(
+        build_main, ["run", str(tmp_path / "job.toml"), "--platform", platform, *option]
+    )
+    assert result.exit_code == 2
+    assert error in result.output
+
+
+def test_the_aws_defaults_are_the_same_in_both_places() -> None:
+    assert DEFAULT_AWS_INSTANCE_TYPE == DEFAULT_INSTANCE_TYPE
+    assert DEFAULT_AWS_SCRATCH_GIB == DEFAULT_SCRATCH_GIB
