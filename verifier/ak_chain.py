@@ -44,6 +44,15 @@ see :func:`bundled_roots`) and the "Global Virtual TPM CA - 03" intermediate,
 which Azure's older AK certificates need but do not point to (no AIA extension).
 Intermediates are chain-building material, never anchors: one that is not signed
 by a given root cannot make a chain verify. CA - 03 is valid to 2027-04-24.
+
+GCE: a Shielded VM's AK certificates (NV 0x01C10002 ECC, 0x01C10000 RSA) chain
+through "EK/AK CA Intermediate" to Google's "EK/AK CA Root" (both valid to 2122).
+Both are bundled unchanged from go-tpm-tools ``server/ca-certs/gcp_ek_ak_ca_root.crt``
+and ``gcp_ek_ak_ca_intermediate_v3.crt`` (commit e71285aaff09bae4244805f009886c72088e4236),
+where Google's verifier embeds them as its GCE EK/AK CA; SHA-256 fingerprints
+594759594b9b61524f6c8ef668f7177f7b9066bc0674f2f49fe9e052be78beb2 and
+c84de8116dfaf5a908f21e810487791f5437e206d00ad8025050cca6bd2ff627. Their EKU
+(tcg-kp-EKCertificate) is accepted on CAs like Azure's, for the reason above.
 """
 
 from __future__ import annotations
@@ -72,8 +81,8 @@ from .tpm2_structures import TpmPublic
 
 TCG_KP_AIK_CERTIFICATE = ObjectIdentifier("2.23.133.8.3")
 
-BUNDLED_ROOT_FILES = ("azure-virtual-tpm-root-ca-2023.pem",)
-BUNDLED_INTERMEDIATE_FILES = ("global-virtual-tpm-ca-03.pem",)
+BUNDLED_ROOT_FILES = ("azure-virtual-tpm-root-ca-2023.pem", "gcp-ek-ak-ca-root.pem")
+BUNDLED_INTERMEDIATE_FILES = ("global-virtual-tpm-ca-03.pem", "gcp-ek-ak-ca-intermediate-v3.pem")
 
 # Leaf, up to two intermediates (Azure's CA - 11 → CA 2025), root, and one spare.
 MAX_CHAIN_DEPTH = 4
@@ -108,12 +117,13 @@ def _load_pems(names: Sequence[str]) -> list[x509.Certificate]:
 
 
 def bundled_roots() -> list[x509.Certificate]:
-    """The public roots shipped with the verifier: Azure Virtual TPM Root CA 2023."""
+    """The public roots shipped with the verifier: Azure Virtual TPM Root CA 2023 and
+    Google's EK/AK CA Root."""
     return _load_pems(BUNDLED_ROOT_FILES)
 
 
 def bundled_intermediates() -> list[x509.Certificate]:
-    """Azure intermediates that AK certificates need but do not point to."""
+    """Intermediates that AK certificates need but may not point to (Azure, GCE)."""
     return _load_pems(BUNDLED_INTERMEDIATE_FILES)
 
 
