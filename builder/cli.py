@@ -12,6 +12,7 @@ from aicert import __version__
 from .environment_cli import environment_command
 from .image_cli import COMMANDS as IMAGE_COMMANDS
 from .platforms.azure.cli import deploy, destroy_command
+from .platforms.gcp.cli import deploy_gcp
 from .profile_cli import profile_group
 from .run_cli import run_command
 
@@ -35,6 +36,7 @@ for _command in (
     profile_group,
 ):
     main.add_command(_command)
+deploy.add_command(deploy_gcp)
 
 
 def run() -> None:

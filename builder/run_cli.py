@@ -33,11 +33,12 @@ DEFAULT_LOCAL_SCRATCH_GIB = DEFAULT_SCRATCH_BYTES >> 30
 @click.argument("job", type=click.Path(path_type=Path))
 @click.option(
     "--platform",
-    type=click.Choice(["local", "azure"]),
+    type=click.Choice(["local", "azure", "gcp"]),
     default="local",
     show_default=True,
     help="Where to boot the image: local = QEMU + OVMF + swtpm on this machine; azure = a "
-    "Trusted Launch VM from a published gallery image version (see docs/azure.md).",
+    "Trusted Launch VM from a published gallery image version (see docs/azure.md); "
+    "gcp = a Shielded VM from an image published by 'deploy gcp' (see docs/gcp.md).",
 )
 @click.option(
     "--image",
@@ -140,6 +141,20 @@ DEFAULT_LOCAL_SCRATCH_GIB = DEFAULT_SCRATCH_BYTES >> 30
     multiple=True,
     help="Azure: a PEM root accepted besides the bundled Azure vTPM root. Repeatable.",
 )
+@click.option(
+    "--gcp-project",
+    envvar="GOOGLE_CLOUD_PROJECT",
+    default=None,
+    help="GCP: project id (default: $GOOGLE_CLOUD_PROJECT).",
+)
+@click.option("--zone", default=None, help="GCP: zone of the VM, e.g. europe-west4-a.")
+@click.option("--gcp-image", default=None, help="GCP: the image path printed by 'deploy gcp'.")
+@click.option(
+    "--secure-boot/--no-secure-boot",
+    default=False,
+    show_default=True,
+    help="GCP: Secure Boot on the Shielded VM (needs a UKI signed for GCE's default db).",
+)
 @click.pass_context
 def run_command(
     ctx: click.Context,
@@ -162,6 +177,10 @@ def run_command(
     vm_size: str | None,
     platform_profile: str | None,
     trust_roots: tuple[Path, ...],
+    gcp_project: str | None,
+    zone: str | None,
+    gcp_image: str | None,
+    secure_boot: bool,
 ) -> None:
     """Run JOB (a job file, see docs/job-file.md) in the measured image and verify the result.
 
@@ -208,6 +227,30 @@ def run_command(
         verify_hint = (
             f"--recipe {image / 'recipe.json'} --platform-profile qemu "
             f"--trust-root {outcome.output_dir / LOCAL_CA_ROOT_NAME}"
+        )
+    elif platform == "gcp":
+        outcome, verify_hint = _run_on_gcp(
+            ctx,
+            parsed,
+            image=image,
+            output=output,
+            refused={
+                "--ca": ca_dir,
+                "--resource-group": resource_group,
+                "--location": location,
+                "--image-version": image_version_id,
+            },
+            project=gcp_project,
+            zone=zone,
+            gcp_image=gcp_image,
+            recipe=recipe,
+            caller_ip=caller_ip,
+            machine_type=vm_size,
+            scratch_gib=scratch_gib,
+            secure_boot=secure_boot,
+            platform_profile=platform_profile,
+            trust_roots=trust_roots,
+            boot_timeout=boot_timeout,
         )
     else:
         if ca_dir is not None:
@@ -257,6 +300,66 @@ def run_command(
 
 def _say(line: str) -> None:
     click.echo(f"‣ {line}", err=True)
+
+
+def _run_on_gcp(
+    ctx: click.Context,
+    job: JobFile,
+    *,
+    image: Path,
+    output: Path,
+    refused: dict[str, object],
+    project: str | None,
+    zone: str | None,
+    gcp_image: str | None,
+    recipe: Path | None,
+    caller_ip: str | None,
+    machine_type: str | None,
+    scratch_gib: int | None,
+    secure_boot: bool,
+    platform_profile: str | None,
+    trust_roots: tuple[Path, ...],
+    boot_timeout: float,
+) -> tuple[JobOutcome, str]:
+    from aicert.builder.platforms.gcp.cli import run_gcp  # noqa: PLC0415 - optional SDK
+
+    given = [name for name, value in refused.items() if value is not None]
+    if given:
+        raise click.UsageError(f"{', '.join(given)}: not for --platform gcp")
+    required = {
+        "--gcp-project (or $GOOGLE_CLOUD_PROJECT)": project,
+        "--zone": zone,
+        "--gcp-image": gcp_image,
+        "--caller-ip": caller_ip,
+    }
+    missing = [name for name, value in required.items() if not value]
+    if missing:
+        raise click.UsageError(f"--platform gcp needs {', '.join(missing)}")
+    recipe = recipe or image / "recipe.json"
+    outcome = run_gcp(
+        ctx,
+        job,
+        project=str(project),
+        zone=str(zone),
+        image=str(gcp_image),
+        output=output,
+        recipe=recipe,
+        caller_ip=str(caller_ip),
+        machine_type=machine_type,
+        scratch_gib=scratch_gib,
+        secure_boot=secure_boot,
+        platform_profile=platform_profile,
+        trust_roots=trust_roots,
+        boot_timeout=boot_timeout,
+        say=_say,
+    )
+    hint = f"--recipe {recipe}" + "".join(
+        [
+            f" --platform-profile {platform_profile}" if platform_profile else "",
+            *(f" --trust-root {p}" for p in trust_roots),
+        ]
+    )
+    return outcome, hint
 
 
 def _run_on_azure(

@@ -4,12 +4,14 @@ the local fake of Compute Engine and Cloud Storage (tests/gcp_fake.py)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aicert.builder.cli import main as build_main
 from aicert.builder.platforms.gcp.archive import pack_disk
 from aicert.builder.platforms.gcp.clients import GcpClients, connect
 from aicert.builder.platforms.gcp.deploy import GUEST_OS_FEATURES, GcpPublish, image_name
@@ -19,7 +21,9 @@ from aicert.builder.platforms.gcp.errors import (
     RetryPolicy,
 )
 from aicert.builder.platforms.gcp.platform import GcpPlatform, GcpScope
+from aicert.builder.recipe import RECIPE_FORMAT
 from aicert.verifier.errors import InputError
+from click.testing import CliRunner
 from gcp_fake import FakeGcp, serving
 from google.auth.credentials import AnonymousCredentials
 
@@ -177,3 +181,90 @@ def test_the_image_name_is_a_gce_name() -> None:
 def test_a_bucket_url_is_refused() -> None:
     with pytest.raises(InputError, match="without gs://"):
         GcpPublish("gs://bucket/x", Path("disk.raw"))
+
+
+# ---- command line ---------------------------------------------------------------------------
+
+
+def _image_dir(tmp_path: Path, profile: str = "gcp") -> Path:
+    image = tmp_path / "image"
+    image.mkdir()
+    _disk(image)
+    recipe = {"format": RECIPE_FORMAT, "inputs": {"profile": profile}}
+    (image / "recipe.json").write_text(json.dumps(recipe))
+    return image
+
+
+def _obj(fake: FakeGcp) -> dict[str, object]:
+    return {
+        "gcp_endpoint": fake.url,
+        "gcp_credentials": AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        "gcp_retry": NO_WAIT,
+        "gcp_poll_interval": 0.01,
+    }
+
+
+def test_cli_deploy_again_and_delete(fake: FakeGcp, tmp_path: Path) -> None:
+    image = _image_dir(tmp_path)
+    args = ["deploy", "gcp", "--project", PROJECT, "--bucket", BUCKET, "--image", str(image)]
+    runner = CliRunner()
+    out = runner.invoke(build_main, args, obj=_obj(fake))
+    assert out.exit_code == 0, out.output
+    path = out.stdout.strip()
+    assert path.startswith(f"projects/{PROJECT}/global/images/aicert-")
+    again = runner.invoke(build_main, args, obj=_obj(fake))
+    assert again.exit_code == 0
+    assert "already published" in again.stderr
+    assert again.stdout.strip() == path
+    name = path.rsplit("/", 1)[-1]
+    gone = runner.invoke(
+        build_main, ["deploy", "gcp", "--project", PROJECT, "--delete-image", name], obj=_obj(fake)
+    )
+    assert gone.exit_code == 0, gone.output
+    assert fake.images == {}
+
+
+@pytest.mark.parametrize(
+    ("extra", "profile", "code", "message"),
+    [
+        ([], "gcp", 2, "needs --bucket"),
+        (["--bucket", BUCKET], "azure", 3, "is the recipe of a 'azure' image"),
+        (["--bucket", "missing-bucket"], "gcp", 6, "not found while uploading"),
+        (["--bucket", BUCKET, "--delete-image", "x"], "gcp", 2, "exclude each other"),
+    ],
+)
+def test_cli_errors_are_one_line_with_their_exit_code(
+    fake: FakeGcp, tmp_path: Path, extra: list[str], profile: str, code: int, message: str
+) -> None:
+    image = _image_dir(tmp_path, profile)
+    out = CliRunner().invoke(
+        build_main,
+        ["deploy", "gcp", "--project", PROJECT, "--image", str(image), *extra],
+        obj=_obj(fake),
+    )
+    assert out.exit_code == code, out.output
+    assert message in out.stderr
+    assert "Traceback" not in out.output
+    assert fake.images == {}
+    assert fake.leftovers()["objects"] == []
+
+
+def test_cli_throttling_is_exit_6(fake: FakeGcp, tmp_path: Path) -> None:
+    fake.fail("POST", r"/upload/", 429, times=100)
+    out = CliRunner().invoke(
+        build_main,
+        [
+            "deploy",
+            "gcp",
+            "--project",
+            PROJECT,
+            "--bucket",
+            BUCKET,
+            "--image",
+            str(_image_dir(tmp_path)),
+        ],
+        obj=_obj(fake),
+    )
+    assert out.exit_code == 6
+    (line,) = out.stderr.strip().splitlines()[-1:]
+    assert "kept refusing while uploading" in line

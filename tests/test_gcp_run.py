@@ -17,6 +17,7 @@ import pytest
 from agent_harness import running_agent, write_toy_job
 from aicert.agent.tpm import GCE_AK_ECC, AgentTpm
 from aicert.builder.agent_client import AgentRequestError
+from aicert.builder.cli import main as build_main
 from aicert.builder.job_file import JobFile, load_job_file
 from aicert.builder.job_runner import CERTIFICATE_NAME, JobFailedError, run_on
 from aicert.builder.platforms.gcp.clients import GcpClients, connect
@@ -30,6 +31,7 @@ from aicert.verifier.errors import InputError
 from aicert.verifier.treehash import hash_tree
 from aicert.verifier.uki import BOOT_PCRS
 from certgen import recipe_outputs
+from click.testing import CliRunner
 from gcp_fake import FakeGcp, serving
 from google.auth.credentials import AnonymousCredentials
 from tpm_replay import OVMF_LOG, replay_log_into_tpm
@@ -229,3 +231,38 @@ def test_bad_run_settings_are_refused(
 ) -> None:
     with pytest.raises(InputError, match=message):
         _spec(tmp_path, 1, local_ca, **{field: value})
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "--platform gcp needs --gcp-project"),
+        (
+            [
+                "--gcp-project",
+                PROJECT,
+                "--zone",
+                ZONE,
+                "--gcp-image",
+                IMAGE,
+                "--caller-ip",
+                CALLER,
+                "--location",
+                "westeurope",
+            ],
+            "--location: not for --platform gcp",
+        ),
+    ],
+)
+def test_run_options_for_gcp_are_checked_before_anything_is_created(
+    fake: FakeGcp, tmp_path: Path, extra: list[str], message: str
+) -> None:
+    job = write_toy_job(tmp_path, 0)
+    out = CliRunner(env={"GOOGLE_CLOUD_PROJECT": None}).invoke(
+        build_main,
+        ["run", "--platform", "gcp", str(job), "--output", str(tmp_path / "out"), *extra],
+        obj={"gcp_endpoint": fake.url},
+    )
+    assert out.exit_code == 2, out.output
+    assert message in out.stderr
+    assert fake.requests == []
