@@ -10,7 +10,7 @@ Google's EK/AK CA, so its root is the extra trust root.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -27,7 +27,7 @@ from aicert.builder.platforms.gcp.run import GcpRun
 from aicert.builder.platforms.local.ca import LocalCa
 from aicert.builder.platforms.local.gce_vtpm import provision_like_gce
 from aicert.builder.platforms.local.swtpm import Swtpm
-from aicert.verifier.errors import InputError
+from aicert.verifier.errors import CloudError, InputError
 from aicert.verifier.treehash import hash_tree
 from aicert.verifier.uki import BOOT_PCRS
 from certgen import recipe_outputs
@@ -266,3 +266,33 @@ def test_run_options_for_gcp_are_checked_before_anything_is_created(
     assert out.exit_code == 2, out.output
     assert message in out.stderr
     assert fake.requests == []
+
+
+def _boot_only(clients: GcpClients, spec: GcpRun, say: Callable[[str], None]) -> None:
+    with GcpPlatform(clients, vm_names=lambda: VM).boot(spec, say=say):
+        pass
+
+
+def test_ctrl_c_while_booting_deletes_everything(
+    fake: FakeGcp, clients: GcpClients, local_ca: LocalCa, tmp_path: Path
+) -> None:
+    _plain_recipe(tmp_path)
+
+    def interrupt_once_created(line: str) -> None:
+        if line.startswith(f"VM {VM} created"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _boot_only(clients, _spec(tmp_path, 1, local_ca), interrupt_once_created)
+    assert fake.count("DELETE", rf"/instances/{VM}$") == 1
+    assert fake.leftovers() == {"instances": [], "firewalls": [], "objects": []}
+
+
+def test_a_failed_deletion_names_the_commands_that_finish_it(
+    fake: FakeGcp, clients: GcpClients, local_ca: LocalCa, tmp_path: Path
+) -> None:
+    _plain_recipe(tmp_path)
+    fake.fail("DELETE", rf"/instances/{VM}$", 403)
+    with pytest.raises(CloudError, match=f"finish with 'gcloud compute instances delete {VM}"):
+        _boot_only(clients, _spec(tmp_path, 1, local_ca), lambda _l: None)
+    assert fake.leftovers()["instances"] == [VM]
