@@ -55,6 +55,8 @@ class FakeGcp:
     firewalls: dict[str, dict[str, Any]] = field(default_factory=dict)
     instances: dict[str, dict[str, Any]] = field(default_factory=dict)
     objects: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    serial: dict[str, str] = field(default_factory=dict)
+    """Serial port 1 output of each instance, by name."""
     buckets: set[str] = field(default_factory=lambda: {"aicert-images"})
     requests: list[tuple[str, str]] = field(default_factory=list)
     bodies: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -106,6 +108,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         url = urlsplit(self.path)
         path, query = url.path, parse_qs(url.query)
+        self.query = query
         body = self._body()
         fake = self.fake
         with fake.lock:
@@ -235,6 +238,15 @@ class _Handler(BaseHTTPRequestHandler):
                 self._operation(project, zone, link, "insert")
             case ("GET", ["zones", _, "instances", name]):
                 self._send(200, self.fake.instances[name])
+            case ("GET", ["zones", _, "instances", name, "serialPort"]):
+                if name not in self.fake.instances:
+                    raise KeyError(name)
+                text = self.fake.serial.get(name, "")
+                start = int(self.query.get("start", ["0"])[0])
+                self._send(
+                    200,
+                    {"contents": text[start:], "start": str(start), "next": str(len(text))},
+                )
             case ("DELETE", ["zones", zone, "instances", name]):
                 del self.fake.instances[name]
                 self._operation(project, zone, f"{base}/zones/{zone}/instances/{name}", "delete")

@@ -296,3 +296,26 @@ def test_a_failed_deletion_names_the_commands_that_finish_it(
     with pytest.raises(CloudError, match=f"finish with 'gcloud compute instances delete {VM}"):
         _boot_only(clients, _spec(tmp_path, 1, local_ca), lambda _l: None)
     assert fake.leftovers()["instances"] == [VM]
+
+
+def test_an_agent_error_on_the_serial_console_ends_the_wait_at_once(
+    fake: FakeGcp, clients: GcpClients, local_ca: LocalCa, tmp_path: Path
+) -> None:
+    _plain_recipe(tmp_path)
+    fake.serial[VM] = (
+        "Booting...\naicert-agent: error: cannot open the TPM through 'device:/dev/tpmrm0'\n"
+    )
+    spec = _spec(tmp_path, 1, local_ca, boot_timeout=600.0)
+    with pytest.raises(
+        AgentRequestError, match="the agent did not start: aicert-agent: error: cannot open the TPM"
+    ):
+        run_on(
+            GcpPlatform(clients, vm_names=lambda: VM),
+            spec,
+            _job(tmp_path),
+            spec.output,
+            say=lambda _l: None,
+            log_sink=lambda _c: None,
+        )
+    assert fake.count("GET", rf"/instances/{VM}/serialPort$") == 1
+    assert fake.leftovers() == {"instances": [], "firewalls": [], "objects": []}

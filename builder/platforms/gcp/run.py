@@ -16,6 +16,7 @@ import contextlib
 import ipaddress
 import re
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from aicert.builder.platforms.base import BootedImage, Say, Verification
 from aicert.builder.platforms.gcp.clients import GcpClients
 from aicert.builder.platforms.gcp.deploy import LABEL_MANAGED
 from aicert.builder.platforms.gcp.errors import CloudNotFoundError
+from aicert.builder.platforms.local.qemu import AGENT_ERROR_MARKER
 from aicert.verifier.ak_chain import bundled_intermediates, bundled_roots
 from aicert.verifier.boot_reference import reference_from_recipe
 from aicert.verifier.errors import AicertError, CloudError, InputError
@@ -76,6 +78,53 @@ class GcpRun:
             raise InputError(f"scratch disk of {self.scratch_gib} GiB: give 10 to 65536")
 
 
+class SerialConsole:
+    """The VM's serial port 1 (ttyS0), read for the agent's error line while it boots.
+
+    Read at most every ``every`` seconds and from where the last read ended: the wait for
+    the agent polls once a second, and each read is a Compute Engine API call. A failed
+    read is no verdict: the console only shortens the wait.
+    """
+
+    def __init__(self, clients: GcpClients, zone: str, vm_name: str, every: float = 15.0):
+        self.clients = clients
+        self.zone = zone
+        self.vm_name = vm_name
+        self.every = every
+        self._next_read = 0.0
+        self._start = 0
+        self._tail = ""
+
+    def agent_failure(self) -> str | None:
+        now = time.monotonic()
+        if now < self._next_read:
+            return None
+        self._next_read = now + self.every
+        try:
+            output = self.clients.call(
+                f"reading the serial console of {self.vm_name}",
+                self.clients.instances.get_serial_port_output,
+                request=compute_v1.GetSerialPortOutputInstanceRequest(
+                    project=self.clients.project,
+                    zone=self.zone,
+                    instance=self.vm_name,
+                    port=1,
+                    start=self._start,
+                ),
+            )
+        except CloudError:
+            return None
+        self._start = int(output.next_)
+        # Keep the last partial line: the marker may straddle two reads.
+        text = self._tail + str(output.contents)
+        lines = text.split("\n")
+        self._tail = lines.pop()
+        for line in lines:
+            if AGENT_ERROR_MARKER in line:
+                return line[line.index(AGENT_ERROR_MARKER) :].strip()
+        return None
+
+
 def new_vm_name() -> str:
     return f"aicert-run-{secrets.token_hex(4)}"
 
@@ -100,6 +149,7 @@ def boot_vm(clients: GcpClients, spec: GcpRun, *, vm_name: str, say: Say) -> Ite
                 c.public_bytes(serialization.Encoding.DER) for c in bundled_intermediates()
             ),
             up_timeout=spec.boot_timeout,
+            agent_failed=SerialConsole(clients, spec.zone, vm_name).agent_failure,
         )
     finally:
         delete_run(clients, spec.zone, vm_name, say)
