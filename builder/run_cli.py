@@ -127,7 +127,7 @@ DEFAULT_LOCAL_SCRATCH_GIB = DEFAULT_SCRATCH_BYTES >> 30
     "--vm-size",
     default=None,
     help="Azure: VM size; it must support Trusted Launch [default: the job file's "
-    f"[azure] vm_size, else {DEFAULT_AZURE_VM_SIZE}].",
+    f"[azure] vm_size, else {DEFAULT_AZURE_VM_SIZE}]; GCP: machine type [n2-standard-4].",
 )
 @click.option(
     "--platform-profile",
