@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml scripts/install-host-deps.sh
 	bash scripts/install-host-deps.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[build,agent,azure,aws,bom,test]'
+	$(PY) -m pip install --quiet -e '.[build,agent,azure,gcp,aws,bom,test]'
 	touch $@
 
 lint: setup

@@ -1,9 +1,17 @@
 """The agent's access to the TPM: AK, AK certificate, PCR extends, reads and quotes.
 
-One code path for Azure Trusted Launch and the local QEMU + swtpm platform: both hold
-the attestation key (AK) at persistent handle 0x81000003 and its X.509 certificate
-(DER) in NV index 0x01C101D0 (the local one is provisioned by
-:mod:`aicert.builder.platforms.local.provision`).
+Where the attestation key (AK) is depends on who provisioned the TPM, and the agent
+takes whichever the TPM holds (:func:`AgentTpm.ak_source`):
+
+- Azure Trusted Launch and the local QEMU + swtpm platform hold the AK at persistent
+  handle 0x81000003 and its X.509 certificate (DER) in NV index 0x01C101D0 (the local
+  one is provisioned by :mod:`aicert.builder.platforms.local.provision`);
+- a GCE Shielded VM's vTPM holds no persistent AK but its template (a marshalled
+  TPMT_PUBLIC) in NV 0x01C10003 (ECC P-256) or 0x01C10001 (RSA 2048), with the AK
+  certificates in 0x01C10002 and 0x01C10000. As go-tpm-tools does
+  (``client.GceAttestationKeyECC``), the agent creates the AK as a primary key in the
+  endorsement hierarchy from that template; the endorsement seed makes it the same key
+  the certificate certifies. ECC is preferred, as go-tpm-tools' attest command does.
 
 Runs inside the image on Debian trixie's python3-tpm2-pytss 2.3.0 and on the host on
 tpm2-pytss 3.0.0; it only uses ESAPI calls whose signatures are the same in both.
@@ -15,6 +23,7 @@ need not trust which bank was chosen. Quotes cover the SHA-256 bank.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -25,18 +34,36 @@ from typing import Any, TypeVar
 from aicert.verifier.errors import TpmError
 from aicert.verifier.pcr import ALGORITHMS_BY_ID, ALGORITHMS_BY_NAME, SHA256, HashAlgorithm
 from tpm2_pytss import ESAPI, TSS2_Exception
-from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_CAP, TPM2_PT_NV, TPMA_NV, TPMA_OBJECT
+from tpm2_pytss.constants import (
+    ESYS_TR,
+    TPM2_ALG,
+    TPM2_CAP,
+    TPM2_HC,
+    TPM2_PT_NV,
+    TPMA_NV,
+    TPMA_OBJECT,
+)
 from tpm2_pytss.types import (
+    TPM2B_PUBLIC,
     TPML_DIGEST_VALUES,
     TPML_PCR_SELECTION,
     TPMS_ATTEST,
     TPMT_HA,
+    TPMT_PUBLIC,
     TPMT_SIG_SCHEME,
     TPMU_HA,
 )
 
 AK_HANDLE = 0x81000003
 AK_CERT_NV_INDEX = 0x01C101D0
+# go-tpm-tools client/handles.go: GceAKCertNVIndexRSA/ECC, GceAKTemplateNVIndexRSA/ECC.
+GCE_AK_CERT_NV_INDEX_RSA = 0x01C10000
+GCE_AK_TEMPLATE_NV_INDEX_RSA = 0x01C10001
+GCE_AK_CERT_NV_INDEX_ECC = 0x01C10002
+GCE_AK_TEMPLATE_NV_INDEX_ECC = 0x01C10003
+# A TPMT_PUBLIC template: an RSA modulus or ECC point in ``unique`` keeps it well
+# under this; anything larger is not a key template.
+_MAX_TEMPLATE_BYTES = 1024
 PCR_COUNT = 24
 # Resettable from the OS (PCR 16: debug; PCR 23: application support): never trusted,
 # so never written.
@@ -57,6 +84,22 @@ _AK_REQUIRED_ATTRIBUTES = (
 )
 
 _T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class AkSource:
+    """Where this TPM's AK and its certificate are."""
+
+    name: str
+    """``persistent`` (Azure, local) or ``gce-ecc`` / ``gce-rsa``."""
+    certificate_index: int
+    template_index: int | None
+    """NV index of the AK's template, or None when the AK is persistent at 0x81000003."""
+
+
+PERSISTENT_AK = AkSource("persistent", AK_CERT_NV_INDEX, None)
+GCE_AK_ECC = AkSource("gce-ecc", GCE_AK_CERT_NV_INDEX_ECC, GCE_AK_TEMPLATE_NV_INDEX_ECC)
+GCE_AK_RSA = AkSource("gce-rsa", GCE_AK_CERT_NV_INDEX_RSA, GCE_AK_TEMPLATE_NV_INDEX_RSA)
 
 
 @dataclass(frozen=True)
@@ -84,8 +127,15 @@ class AgentTpm:
         except TSS2_Exception as exc:
             raise TpmError(f"cannot open the TPM through '{tcti}': {exc}") from exc
         self._nv_buffer_max: int | None = None
+        self._ak_source: AkSource | None = None
+        self._created_ak: ESYS_TR | None = None
 
     def close(self) -> None:
+        if self._created_ak is not None:
+            # The connection goes away next, and a resource manager drops its objects.
+            with contextlib.suppress(TSS2_Exception):
+                self._esapi.flush_context(self._created_ak)
+            self._created_ak = None
         self._esapi.close()
 
     def __enter__(self) -> AgentTpm:
@@ -101,50 +151,80 @@ class AgentTpm:
 
     # -- attestation key and its certificate ---------------------------------------------
 
+    def ak_source(self) -> AkSource:
+        """Where the AK is: persistent at 0x81000003, else GCE's ECC, else GCE's RSA
+        template in NV (each with its certificate index)."""
+        if self._ak_source is None:
+            persistent = self._handles(int(TPM2_HC.PERSISTENT_FIRST))
+            nv = self._handles(int(TPM2_HC.NV_INDEX_FIRST))
+            if AK_HANDLE in persistent:
+                self._ak_source = PERSISTENT_AK
+            else:
+                for source in (GCE_AK_ECC, GCE_AK_RSA):
+                    if {source.template_index, source.certificate_index} <= nv:
+                        self._ak_source = source
+                        break
+                else:
+                    raise TpmError(
+                        f"the TPM holds no attestation key: neither one persistent at"
+                        f" 0x{AK_HANDLE:08x} (Azure, local) nor a GCE AK template and"
+                        f" certificate in NV 0x{GCE_AK_TEMPLATE_NV_INDEX_ECC:08x}/"
+                        f"0x{GCE_AK_CERT_NV_INDEX_ECC:08x} or"
+                        f" 0x{GCE_AK_TEMPLATE_NV_INDEX_RSA:08x}/0x{GCE_AK_CERT_NV_INDEX_RSA:08x};"
+                        " is this a Trusted Launch or Shielded VM with its vTPM enabled?"
+                    )
+        return self._ak_source
+
     def ak_public(self) -> bytes:
-        """The marshalled TPM2B_PUBLIC of the AK at 0x81000003."""
-        handle = self._tr_from_tpmpublic(AK_HANDLE, "attestation key")
+        """The marshalled TPM2B_PUBLIC of the AK."""
+        handle, owned = self._ak_handle()
         try:
             public, _name, _qualified = self._call(
                 "ReadPublic of the attestation key", self._esapi.read_public, handle
             )
         finally:
-            self._esapi.tr_close(handle)
+            if owned:
+                self._esapi.tr_close(handle)
         attributes = int(public.publicArea.objectAttributes)
         if attributes & _AK_REQUIRED_ATTRIBUTES != _AK_REQUIRED_ATTRIBUTES:
             raise TpmError(
-                f"the key at 0x{AK_HANDLE:08x} is not a restricted signing key bound to this"
-                f" TPM (attributes 0x{attributes:08x})"
+                f"the {self.ak_source().name} attestation key is not a restricted signing key"
+                f" bound to this TPM (attributes 0x{attributes:08x})"
             )
         return bytes(public.marshal())
 
     def ak_certificate(self) -> bytes:
-        """The AK certificate (DER) from NV index 0x01C101D0, without any padding after it."""
-        index = self._tr_from_tpmpublic(AK_CERT_NV_INDEX, "AK certificate NV index")
+        """The AK certificate (DER) from its NV index, without any padding after it."""
+        return _trim_der(self._read_nv(self.ak_source().certificate_index, "AK certificate"))
+
+    def _read_nv(self, nv_index: int, what: str) -> bytes:
+        """All of NV index ``nv_index``, read in chunks of at most TPM2_PT_NV_BUFFER_MAX."""
+        index = self._tr_from_tpmpublic(nv_index, f"{what} NV index")
         try:
             nv_public, _name = self._call(
-                "NV_ReadPublic of the AK certificate index", self._esapi.nv_read_public, index
+                f"NV_ReadPublic of the {what} index", self._esapi.nv_read_public, index
             )
             size = int(nv_public.nvPublic.dataSize)
             attributes = int(nv_public.nvPublic.attributes)
             if not attributes & TPMA_NV.WRITTEN:
-                raise TpmError(f"NV index 0x{AK_CERT_NV_INDEX:08x} was never written")
-            # Azure defines the index with AUTHREAD and OWNERREAD and an empty
-            # authorization value; prefer the index's own authorization.
+                raise TpmError(f"NV index 0x{nv_index:08x} was never written")
+            # Azure defines its index with AUTHREAD and OWNERREAD and an empty
+            # authorization value; prefer the index's own authorization. GCE's are read
+            # with owner authorization (go-tpm-tools reads them so).
             if attributes & TPMA_NV.AUTHREAD:
                 auth = index
             elif attributes & TPMA_NV.OWNERREAD:
                 auth = ESYS_TR.OWNER
             else:
                 raise TpmError(
-                    f"NV index 0x{AK_CERT_NV_INDEX:08x} is readable neither with its own nor"
+                    f"NV index 0x{nv_index:08x} is readable neither with its own nor"
                     " with owner authorization"
                 )
             chunk = self.nv_buffer_max()
             data = bytearray()
             while len(data) < size:
                 part = self._call(
-                    "NV_Read of the AK certificate",
+                    f"NV_Read of the {what}",
                     self._esapi.nv_read,
                     index,
                     min(chunk, size - len(data)),
@@ -152,11 +232,68 @@ class AgentTpm:
                     auth_handle=auth,
                 )
                 if not bytes(part):
-                    raise TpmError("NV_Read of the AK certificate returned no data")
+                    raise TpmError(f"NV_Read of the {what} returned no data")
                 data += bytes(part)
         finally:
             self._esapi.tr_close(index)
-        return _trim_der(bytes(data))
+        return bytes(data)
+
+    def _ak_handle(self) -> tuple[ESYS_TR, bool]:
+        """The AK's handle, and whether the caller must tr_close it (a persistent one)."""
+        source = self.ak_source()
+        if source.template_index is None:
+            return self._tr_from_tpmpublic(AK_HANDLE, "attestation key"), True
+        if self._created_ak is None:
+            self._created_ak = self._create_ak_from_template(source.template_index)
+        return self._created_ak, False
+
+    def _create_ak_from_template(self, template_index: int) -> ESYS_TR:
+        raw = self._read_nv(template_index, "AK template")
+        if not 0 < len(raw) <= _MAX_TEMPLATE_BYTES:
+            raise TpmError(
+                f"NV index 0x{template_index:08x} holds {len(raw)} bytes, not an AK template"
+            )
+        try:
+            template, used = TPMT_PUBLIC.unmarshal(raw)
+        except (TSS2_Exception, ValueError, IndexError) as exc:
+            raise TpmError(
+                f"NV index 0x{template_index:08x} does not hold a TPMT_PUBLIC template: {exc}"
+            ) from exc
+        if used != len(raw):
+            raise TpmError(
+                f"NV index 0x{template_index:08x} holds {len(raw) - used} bytes after the AK"
+                " template"
+            )
+        handle, _public, _data, _digest, _ticket = self._call(
+            "CreatePrimary of the attestation key from its template",
+            self._esapi.create_primary,
+            None,
+            TPM2B_PUBLIC(publicArea=template),
+            ESYS_TR.ENDORSEMENT,
+        )
+        created: ESYS_TR = handle
+        return created
+
+    def _handles(self, first: int) -> set[int]:
+        """The handles of one type (persistent or NV) the TPM lists from ``first`` on."""
+        handles: set[int] = set()
+        more, start = True, first
+        while more:
+            more, data = self._call(
+                "GetCapability(TPM2_CAP_HANDLES)",
+                self._esapi.get_capability,
+                TPM2_CAP.HANDLES,
+                start,
+                64,
+            )
+            found = [int(h) for h in data.data.handles]
+            # Stop at the end of this handle type: the TPM lists the next types too.
+            found = [h for h in found if h >> 24 == first >> 24]
+            if not found:
+                break
+            handles.update(found)
+            start = max(found) + 1
+        return handles
 
     def nv_buffer_max(self) -> int:
         """TPM2_PT_NV_BUFFER_MAX: the largest NV_Read/NV_Write this TPM accepts."""
@@ -275,7 +412,7 @@ class AgentTpm:
             )
         for pcr in wanted:
             _check_pcr(pcr)
-        handle = self._tr_from_tpmpublic(AK_HANDLE, "attestation key")
+        handle, owned = self._ak_handle()
         try:
             for _ in range(_QUOTE_ATTEMPTS):
                 counters, values = self._read_pcrs(SHA256.name, wanted)
@@ -295,7 +432,8 @@ class AgentTpm:
                 if pcr_digest == expected and len(set(counters)) == 1:
                     return QuoteResult(attest, bytes(signature.marshal()), values)
         finally:
-            self._esapi.tr_close(handle)
+            if owned:
+                self._esapi.tr_close(handle)
         raise TpmError(
             f"PCRs kept changing during the quote; gave up after {_QUOTE_ATTEMPTS} attempts"
         )

@@ -13,6 +13,7 @@ from .environment_cli import environment_command
 from .image_cli import COMMANDS as IMAGE_COMMANDS
 from .platforms.aws.cli import deploy_aws, destroy_aws
 from .platforms.azure.cli import deploy, destroy_command
+from .platforms.gcp.cli import deploy_gcp
 from .profile_cli import profile_group
 from .publish_cli import maintainer_key_command, publish_command
 from .run_cli import run_command
@@ -42,6 +43,7 @@ for _command in (
     maintainer_key_command,
 ):
     main.add_command(_command)
+deploy.add_command(deploy_gcp)
 
 
 def run() -> None:

@@ -26,7 +26,7 @@ from aicert.verifier.errors import InputError, ToolError
 from aicert.process import run
 
 MKOSI_VERSION = "25.3"
-PROFILES = ("qemu", "azure", "aws", "debug")
+PROFILES = ("qemu", "azure", "gcp", "aws", "debug")
 DEFAULT_PROFILE = "qemu"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

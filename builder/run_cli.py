@@ -37,11 +37,12 @@ DEFAULT_AWS_SCRATCH_GIB = 128
 @click.argument("job", type=click.Path(path_type=Path))
 @click.option(
     "--platform",
-    type=click.Choice(["local", "azure", "aws"]),
+    type=click.Choice(["local", "azure", "gcp", "aws"]),
     default="local",
     show_default=True,
     help="Where to boot the image: local = QEMU + OVMF + swtpm on this machine; azure = a "
-    "Trusted Launch VM from a published gallery image version (see docs/azure.md); aws = "
+    "Trusted Launch VM from a published gallery image version (see docs/azure.md); "
+    "gcp = a Shielded VM from an image published by 'deploy gcp' (see docs/gcp.md); aws = "
     "an EC2 instance with NitroTPM (see docs/aws.md).",
 )
 @click.option(
@@ -131,7 +132,7 @@ DEFAULT_AWS_SCRATCH_GIB = 128
     "--vm-size",
     default=None,
     help="Azure: VM size; it must support Trusted Launch [default: the job file's "
-    f"[azure] vm_size, else {DEFAULT_AZURE_VM_SIZE}].",
+    f"[azure] vm_size, else {DEFAULT_AZURE_VM_SIZE}]; GCP: machine type [n2-standard-4].",
 )
 @click.option(
     "--platform-profile",
@@ -158,6 +159,20 @@ DEFAULT_AWS_SCRATCH_GIB = 128
     help=f"AWS: a Nitro instance type with NitroTPM [default: {DEFAULT_AWS_INSTANCE_TYPE}].",
 )
 @click.option("--subnet", default=None, help="AWS: a public subnet (default: the default VPC's).")
+@click.option(
+    "--gcp-project",
+    envvar="GOOGLE_CLOUD_PROJECT",
+    default=None,
+    help="GCP: project id (default: $GOOGLE_CLOUD_PROJECT).",
+)
+@click.option("--zone", default=None, help="GCP: zone of the VM, e.g. europe-west4-a.")
+@click.option("--gcp-image", default=None, help="GCP: the image path printed by 'deploy gcp'.")
+@click.option(
+    "--secure-boot/--no-secure-boot",
+    default=False,
+    show_default=True,
+    help="GCP: Secure Boot on the Shielded VM (needs a UKI signed for GCE's default db).",
+)
 @click.pass_context
 def run_command(
     ctx: click.Context,
@@ -184,6 +199,10 @@ def run_command(
     ami: str | None,
     instance_type: str | None,
     subnet: str | None,
+    gcp_project: str | None,
+    zone: str | None,
+    gcp_image: str | None,
+    secure_boot: bool,
 ) -> None:
     """Run JOB (a job file, see docs/job-file.md) in the measured image and verify the result.
 
@@ -245,6 +264,7 @@ def run_command(
         not_aws = {**azure_only, "--ca": ca_dir}
         for shared in ("--recipe", "--caller-ip", "--platform-profile", "--trust-root"):
             del not_aws[shared]
+        not_aws.update({"--zone": zone, "--gcp-image": gcp_image})
         given = [name for name, value in not_aws.items() if value is not None]
         if given:
             raise click.UsageError(f"{', '.join(given)}: not for --platform aws")
@@ -277,6 +297,34 @@ def run_command(
                 f" --platform-profile {platform_profile}" if platform_profile else "",
                 *(f" --trust-root {p}" for p in trust_roots),
             ]
+        )
+    elif platform == "gcp":
+        outcome, verify_hint = _run_on_gcp(
+            ctx,
+            parsed,
+            image=image,
+            output=output,
+            refused={
+                "--ca": ca_dir,
+                "--resource-group": resource_group,
+                "--location": location,
+                "--image-version": image_version_id,
+                "--region": region,
+                "--ami": ami,
+                "--instance-type": instance_type,
+                "--subnet": subnet,
+            },
+            project=gcp_project,
+            zone=zone,
+            gcp_image=gcp_image,
+            recipe=recipe,
+            caller_ip=caller_ip,
+            machine_type=vm_size,
+            scratch_gib=scratch_gib,
+            secure_boot=secure_boot,
+            platform_profile=platform_profile,
+            trust_roots=trust_roots,
+            boot_timeout=boot_timeout,
         )
     else:
         if ca_dir is not None:
@@ -329,6 +377,66 @@ def run_command(
 
 def _say(line: str) -> None:
     click.echo(f"‣ {line}", err=True)
+
+
+def _run_on_gcp(
+    ctx: click.Context,
+    job: JobFile,
+    *,
+    image: Path,
+    output: Path,
+    refused: dict[str, object],
+    project: str | None,
+    zone: str | None,
+    gcp_image: str | None,
+    recipe: Path | None,
+    caller_ip: str | None,
+    machine_type: str | None,
+    scratch_gib: int | None,
+    secure_boot: bool,
+    platform_profile: str | None,
+    trust_roots: tuple[Path, ...],
+    boot_timeout: float,
+) -> tuple[JobOutcome, str]:
+    from aicert.builder.platforms.gcp.cli import run_gcp  # noqa: PLC0415 - optional SDK
+
+    given = [name for name, value in refused.items() if value is not None]
+    if given:
+        raise click.UsageError(f"{', '.join(given)}: not for --platform gcp")
+    required = {
+        "--gcp-project (or $GOOGLE_CLOUD_PROJECT)": project,
+        "--zone": zone,
+        "--gcp-image": gcp_image,
+        "--caller-ip": caller_ip,
+    }
+    missing = [name for name, value in required.items() if not value]
+    if missing:
+        raise click.UsageError(f"--platform gcp needs {', '.join(missing)}")
+    recipe = recipe or image / "recipe.json"
+    outcome = run_gcp(
+        ctx,
+        job,
+        project=str(project),
+        zone=str(zone),
+        image=str(gcp_image),
+        output=output,
+        recipe=recipe,
+        caller_ip=str(caller_ip),
+        machine_type=machine_type,
+        scratch_gib=scratch_gib,
+        secure_boot=secure_boot,
+        platform_profile=platform_profile,
+        trust_roots=trust_roots,
+        boot_timeout=boot_timeout,
+        say=_say,
+    )
+    hint = f"--recipe {recipe}" + "".join(
+        [
+            f" --platform-profile {platform_profile}" if platform_profile else "",
+            *(f" --trust-root {p}" for p in trust_roots),
+        ]
+    )
+    return outcome, hint
 
 
 def _run_on_azure(

@@ -412,7 +412,7 @@ def test_bad_inputs(pki: Pki) -> None:
 
 
 def test_bundled_root_is_the_published_azure_root() -> None:
-    (root,) = bundled_roots()
+    root = bundled_roots()[0]
     published = x509.load_pem_x509_certificate(
         (SHARED / "trust" / "azure-virtual-tpm-root-ca-2023.pem").read_bytes()
     )
@@ -426,8 +426,8 @@ def test_bundled_root_is_the_published_azure_root() -> None:
 
 
 def test_bundled_intermediate_is_signed_by_the_azure_root() -> None:
-    (root,) = bundled_roots()
-    (ca03,) = bundled_intermediates()
+    root = bundled_roots()[0]
+    ca03 = bundled_intermediates()[0]
     ca03.verify_directly_issued_by(root)
     assert ca03.fingerprint(hashes.SHA256()).hex() == (
         "fd7c92dabce4dcec9feaa30f8b087ada0598413189182152b881f5564064a29c"

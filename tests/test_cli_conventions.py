@@ -82,6 +82,7 @@ def _make_files(root: Path) -> Files:
 Row = tuple[str, Callable[[Files], list[str]], int]
 
 AZURE = ["--subscription", "s", "--resource-group", "rg", "--location", "westeurope"]
+GCP = ["--project", "p", "--bucket", "b"]
 
 ROWS: list[Row] = [
     # aicert-verify: the certificate
@@ -186,6 +187,7 @@ ROWS: list[Row] = [
     ("aicert-build", lambda f: ["run", f["job.toml"], "--nonce", "zz"], 2),
     ("aicert-build", lambda f: ["run", f["job.toml"], "--caller-ip", "203.0.113.9"], 2),
     ("aicert-build", lambda f: ["run", f["job.toml"], "--platform", "azure"], 2),
+    ("aicert-build", lambda f: ["run", f["job.toml"], "--platform", "gcp"], 2),
     ("aicert-build", lambda f: ["run", f["job.toml"], "--platform", "mars"], 2),
     ("aicert-build", lambda f: ["run", f["job.toml"], "--scratch-gib", "0"], 2),
     # aicert-build deploy azure, destroy, profile capture
@@ -200,6 +202,8 @@ ROWS: list[Row] = [
     ("aicert-build", lambda _f: ["deploy", "aws", "--region", "eu-west-1", "--workers", "0"], 2),
     ("aicert-build", lambda _f: ["destroy-aws", "--region"], 2),
     ("aicert-build", lambda f: ["run", f["job.toml"], "--platform", "aws"], 2),
+    ("aicert-build", lambda f: ["deploy", "gcp", *GCP, "--image", f["image-qemu"]], 3),
+    ("aicert-build", lambda _f: ["deploy", "gcp", "--project", "p"], 2),
     ("aicert-build", lambda f: ["profile", "capture", f["missing.json"], "--name", "x"], 3),
     ("aicert-build", lambda f: ["profile", "capture", f["garbage.json"], "--name", "x"], 3),
     ("aicert-build", lambda f: ["profile", "capture", f["garbage.json"]], 2),

@@ -18,7 +18,8 @@ public observations of Azure's AK certificates and intermediates:
 
 - leaf: if it has basicConstraints, cA must be false; if it has keyUsage,
   digitalSignature must be set (the AK signs quotes); if it has extendedKeyUsage,
-  it must include tcg-kp-AIKCertificate (2.23.133.8.3) or anyExtendedKeyUsage.
+  it must include tcg-kp-AIKCertificate (2.23.133.8.3), tcg-kp-EKCertificate
+  (2.23.133.8.1, see GCE below) or anyExtendedKeyUsage.
   Azure's leaves carry 2.23.133.8.3 with Microsoft's document-signing OID; the
   older hierarchy's leaves are not documented publicly, so presence is not
   required;
@@ -44,12 +45,27 @@ see :func:`bundled_roots`) and the "Global Virtual TPM CA - 03" intermediate,
 which Azure's older AK certificates need but do not point to (no AIA extension).
 Intermediates are chain-building material, never anchors: one that is not signed
 by a given root cannot make a chain verify. CA - 03 is valid to 2027-04-24.
+
+GCE: a Shielded VM's AK certificates (NV 0x01C10002 ECC, 0x01C10000 RSA) chain to
+one of Google's two published roots, both named by go-tpm-tools (``server/verify.go``)
+as the roots of GCE AK certificates: "tpm_ek_v1_cloud_host_root" (pki.goog/
+cloud_integrity/tpm_ek_root_1.crt, to 2118; intermediates "…-2020-10-22…" and
+"…-2021-10-12…", to 2120/2121), which issued the real AK certificate in
+tests/data/gce-cos-85, and the newer "EK/AK CA Root" (Certificate Authority Service,
+to 2122; intermediate "EK/AK CA Intermediate"). All five are bundled unchanged from
+go-tpm-tools ``server/ca-certs/`` (commit e71285aaff09bae4244805f009886c72088e4236).
+GCE's AK certificates carry tcg-kp-EKCertificate (2.23.133.8.1) as their only EKU, so
+the leaf accepts it besides tcg-kp-AIKCertificate. That admits no EK as an AK: the
+quote check separately requires a restricted signing key, fixedTPM, with the
+certificate's exact public key, and an EK is a restricted decryption key the TPM never
+signs with.
 """
 
 from __future__ import annotations
 
 import datetime
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -70,10 +86,30 @@ from cryptography.x509.verification import (
 from .errors import AkChainError, AkMismatchError, FormatError, InputError
 from .tpm2_structures import TpmPublic
 
-TCG_KP_AIK_CERTIFICATE = ObjectIdentifier("2.23.133.8.3")
+# The common names of Google's older GCE hierarchy ("tpm_ek_v1_cloud_host-signer-…",
+# 79 and 84 characters) exceed X.520's 64; cryptography warns on every parse of them,
+# which would put a stray line on the verifier's output. The length is not a check.
+warnings.filterwarnings("ignore", message="Attribute's length must be", category=UserWarning)
 
-BUNDLED_ROOT_FILES = ("azure-virtual-tpm-root-ca-2023.pem",)
-BUNDLED_INTERMEDIATE_FILES = ("global-virtual-tpm-ca-03.pem",)
+TCG_KP_AIK_CERTIFICATE = ObjectIdentifier("2.23.133.8.3")
+TCG_KP_EK_CERTIFICATE = ObjectIdentifier("2.23.133.8.1")
+_LEAF_EKUS = (
+    TCG_KP_AIK_CERTIFICATE,
+    TCG_KP_EK_CERTIFICATE,
+    ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE,
+)
+
+BUNDLED_ROOT_FILES = (
+    "azure-virtual-tpm-root-ca-2023.pem",
+    "gcp-ek-ak-ca-root.pem",
+    "gce-tpm-ek-root-1.pem",
+)
+BUNDLED_INTERMEDIATE_FILES = (
+    "global-virtual-tpm-ca-03.pem",
+    "gcp-ek-ak-ca-intermediate-v3.pem",
+    "gce-tpm-ek-intermediate-2.pem",
+    "gce-tpm-ek-intermediate-3.pem",
+)
 
 # Leaf, up to two intermediates (Azure's CA - 11 → CA 2025), root, and one spare.
 MAX_CHAIN_DEPTH = 4
@@ -108,12 +144,13 @@ def _load_pems(names: Sequence[str]) -> list[x509.Certificate]:
 
 
 def bundled_roots() -> list[x509.Certificate]:
-    """The public roots shipped with the verifier: Azure Virtual TPM Root CA 2023."""
+    """The public roots shipped with the verifier: Azure Virtual TPM Root CA 2023 and
+    Google's two GCE vTPM roots."""
     return _load_pems(BUNDLED_ROOT_FILES)
 
 
 def bundled_intermediates() -> list[x509.Certificate]:
-    """Azure intermediates that AK certificates need but do not point to."""
+    """Intermediates that AK certificates need but may not point to (Azure, GCE)."""
     return _load_pems(BUNDLED_INTERMEDIATE_FILES)
 
 
@@ -135,8 +172,11 @@ def _leaf_key_usage(_policy: Policy, _cert: x509.Certificate, ku: x509.KeyUsage 
 def _leaf_eku(_policy: Policy, _cert: x509.Certificate, eku: x509.ExtendedKeyUsage | None) -> None:
     if eku is None:
         return
-    if TCG_KP_AIK_CERTIFICATE not in eku and ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in eku:
-        raise ValueError("the AK certificate's extended key usage lacks tcg-kp-AIKCertificate")
+    if not any(oid in eku for oid in _LEAF_EKUS):
+        raise ValueError(
+            "the AK certificate's extended key usage lacks tcg-kp-AIKCertificate (and"
+            " tcg-kp-EKCertificate, which GCE's AK certificates carry)"
+        )
 
 
 def _ca_basic_constraints(

@@ -32,7 +32,7 @@ from aicert.verifier.errors import InputError
 from aicert.verifier.input_file import MAX_PEM_BYTES, read_input_file
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID, ObjectIdentifier
 
@@ -118,8 +118,9 @@ class LocalCa:
             raise InputError(
                 f"VM id {vm_id!r} is not a DNS label (letters, digits, '-', at most 63 characters)"
             )
-        if not isinstance(ak_public_key, rsa.RSAPublicKey):
-            raise InputError("the attestation key must be an RSA key, as on Azure")
+        # Azure's AK is RSA; GCE's is ECC P-256 (preferred) or RSA.
+        if not isinstance(ak_public_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+            raise InputError("the attestation key must be an RSA or ECC key")
         issued = _now() if now is None else now
         issuer = self.intermediate_certificate
         certificate = (
