@@ -482,15 +482,22 @@ class AgentClient:
         config: Mapping[str, Any] | None = None,
         *,
         evaluations: Sequence[EvaluationRun] = (),
+        use_entrypoint: bool = False,
     ) -> None:
         """Start the job; without ``command`` (None or empty, as in an evaluation-only
-        JobFile) it only runs ``evaluations`` on the ``weights`` input."""
+        JobFile) it only runs ``evaluations`` on the ``weights`` input. ``use_entrypoint``
+        runs the training environment's Entrypoint before the command."""
         body: dict[str, Any] = {"config": dict(config or {})}
         if command:
-            body |= {"command": list(command), "output": output}
+            body |= {"command": list(command), "output": output, "useEntrypoint": use_entrypoint}
         if evaluations:
             body["evaluations"] = [
-                {"name": e.name, "command": list(e.command), "results": e.results}
+                {
+                    "name": e.name,
+                    "command": list(e.command),
+                    "results": e.results,
+                    "useEntrypoint": e.use_entrypoint,
+                }
                 for e in evaluations
             ]
         self._request("POST", "/v1/job", "start of the job", json_body=body)

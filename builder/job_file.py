@@ -161,11 +161,13 @@ class JobInput:
 
 @dataclass(frozen=True)
 class EvaluationRun:
-    """What the agent runs for one evaluation: ``command`` writes ``results``."""
+    """What the agent runs for one evaluation: ``command`` writes ``results``;
+    ``use_entrypoint`` runs its environment's Entrypoint before the command."""
 
     name: str
     command: tuple[str, ...]
     results: str
+    use_entrypoint: bool = dataclasses.field(default=False, kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,6 @@ class JobEvaluation(EvaluationRun):
     code: JobInput
     data: tuple[JobInput, ...] = ()
     environment: JobInput | None = None
-    use_entrypoint: bool = False  # run the environment's Entrypoint before the command
 
     @property
     def inputs(self) -> tuple[JobInput, ...]:
@@ -425,7 +426,9 @@ def _evaluations(raw: object, base: Path, where: _Where) -> tuple[JobEvaluation,
         command = _command(item.get("command"), f"{key}.command", where)
         use_entrypoint = _use_entrypoint(item.get("environment"), f"{key}.environment", where)
         evaluations.append(
-            JobEvaluation(name, command, results, code, data, environment, use_entrypoint)
+            JobEvaluation(
+                name, command, results, code, data, environment, use_entrypoint=use_entrypoint
+            )
         )
     return tuple(evaluations)
 
