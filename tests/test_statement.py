@@ -303,9 +303,7 @@ def test_the_root_a_command_ran_in_round_trips_and_is_in_the_log() -> None:
     assert (plain.root, plain.entrypoint) == (IMAGE_ROOT, ())
     params = json.loads(_prov().statement_bytes())["predicate"]["buildDefinition"]
     assert params["externalParameters"]["root"] == IMAGE_ROOT
-    boxed = _prov(
-        dependencies=(*_prov().dependencies, ENV), root="env", entrypoint=("/entry.sh",)
-    )
+    boxed = _prov(dependencies=(*_prov().dependencies, ENV), root="env", entrypoint=("/entry.sh",))
     assert parse_statement(boxed.statement_bytes()) == boxed
     match_statement(_records(boxed), boxed)
     # The log says it ran in the image's root, the statement claims the environment.
