@@ -72,7 +72,7 @@ from aicert.verifier.uris import JOB_REQUEST_URI, check_uri, git_uri, upload_uri
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from aicert import tar_receive
-from aicert.oci_reference import ImageReferenceError, parse_reference
+from aicert.oci_reference import ImageReferenceError, check_plain_http_registry, parse_reference
 
 ATTESTATION_DOMAIN: Final = b"aicert-attestation-v1"
 CONFIG_INPUT: Final = "job-config"
@@ -639,15 +639,25 @@ class Agent:
                 reference = parse_reference(image)
             except ImageReferenceError as exc:
                 raise OciError(exc.message) from None
+            plain_http = request.get("plainHttp", False)
+            if not isinstance(plain_http, bool):
+                raise ApiError(400, "bad-request", "plainHttp must be true or false")
+            plain = self._plain_http_registries
+            if plain_http:
+                try:
+                    plain |= {check_plain_http_registry(reference.registry)}
+                except ImageReferenceError as exc:
+                    raise ApiError(400, "bad-request", exc.message) from None
             slot = self._reserve(name, role, evaluation)
             return self._receive_environment(
                 slot,
-                lambda env: env.source(name),
+                # The recorded source says when the pull was over plain HTTP.
+                lambda _env: reference.purl(plain_http=reference.registry in plain),
                 lambda dest: pull_environment(
                     reference,
                     dest,
                     max_bytes=self._scratch_room(),
-                    plain_http=self._plain_http_registries,
+                    plain_http=plain,
                     step=self._environment_note(name),
                 ),
             )
