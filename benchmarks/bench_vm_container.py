@@ -24,7 +24,9 @@ import time
 from pathlib import Path
 
 from aicert.builder.job_file import load_job_file
-from aicert.builder.local_run import LocalRun, run_local
+from aicert.builder.job_runner import run_on
+from aicert.builder.platforms.local.platform import LocalPlatform
+from aicert.builder.platforms.local.run import LocalRun
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = textwrap.dedent(
@@ -88,9 +90,12 @@ def main() -> None:
             for line in data.decode(errors="replace").splitlines():
                 say(f"  | {line}")
 
-        outcome = run_local(
-            LocalRun(image=args.image, output=work / "out", ca_dir=work / "ca"),
+        spec = LocalRun(image=args.image, output=work / "out", ca_dir=work / "ca")
+        outcome = run_on(
+            LocalPlatform(),
+            spec,
             job,
+            spec.output,
             say=say,
             log_sink=log,
         )

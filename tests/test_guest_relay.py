@@ -11,7 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aicert.builder.guest_relay import REGISTRY_ADDRESS, REGISTRY_PORT, registry_forward
+from aicert.builder.platforms.local.guest_relay import (
+    REGISTRY_ADDRESS,
+    REGISTRY_PORT,
+    registry_forward,
+)
 from oci_support import Registry, file, layer_tar, make_image, running_registry, sha256
 
 
@@ -25,7 +29,7 @@ def _through_relay(port: int, request: bytes) -> bytes:
     vm_side, relay_side = socket.socketpair()
     with vm_side, relay_side:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "aicert.builder.guest_relay", str(port)],
+            [sys.executable, "-m", "aicert.builder.platforms.local.guest_relay", str(port)],
             stdin=relay_side.fileno(),
             stdout=relay_side.fileno(),
         )
@@ -54,7 +58,7 @@ def test_a_blob_arrives_whole_through_the_relay(registry: Registry) -> None:
 def test_the_forward_rule_names_the_address_and_the_relay(tmp_path: Path) -> None:
     rule = registry_forward(4242)
     assert rule.startswith(f"tcp:{REGISTRY_ADDRESS}:{REGISTRY_PORT}-cmd:")
-    assert rule.endswith("-m aicert.builder.guest_relay 4242")
+    assert rule.endswith("-m aicert.builder.platforms.local.guest_relay 4242")
     assert "," not in rule  # one item of QEMU's -netdev option list
 
 
@@ -63,7 +67,7 @@ def test_no_service_is_a_one_line_failure() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     proc = subprocess.run(
-        [sys.executable, "-m", "aicert.builder.guest_relay", str(port)],
+        [sys.executable, "-m", "aicert.builder.platforms.local.guest_relay", str(port)],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         check=False,

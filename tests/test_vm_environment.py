@@ -2,9 +2,9 @@
 
 Debian's docker-registry listens on the host's 127.0.0.1; the VM reaches it at
 10.0.2.101:5000 through QEMU's user network (``guestfwd``, relayed per connection by
-aicert.builder.guest_relay; the network stays ``restrict=on``). The job file names the
-image by digest and asks for plain HTTP, which the agent allows for that private
-address; the certificate must verify with the environment listed.
+aicert.builder.platforms.local.guest_relay; the network stays ``restrict=on``). The job
+file names the image by digest and asks for plain HTTP, which the agent allows for that
+private address; the certificate must verify with the environment listed.
 """
 
 from __future__ import annotations
@@ -14,9 +14,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aicert.builder.guest_relay import REGISTRY_ADDRESS, REGISTRY_PORT, registry_forward
 from aicert.builder.job_file import load_job_file
-from aicert.builder.local_run import LocalRun, run_local
+from aicert.builder.job_runner import run_on
+from aicert.builder.platforms.local.guest_relay import (
+    REGISTRY_ADDRESS,
+    REGISTRY_PORT,
+    registry_forward,
+)
+from aicert.builder.platforms.local.platform import LocalPlatform
+from aicert.builder.platforms.local.run import LocalRun
 from container_host import busybox_layer_entries
 from oci_support import Registry, layer_tar, make_image, running_registry
 
@@ -65,15 +71,18 @@ def test_a_booted_vm_pulls_by_digest_and_runs_the_job_in_it(
     )
     said: list[str] = []
     log = bytearray()
-    outcome = run_local(
-        LocalRun(
-            image=built_image,
-            output=tmp_path / "out",
-            ca_dir=tmp_path / "ca",
-            scratch_bytes=2 * 1024**3,
-            guest_forwards=(registry_forward(registry.port),),
-        ),
+    spec = LocalRun(
+        image=built_image,
+        output=tmp_path / "out",
+        ca_dir=tmp_path / "ca",
+        scratch_bytes=2 * 1024**3,
+        guest_forwards=(registry_forward(registry.port),),
+    )
+    outcome = run_on(
+        LocalPlatform(),
+        spec,
         load_job_file(project / "job.toml"),
+        spec.output,
         say=said.append,
         log_sink=log.extend,
     )

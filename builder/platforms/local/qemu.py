@@ -71,7 +71,7 @@ class VmSpec:
     and so PCR 1, depend on the disks present."""
     guest_forwards: tuple[str, ...] = ()
     """More ``guestfwd`` rules (``tcp:ADDR:PORT-cmd:COMMAND``): host services the VM may
-    reach, such as a test registry (:func:`aicert.builder.guest_relay.registry_forward`)."""
+    reach, such as a test registry (:func:`.guest_relay.registry_forward`)."""
 
 
 def kvm_works() -> bool:

@@ -1,7 +1,8 @@
 """Relay one connection from the VM to a service on the host's loopback.
 
-QEMU starts ``python3 -m aicert.builder.guest_relay PORT`` for each connection the VM
-opens to a forwarded address (``guestfwd=tcp:ADDR:GPORT-cmd:...``), with the connection
+QEMU starts ``python3 -m aicert.builder.platforms.local.guest_relay PORT`` for each
+connection the VM opens to a forwarded address (``guestfwd=tcp:ADDR:GPORT-cmd:...``), with
+the connection
 on stdin and stdout; the relay connects to ``127.0.0.1:PORT`` and copies bytes both
 ways until both sides are done. The local platform reaches a test OCI registry this
 way (:data:`REGISTRY_ADDRESS`) while the VM's user network stays ``restrict=on``.
@@ -25,7 +26,7 @@ _CHUNK: Final = 1 << 16
 def registry_forward(host_port: int) -> str:
     """The ``guestfwd`` rule that makes ``REGISTRY_ADDRESS:REGISTRY_PORT`` in the VM the
     service on the host's ``127.0.0.1:host_port``."""
-    command = f"{sys.executable} -m aicert.builder.guest_relay {host_port}"
+    command = f"{sys.executable} -m aicert.builder.platforms.local.guest_relay {host_port}"
     return f"tcp:{REGISTRY_ADDRESS}:{REGISTRY_PORT}-cmd:{command}"
 
 
@@ -53,7 +54,7 @@ def relay(port: int, source: int = 0, sink: int = 1) -> None:
 
 def main() -> None:
     if len(sys.argv) != 2 or not sys.argv[1].isdigit():
-        sys.exit("usage: python3 -m aicert.builder.guest_relay PORT")
+        sys.exit("usage: python3 -m aicert.builder.platforms.local.guest_relay PORT")
     try:
         relay(int(sys.argv[1]))
     except OSError as exc:
