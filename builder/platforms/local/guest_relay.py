@@ -1,11 +1,11 @@
 """Relay one connection from the VM to a service on the host's loopback.
 
 QEMU starts ``python3 -m aicert.builder.platforms.local.guest_relay PORT`` for each
-connection the VM opens to a forwarded address (``guestfwd=tcp:ADDR:GPORT-cmd:...``), with
-the connection
-on stdin and stdout; the relay connects to ``127.0.0.1:PORT`` and copies bytes both
-ways until both sides are done. The local platform reaches a test OCI registry this
-way (:data:`REGISTRY_ADDRESS`) while the VM's user network stays ``restrict=on``.
+connection the VM opens to a forwarded address (``guestfwd=tcp:ADDR:GPORT-cmd:...``),
+with the connection on stdin and stdout; the relay connects to ``127.0.0.1:PORT`` and
+copies bytes both ways until both sides are done. The local platform reaches a test OCI
+registry this way (:data:`REGISTRY_ADDRESS`) while the VM's user network stays
+``restrict=on``.
 """
 
 from __future__ import annotations
