@@ -84,8 +84,6 @@ def snapshot_sources(dest: Path) -> Path:
     so that several builds see the same files while the tree changes."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name in (IMAGE_DIR.name, PROFILE_DIR.name, *PACKAGE_DIRS):
-        if "/" in name:
-            continue  # a nested package (agent/oci) comes with its parent's copy
         shutil.copytree(REPO_ROOT / name, dest / name, symlinks=True, ignore=ignore)
     return dest
 
