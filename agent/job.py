@@ -19,6 +19,11 @@ inputs are hashed on arrival but measured only right before their evaluation run
 the ``evaluations`` directory stays closed to the sandbox user until the training has
 ended, so the training command cannot read a benchmark's test data.
 
+A command with an environment input runs in it (:mod:`aicert.agent.container`, crun);
+without one it runs in the image's own root (:mod:`aicert.agent.sandbox`). Either way
+PCR 15 and the statement record which root it was, and the image's Entrypoint when the
+job asked for it.
+
 Every refusal is an :class:`ApiError` carrying the HTTP status the server answers with.
 A failure never yields a certificate: a failed command's exit status is measured and the
 session locked, so the TPM itself records that this boot's job failed.
@@ -44,6 +49,7 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 from aicert.agent import intake
+from aicert.agent.container import ContainerJob, ContainerRun
 from aicert.agent.gpu_attestation import observe_gpus
 from aicert.agent.oci.environment import Environment, pull_environment, receive_archive
 from aicert.agent.oci.errors import OciError
@@ -58,7 +64,7 @@ from aicert.verifier.filehash import DEFAULT_SHARD_SIZE
 from aicert.verifier.gpu import GpuRecord
 from aicert.verifier.pcr import QUOTED_PCRS
 from aicert.verifier.provenance import parse_statement
-from aicert.verifier.session_events import INPUT_ROLES
+from aicert.verifier.session_events import IMAGE_ROOT, INPUT_ROLES
 from aicert.verifier.streamhash import StreamingHasher
 from aicert.verifier.treehash import hash_tree
 from aicert.verifier.treemanifest import TreeManifest
@@ -66,7 +72,7 @@ from aicert.verifier.uris import JOB_REQUEST_URI, check_uri, git_uri, upload_uri
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from aicert import tar_receive
-from aicert.oci_reference import ImageReferenceError, parse_reference
+from aicert.oci_reference import ImageReferenceError, check_plain_http_registry, parse_reference
 
 ATTESTATION_DOMAIN: Final = b"aicert-attestation-v1"
 CONFIG_INPUT: Final = "job-config"
@@ -136,6 +142,21 @@ class EvaluationRequest:
     name: str
     command: tuple[str, ...]
     results: str
+    use_entrypoint: bool = False
+
+
+@dataclass(frozen=True)
+class _Root:
+    """What a command runs in: ``name`` as recorded (IMAGE_ROOT or the environment input's
+    name), the unpacked environment if any, and the Entrypoint run before the command."""
+
+    name: str
+    environment: Environment | None
+    entrypoint: tuple[str, ...]
+
+
+# Either runner: the plain sandbox in the image's root, or crun in an environment.
+Run = SandboxRun | ContainerRun
 
 
 @dataclass(frozen=True)
@@ -238,7 +259,7 @@ class Agent:
         self._evaluations: tuple[EvaluationRequest, ...] = ()
         self._evaluation_results: list[dict[str, JsonValue]] = []
         self._stopping = False
-        self._run: SandboxRun | None = None
+        self._run: Run | None = None
         self._thread: threading.Thread | None = None
         self.finished = threading.Event()
         # Everything that can fail for want of set-up is checked before agent-start is
@@ -501,11 +522,29 @@ class Agent:
 
     def environment(self, evaluation: str | None = None) -> Environment | None:
         """The OCI environment the training (or ``evaluation``) runs in, if one was given."""
+        return self._root(evaluation, use_entrypoint=False).environment
+
+    def _root(self, evaluation: str | None, *, use_entrypoint: bool) -> _Root:
+        """The root the training (or ``evaluation``) runs in; 409 for an entrypoint asked
+        of the image's own root."""
         with self._lock:
             for key, environment in self._environments.items():
                 if (key.partition("/")[0] if "/" in key else None) == evaluation:
-                    return environment
-        return None
+                    entrypoint = environment.entrypoint if use_entrypoint else ()
+                    return _Root(key, environment, entrypoint)
+        if use_entrypoint:
+            what = "the training" if evaluation is None else f"evaluation {evaluation!r}"
+            raise ApiError(
+                409, "job-inputs", f"{what} asks for an entrypoint but has no environment"
+            )
+        return _Root(IMAGE_ROOT, None, ())
+
+    def _start_run(self, spec: SandboxSpec, root: _Root, log: IO[bytes]) -> Run:
+        """Start ``spec`` in its environment through crun, or in the image's own root."""
+        if root.environment is None:
+            return SandboxRun(spec, log)
+        job = ContainerJob(spec, root.environment, use_entrypoint=bool(root.entrypoint))
+        return ContainerRun(job, log)
 
     def _environment_note(self, name: str) -> Callable[[str], None]:
         """Intake steps of a (long) environment pull, in the job log."""
@@ -600,15 +639,25 @@ class Agent:
                 reference = parse_reference(image)
             except ImageReferenceError as exc:
                 raise OciError(exc.message) from None
+            plain_http = request.get("plainHttp", False)
+            if not isinstance(plain_http, bool):
+                raise ApiError(400, "bad-request", "plainHttp must be true or false")
+            plain = self._plain_http_registries
+            if plain_http:
+                try:
+                    plain |= {check_plain_http_registry(reference.registry)}
+                except ImageReferenceError as exc:
+                    raise ApiError(400, "bad-request", exc.message) from None
             slot = self._reserve(name, role, evaluation)
             return self._receive_environment(
                 slot,
-                lambda env: env.source(name),
+                # The recorded source says when the pull was over plain HTTP.
+                lambda _env: reference.purl(plain_http=reference.registry in plain),
                 lambda dest: pull_environment(
                     reference,
                     dest,
                     max_bytes=self._scratch_room(),
-                    plain_http=self._plain_http_registries,
+                    plain_http=plain,
                     step=self._environment_note(name),
                 ),
             )
@@ -651,14 +700,24 @@ class Agent:
     # -- the job -----------------------------------------------------------------------------
 
     def start_job(
-        self, command: object, output: object, config: object, evaluations: object = None
+        self,
+        command: object,
+        output: object,
+        config: object,
+        evaluations: object = None,
+        use_entrypoint: object = False,
     ) -> None:
         """Measure the configuration and the command, then start the confined run.
 
-        Without ``command`` the job only evaluates its ``weights`` input.
+        Without ``command`` the job only evaluates its ``weights`` input. With
+        ``use_entrypoint`` the training environment's Entrypoint runs before the command.
         """
         session = self._session_or_refuse()
         requests = _check_evaluations(evaluations)
+        if not isinstance(use_entrypoint, bool):
+            raise ApiError(400, "bad-request", "useEntrypoint must be true or false")
+        if use_entrypoint and command is None:
+            raise ApiError(400, "bad-request", "an evaluation-only job has no training entrypoint")
         training = command is not None
         argv = _check_command(command) if training else ()
         if training:
@@ -682,6 +741,9 @@ class Agent:
                 )
             code = [i for i in self._inputs.values() if i.role == "code"]
             weights = self._check_job_inputs(training, requests)
+            root = self._root(None, use_entrypoint=use_entrypoint)
+            for request in requests:
+                self._root(request.name, use_entrypoint=request.use_entrypoint)
             if training and not code:
                 raise ApiError(409, "no-code", "no input with role 'code' was given")
             config_dir = self.scratch / "inputs" / CONFIG_INPUT
@@ -705,7 +767,7 @@ class Agent:
                 )
                 self._thread.start()
                 return
-            session.start_command(argv, output)
+            session.start_command(argv, output, root.name, root.entrypoint)
             self._output_name = str(output)
             self._state = JobState.RUNNING
             inputs = self.scratch / "inputs"
@@ -720,12 +782,13 @@ class Agent:
                     "AICERT_CONFIG": str(config_dir / intake.CONFIG_FILE),
                 },
             )
+            self._note(f"running {' '.join(argv)} in {_describe_root(root)}")
             log = self.log_path.open("ab")
             try:
-                self._run = SandboxRun(spec, log)
+                self._run = self._start_run(spec, root, log)
             except BaseException as exc:
                 log.close()
-                self._fail_locked(f"the command could not be started: {exc}", None)
+                self._fail_locked(f"the command could not be started: {_reason(exc)}", None)
                 raise ApiError(500, "start-failed", self._message) from None
             self._thread = threading.Thread(
                 target=self._supervise, args=(self._run, spec, log), name="aicert-job", daemon=True
@@ -758,14 +821,6 @@ class Agent:
                     "no-eval-code",
                     f"evaluation {request.name!r} needs exactly one input with role 'eval-code'",
                 )
-        if self._environments:
-            # Until the OCI runtime runs commands in them, a job with an environment would
-            # run in the image's own root while its certificate named the environment.
-            raise ApiError(
-                409,
-                "environment-unsupported",
-                "this agent measures OCI environments but cannot run commands in them yet",
-            )
         if training:
             if any(i.role in ("weights", "certificate") for i in self._inputs.values()):
                 raise ApiError(
@@ -811,9 +866,22 @@ class Agent:
         self._note(f"job failed: {self._message}")
         self.finished.set()
 
-    def _supervise(self, run: SandboxRun, spec: SandboxSpec, log: IO[bytes]) -> None:
+    def _supervise(self, run: Run, spec: SandboxSpec, log: IO[bytes]) -> None:
+        """The job thread: whatever goes wrong, the job ends failed, never left running."""
+        try:
+            self._follow(run, spec, log)
+        except Exception as exc:  # an unforeseen failure must still end the job
+            with self._lock:
+                if self._state == JobState.RUNNING:
+                    self._fail_locked(f"the job failed unexpectedly: {_reason(exc)}", None)
+
+    def _follow(self, run: Run, spec: SandboxSpec, log: IO[bytes]) -> None:
         try:
             status = run.wait()
+        except Exception as exc:  # e.g. a process left over, crun failing
+            with self._lock:
+                self._fail_locked(f"the run did not end cleanly: {_reason(exc)}", None)
+            return
         finally:
             log.close()
         session = self._session_or_refuse()
@@ -866,10 +934,9 @@ class Agent:
                 # The training has ended: the sandbox user may now reach the evaluations.
                 os.chmod(self.scratch / "evaluations", 0o755)  # noqa: S103
                 self._evaluate(request, weights, weights_digest)
-            except (AicertError, OSError) as exc:
-                message = exc.message if isinstance(exc, AicertError) else str(exc)
+            except Exception as exc:  # any failure fails the job, cleanly
                 with self._lock:
-                    self._fail_locked(f"evaluation {request.name!r}: {message}", None)
+                    self._fail_locked(f"evaluation {request.name!r}: {_reason(exc)}", None)
                 return False
         return True
 
@@ -887,6 +954,7 @@ class Agent:
                     request.name, item.role, item.name, item.digest, item.source
                 )
             code = next(i for i in received if i.role == "eval-code")
+            root = self._root(request.name, use_entrypoint=request.use_entrypoint)
             spec = SandboxSpec(
                 command=request.command,
                 cwd=code.path if code.path.is_dir() else inputs,
@@ -900,23 +968,38 @@ class Agent:
                 },
             )
             self._message = f"evaluating {request.name}"
-            self._note(f"evaluation {request.name}: running {' '.join(request.command)}")
+            self._note(
+                f"evaluation {request.name}: running {' '.join(request.command)} "
+                f"in {_describe_root(root)}"
+            )
             log = self.log_path.open("ab")
             try:
-                run = SandboxRun(spec, log)
+                run = self._start_run(spec, root, log)
             except BaseException as exc:
                 log.close()
-                raise EvaluationFailedError(f"the command could not be started: {exc}") from None
+                raise EvaluationFailedError(
+                    f"the command could not be started: {_reason(exc)}"
+                ) from None
             self._run = run
         try:
             status = run.wait()
+        except Exception as exc:  # e.g. a process left over, crun failing
+            raise EvaluationFailedError(f"the run did not end cleanly: {_reason(exc)}") from None
         finally:
             log.close()
         if status != 0:
             raise EvaluationFailedError(f"the command exited with status {status}")
         digest, metrics = read_results(spec.output, request.results)
         with self._lock:
-            session.add_evaluation(request.name, request.command, weights_digest, digest, metrics)
+            session.add_evaluation(
+                request.name,
+                request.command,
+                weights_digest,
+                digest,
+                metrics,
+                root.name,
+                root.entrypoint,
+            )
             self._evaluation_results.append(
                 {
                     "name": request.name,
@@ -1037,6 +1120,20 @@ class Agent:
             self._thread.join(timeout)
 
 
+def _reason(exc: BaseException) -> str:
+    """One line for a failure: an aicert error's message, else the exception's text."""
+    if isinstance(exc, AicertError):
+        return exc.message
+    return str(exc) or type(exc).__name__
+
+
+def _describe_root(root: _Root) -> str:
+    if root.environment is None:
+        return "the image's own root"
+    used = f" after its entrypoint {' '.join(root.entrypoint)}" if root.entrypoint else ""
+    return f"environment {root.name} ({root.environment.manifest_digest}){used}"
+
+
 def _single_file_digest(data: bytes) -> str:
     hasher = StreamingHasher(DEFAULT_SHARD_SIZE)
     hasher.update(data)
@@ -1125,11 +1222,17 @@ def _check_evaluations(value: object) -> tuple[EvaluationRequest, ...]:
         )
     requests: list[EvaluationRequest] = []
     for i, item in enumerate(value):
-        if not isinstance(item, Mapping) or set(item) != {"name", "command", "results"}:
+        keys = {"name", "command", "results"}
+        if not isinstance(item, Mapping) or not keys <= set(item) <= keys | {"useEntrypoint"}:
             raise ApiError(
-                400, "bad-request", f"evaluations[{i}] must be {{name, command, results}}"
+                400,
+                "bad-request",
+                f"evaluations[{i}] must be {{name, command, results[, useEntrypoint]}}",
             )
         name, results = item["name"], item["results"]
+        use_entrypoint = item.get("useEntrypoint", False)
+        if not isinstance(use_entrypoint, bool):
+            raise ApiError(400, "bad-request", f"evaluations[{i}].useEntrypoint must be a bool")
         if not isinstance(name, str) or not isinstance(results, str):
             raise ApiError(400, "bad-request", f"evaluations[{i}]: name and results are strings")
         intake.check_name(name)
@@ -1137,7 +1240,9 @@ def _check_evaluations(value: object) -> tuple[EvaluationRequest, ...]:
             raise ApiError(400, "bad-request", f"two evaluations are named {name!r}")
         for part in results.split("/"):
             intake.check_name(part)
-        requests.append(EvaluationRequest(name, _check_command(item["command"]), results))
+        requests.append(
+            EvaluationRequest(name, _check_command(item["command"]), results, use_entrypoint)
+        )
     return tuple(requests)
 
 

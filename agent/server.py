@@ -252,7 +252,11 @@ class AgentRequestHandler(BaseHTTPRequestHandler):
     def _handle_start_job(self) -> None:
         body = self._json()
         self.server.agent.start_job(
-            body.get("command"), body.get("output"), body.get("config"), body.get("evaluations")
+            body.get("command"),
+            body.get("output"),
+            body.get("config"),
+            body.get("evaluations"),
+            body.get("useEntrypoint", False),
         )
         self._send_json(202, {"state": "running"})
 

@@ -31,6 +31,7 @@ from aicert.verifier.image_identity import (
 from aicert.verifier.pcr import QUOTED_PCRS
 from aicert.verifier.provenance import Artifact, Evaluation, TrainingProvenance
 from aicert.verifier.session_events import (
+    IMAGE_ROOT,
     INPUT_ROLES,
     AgentStart,
     CommandExited,
@@ -131,6 +132,15 @@ def image_identity(kernel_cmdline: str, firmware_log: bytes) -> ImageIdentity:
     return ImageIdentity(roothash, uki)
 
 
+def _check_root(root: str, entrypoint: Sequence[str], environments: Sequence[str]) -> None:
+    """A command runs in its environment input if it has one, else in the image's root."""
+    expected = environments[0] if len(environments) == 1 else IMAGE_ROOT
+    if len(environments) > 1 or root != expected:
+        raise SessionError(f"the command's root {root!r} is not its environment {expected!r}")
+    if entrypoint and root == IMAGE_ROOT:
+        raise SessionError("an entrypoint needs an environment")
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -228,9 +238,18 @@ class MeasuredSession:
         self._measure(event)
         self._inputs.append(event)
 
-    def start_command(self, argv: Sequence[str], output_path: str) -> None:
+    def start_command(
+        self,
+        argv: Sequence[str],
+        output_path: str,
+        root: str = IMAGE_ROOT,
+        entrypoint: Sequence[str] = (),
+    ) -> None:
+        """``root``: IMAGE_ROOT or the environment input the command runs in;
+        ``entrypoint``: the environment's Entrypoint run before ``argv``, if asked for."""
         self._require(_Phase.CLAIMED, "start the command")
-        self._command = CommandStarted(tuple(argv), output_path)
+        _check_root(root, entrypoint, [i.name for i in self._inputs if i.role == "environment"])
+        self._command = CommandStarted(tuple(argv), output_path, root, tuple(entrypoint))
         self._measure(self._command)
         self._started_on = _now()
         self._phase = _Phase.RUNNING
@@ -301,6 +320,8 @@ class MeasuredSession:
         weights_sha256: str,
         results_sha256: str,
         metrics: Mapping[str, int | float],
+        root: str = IMAGE_ROOT,
+        entrypoint: Sequence[str] = (),
     ) -> None:
         """Bind a successful evaluation's results file and metrics to the weights it ran on."""
         self._enter_evaluation("record an evaluation")
@@ -308,13 +329,31 @@ class MeasuredSession:
             raise SessionError("the evaluation ran on weights this session does not certify")
         prefix = f"{name}/"
         inputs = tuple(i for i in self._eval_inputs if i.name.startswith(prefix))
+        _check_root(root, entrypoint, [i.name for i in inputs if i.role == "eval-environment"])
         self._eval_inputs = [i for i in self._eval_inputs if not i.name.startswith(prefix)]
         event = EvaluationMeasured(
-            name, tuple(argv), weights_sha256, results_sha256, dict(metrics), 0
+            name,
+            tuple(argv),
+            weights_sha256,
+            results_sha256,
+            dict(metrics),
+            0,
+            root,
+            tuple(entrypoint),
         )
         self._measure(event)
         self._evaluations.append(
-            Evaluation(name, tuple(argv), inputs, weights_sha256, results_sha256, dict(metrics), 0)
+            Evaluation(
+                name,
+                tuple(argv),
+                inputs,
+                weights_sha256,
+                results_sha256,
+                dict(metrics),
+                0,
+                root,
+                tuple(entrypoint),
+            )
         )
 
     def lock(self) -> None:
@@ -351,6 +390,8 @@ class MeasuredSession:
             dependencies=tuple(Artifact(i.name, i.sha256, i.role, i.source) for i in self._inputs),
             command=self._command.argv if self._command else (),
             output_path=self._command.output_path if self._command else "",
+            root=self._command.root if self._command else IMAGE_ROOT,
+            entrypoint=self._command.entrypoint if self._command else (),
             nonce=self._claim.nonce,
             agent_version=self._start.agent_version,
             boot_id=self._start.boot_id,

@@ -10,6 +10,7 @@ lives beside them, not in either.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -33,6 +34,9 @@ _HOST: Final = re.compile(
 )
 SHA256_DIGEST: Final = re.compile(r"sha256:[0-9a-f]{64}")
 _API_HOSTS: Final = {"docker.io": "registry-1.docker.io"}
+_PRIVATE_NETWORKS: Final = tuple(
+    ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+)
 
 
 @dataclass(frozen=True)
@@ -53,12 +57,41 @@ class ImageReference:
         tag = f":{self.tag}" if self.tag else ""
         return f"{self.registry}/{self.repository}{tag}@{self.digest}"
 
-    def purl(self) -> str:
+    def purl(self, *, plain_http: bool = False) -> str:
         """The package URL of the image (purl type ``oci``): the last name component, the
         digest as version, and the full repository as ``repository_url``, in the canonical
-        form (``:`` and ``/`` unescaped, as packageurl-python writes it)."""
+        form (``:`` and ``/`` unescaped, as packageurl-python writes it). A pull over plain
+        HTTP says so: its ``repository_url`` starts with ``http://``."""
         name = self.repository.rsplit("/", 1)[-1]
-        return f"pkg:oci/{name}@{self.digest}?repository_url={self.registry}/{self.repository}"
+        scheme = "http://" if plain_http else ""
+        return (
+            f"pkg:oci/{name}@{self.digest}?repository_url={scheme}{self.registry}/{self.repository}"
+        )
+
+
+def check_plain_http_registry(registry: str) -> str:
+    """``registry`` if a job may pull from it over plain HTTP: an IP address (no name to
+    resolve) that is loopback, link-local or private (RFC 1918, IPv6 unique local), so
+    never a registry across the internet. Every byte is still checked against its digest;
+    what plain HTTP gives up is confidentiality on that local link."""
+    if registry.startswith("["):
+        host = registry[1:].partition("]")[0]
+    else:
+        host = registry.partition(":")[0]
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is None or not (
+        address.is_loopback
+        or address.is_link_local
+        or any(address.version == n.version and address in n for n in _PRIVATE_NETWORKS)
+    ):
+        raise ImageReferenceError(
+            f"registry {registry!r}: plain HTTP is allowed only for a loopback, link-local "
+            "or private IP address (a local test registry); use HTTPS for any other"
+        )
+    return registry
 
 
 def check_digest(value: str, what: str) -> str:

@@ -444,14 +444,17 @@ class AgentClient:
         image: str | None = None,
         expected_sha256: str | None = None,
         evaluation: str | None = None,
+        plain_http: bool = False,
     ) -> str:
         """Have the agent fetch an input (https URL + SHA-256, git URL + commit, or an OCI
         image by digest, whose manifest digest is returned).
 
         ``expected_sha256`` is the tree digest the input must have, or it is refused;
-        ``evaluation`` names the evaluation the input belongs to.
+        ``evaluation`` names the evaluation the input belongs to; ``plain_http`` pulls
+        ``image`` from a local test registry over plain HTTP (the agent allows it only for
+        loopback, link-local and private addresses, and records it in the source).
         """
-        request: dict[str, str] = {"role": role}
+        request: dict[str, str | bool] = {"role": role}
         if expected_sha256 is not None:
             request["expected"] = expected_sha256
         if evaluation is not None:
@@ -462,6 +465,8 @@ class AgentClient:
             request |= {"git": git, "commit": commit}
         elif image is not None and url is None and git is None:
             request |= {"image": image}
+            if plain_http:
+                request["plainHttp"] = True
         else:
             raise InputError(f"input {name}: give url and sha256, git and commit, or image")
         response = self._request(
@@ -482,15 +487,22 @@ class AgentClient:
         config: Mapping[str, Any] | None = None,
         *,
         evaluations: Sequence[EvaluationRun] = (),
+        use_entrypoint: bool = False,
     ) -> None:
         """Start the job; without ``command`` (None or empty, as in an evaluation-only
-        JobFile) it only runs ``evaluations`` on the ``weights`` input."""
+        JobFile) it only runs ``evaluations`` on the ``weights`` input. ``use_entrypoint``
+        runs the training environment's Entrypoint before the command."""
         body: dict[str, Any] = {"config": dict(config or {})}
         if command:
-            body |= {"command": list(command), "output": output}
+            body |= {"command": list(command), "output": output, "useEntrypoint": use_entrypoint}
         if evaluations:
             body["evaluations"] = [
-                {"name": e.name, "command": list(e.command), "results": e.results}
+                {
+                    "name": e.name,
+                    "command": list(e.command),
+                    "results": e.results,
+                    "useEntrypoint": e.use_entrypoint,
+                }
                 for e in evaluations
             ]
         self._request("POST", "/v1/job", "start of the job", json_body=body)
@@ -686,7 +698,11 @@ def _send(
     source = item.source
     if isinstance(source, ImageSource):
         return client.fetch_input(
-            item.name, item.role, image=source.reference, evaluation=evaluation
+            item.name,
+            item.role,
+            image=source.reference,
+            evaluation=evaluation,
+            plain_http=source.plain_http,
         )
     if isinstance(source, ArchiveSource):
         return client.upload_environment(

@@ -62,7 +62,7 @@ from typing import Any, Final
 from aicert.verifier.errors import FormatError, InputError
 from aicert.verifier.input_file import MAX_JOB_FILE_BYTES, read_input_file
 
-from aicert.oci_reference import ImageReferenceError, parse_reference
+from aicert.oci_reference import ImageReferenceError, check_plain_http_registry, parse_reference
 
 NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 SHA256: Final = re.compile(r"[0-9a-f]{64}")
@@ -129,6 +129,7 @@ class ImageSource:
     ``REGISTRY/NAME@sha256:HEX`` (checked with the agent's own reference rules)."""
 
     reference: str
+    plain_http: bool = False  # a local test registry without TLS (see docs/environments.md)
 
 
 @dataclass(frozen=True)
@@ -161,11 +162,13 @@ class JobInput:
 
 @dataclass(frozen=True)
 class EvaluationRun:
-    """What the agent runs for one evaluation: ``command`` writes ``results``."""
+    """What the agent runs for one evaluation: ``command`` writes ``results``;
+    ``use_entrypoint`` runs its environment's Entrypoint before the command."""
 
     name: str
     command: tuple[str, ...]
     results: str
+    use_entrypoint: bool = dataclasses.field(default=False, kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -175,7 +178,6 @@ class JobEvaluation(EvaluationRun):
     code: JobInput
     data: tuple[JobInput, ...] = ()
     environment: JobInput | None = None
-    use_entrypoint: bool = False  # run the environment's Entrypoint before the command
 
     @property
     def inputs(self) -> tuple[JobInput, ...]:
@@ -425,7 +427,9 @@ def _evaluations(raw: object, base: Path, where: _Where) -> tuple[JobEvaluation,
         command = _command(item.get("command"), f"{key}.command", where)
         use_entrypoint = _use_entrypoint(item.get("environment"), f"{key}.environment", where)
         evaluations.append(
-            JobEvaluation(name, command, results, code, data, environment, use_entrypoint)
+            JobEvaluation(
+                name, command, results, code, data, environment, use_entrypoint=use_entrypoint
+            )
         )
     return tuple(evaluations)
 
@@ -439,12 +443,15 @@ def _environment(raw: object, key: str, role: str, base: Path, where: _Where) ->
             key,
             'must be a table: { image = "REGISTRY/NAME@sha256:..." } or { path = "env.oci.tar" }',
         )
-    unknown = sorted(set(raw) - {"image", "path", "use_entrypoint"})
+    unknown = sorted(set(raw) - {"image", "path", "use_entrypoint", "plain_http"})
     if unknown:
         raise where.fail(
-            f"{key}.{unknown[0]}", "unknown key (allowed: image, path, use_entrypoint)"
+            f"{key}.{unknown[0]}", "unknown key (allowed: image, path, use_entrypoint, plain_http)"
         )
-    sources = {k: v for k, v in raw.items() if k != "use_entrypoint"}
+    plain_http = raw.get("plain_http", False)
+    if not isinstance(plain_http, bool):
+        raise where.fail(f"{key}.plain_http", "must be true or false")
+    sources = {k: v for k, v in raw.items() if k not in ("use_entrypoint", "plain_http")}
     if len(sources) != 1:
         raise where.fail(key, "give exactly one of image (REGISTRY/NAME@sha256:DIGEST) or path")
     ((field, value),) = sources.items()
@@ -453,11 +460,17 @@ def _environment(raw: object, key: str, role: str, base: Path, where: _Where) ->
     source: InputSource
     if field == "image":
         try:
-            parse_reference(value)
+            reference = parse_reference(value)
+            if plain_http:
+                check_plain_http_registry(reference.registry)
         except ImageReferenceError as exc:
-            raise where.fail(f"{key}.image", exc.message) from None
-        source = ImageSource(value)
+            raise where.fail(
+                f"{key}.{'plain_http' if plain_http else 'image'}", exc.message
+            ) from None
+        source = ImageSource(value, plain_http)
     else:
+        if plain_http:
+            raise where.fail(f"{key}.plain_http", "only an image pulled from a registry has it")
         source = ArchiveSource(_resolve(value, base))
     return JobInput(ENVIRONMENT_INPUT, role, source)
 

@@ -123,7 +123,13 @@ def run_job(
         say(f"session claimed with nonce {job.nonce}")
         for name, digest in send_inputs(client, job).items():
             say(f"input {name}: measured sha256:{digest}")
-        client.start_job(job.command, job.output, job.config, evaluations=job.evaluations)
+        client.start_job(
+            job.command,
+            job.output,
+            job.config,
+            evaluations=job.evaluations,
+            use_entrypoint=job.use_entrypoint,
+        )
         say(f"job started: {' '.join(job.command) or 'evaluations only'}")
         result = client.wait(log_sink or _echo)
         if not result.succeeded:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aicert.agent.container import require_unified_cgroups
 from aicert.verifier.errors import ToolError
+from oci_support import Entry, directory, file, symlink
 
 from aicert.process import run
 
@@ -58,3 +59,16 @@ def busybox_rootfs(root: Path) -> Path:
             (root / "bin" / applet).symlink_to("busybox")
     (root / "etc" / "marker").write_text("the environment's root\n")
     return root
+
+
+def busybox_layer_entries() -> list[Entry]:
+    """The busybox root file system as the entries of one OCI layer (for real images)."""
+    if not _BUSYBOX.is_file():
+        raise ToolError("busybox is not installed; install the Debian package busybox-static")
+    entries = [directory(name) for name in ("bin", "proc", "sys", "dev", "tmp", "etc")]
+    entries.append(file("bin/busybox", _BUSYBOX.read_bytes(), 0o755))
+    for applet in run([_BUSYBOX, "--list"]).stdout.decode().split():
+        if applet != "busybox":
+            entries.append(symlink(f"bin/{applet}", "busybox"))
+    entries.append(file("etc/marker", b"the environment's root\n"))
+    return entries

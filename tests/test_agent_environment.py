@@ -77,7 +77,11 @@ def test_image_by_digest_is_pulled_and_measured(
     client = _claimed(live)
     digests = send_inputs(client, load_job_file(_job(tmp_path, f'image = "{reference}"')))
     assert digests["environment"] == image.digest[7:]
-    purl = f"pkg:oci/trainer@sha256:{image.digest[7:]}?repository_url={registry.host}/team/trainer"
+    # Pulled over plain HTTP (the agent's flag names the registry): the source says so.
+    purl = (
+        f"pkg:oci/trainer@sha256:{image.digest[7:]}"
+        f"?repository_url=http://{registry.host}/team/trainer"
+    )
     assert _environment_events(client) == [
         InputMeasured("environment", "environment", image.digest[7:], purl)
     ]
@@ -89,10 +93,6 @@ def test_image_by_digest_is_pulled_and_measured(
     notes = (live.scratch / "job.log").read_text()
     assert f"input environment: pulling {reference}: 1 layer, " in notes
     assert "input environment: layer 1/1 checked and unpacked" in notes
-    # Measured, but not run in yet: the job is refused rather than run in the wrong root.
-    with pytest.raises(AgentRequestError) as refused:
-        client.start_job(["python3", "train.py"], "model", {})
-    assert refused.value.code == "environment-unsupported"
 
 
 def test_archive_is_uploaded_and_measured(live: RunningAgent, tmp_path: Path) -> None:
@@ -146,3 +146,33 @@ def test_tag_role_and_format_mistakes_are_refused(live: RunningAgent, tmp_path: 
     with pytest.raises(AgentRequestError, match="only it, is uploaded as format=oci-archive"):
         client.upload_input("environment", archive, "environment")
     assert client.attest().events[-1].kind == "session-claim"
+
+
+def test_a_job_names_a_local_plain_http_registry_itself(
+    provisioned_swtpm: ProvisionedSwtpm, registry: Registry, tmp_path: Path
+) -> None:
+    """Without the agent's flag (the measured image has none), the job file's
+    ``plain_http`` allows plain HTTP to a local address; the source records it."""
+    image = make_image([layer_tar([file("etc/os-release", b"ID=plain\n")])])
+    reference = registry.push("team/plain", image)
+    with running_agent(provisioned_swtpm.tcti, provisioned_swtpm.ca) as running:
+        client = _claimed(running)
+        with pytest.raises(AgentRequestError) as over_tls:
+            client.fetch_input("environment", "environment", image=reference)
+        assert "cannot reach the registry" in str(over_tls.value)  # it spoke TLS to HTTP
+        job = _job(tmp_path, f'image = "{reference}"\nplain_http = true')
+        digests = send_inputs(client, load_job_file(job))
+        assert digests["environment"] == image.digest[7:]
+        [event] = _environment_events(client)
+        assert event.source.endswith(f"?repository_url=http://{registry.host}/team/plain")
+
+
+def test_plain_http_to_a_public_registry_is_refused(live: RunningAgent) -> None:
+    client = _claimed(live)
+    with pytest.raises(AgentRequestError, match="plain HTTP is allowed only for a loopback"):
+        client.fetch_input(
+            "environment",
+            "environment",
+            image=f"registry.example.org/x@sha256:{'1' * 64}",
+            plain_http=True,
+        )

@@ -53,6 +53,17 @@ def test_training_and_evaluation_environments(tmp_path: Path) -> None:
     assert [i.name for i in evaluation.inputs] == ["environment", "code"]
 
 
+@pytest.mark.parametrize(
+    "registry", ["127.0.0.1:5000", "10.0.2.101:5000", "169.254.1.1", "192.168.1.2", "[::1]:80"]
+)
+def test_plain_http_to_a_local_address(tmp_path: Path, registry: str) -> None:
+    job = _load(
+        tmp_path, TRAINING + f'[environment]\nimage = "{registry}/t@{DIGEST}"\nplain_http = true\n'
+    )
+    assert job.environment is not None
+    assert job.environment.source == ImageSource(f"{registry}/t@{DIGEST}", plain_http=True)
+
+
 def test_absent_environment(tmp_path: Path) -> None:
     job = _load(tmp_path, TRAINING + EVALUATION)
     assert job.environment is None
@@ -84,6 +95,21 @@ def test_absent_environment(tmp_path: Path) -> None:
             "exactly one of image",
         ),
         ("[environment]\n", "environment", "exactly one of image"),
+        (
+            f'[environment]\nimage = "{IMAGE}"\nplain_http = true\n',
+            "environment.plain_http",
+            "plain HTTP is allowed only for a loopback, link-local or private IP address",
+        ),
+        (
+            f'[environment]\nimage = "10.0.2.101:5000/t@{DIGEST}"\nplain_http = "yes"\n',
+            "environment.plain_http",
+            "true or false",
+        ),
+        (
+            '[environment]\npath = "e.tar"\nplain_http = true\n',
+            "environment.plain_http",
+            "only an image pulled from a registry",
+        ),
         ('[environment]\nurl = "https://x"\n', "environment.url", "unknown key"),
         ('[environment]\npath = ""\n', "environment.path", "non-empty string"),
         (

@@ -42,9 +42,16 @@ def test_make_demo_from_scratch_verifies_and_refuses_tampering(
     assert "demo: the tampered weights were refused, as they must be." in demo.stdout
     assert "\033[" not in said, "NO_COLOR is honoured"
 
+    # The training ran in the numpy + scikit-learn environment, the evaluation in the
+    # image's own root, and the report says so.
+    assert "runs in      environment environment\n" in demo.stdout
+    assert "runs in    the image's own root file system (no environment)" in demo.stdout
     image, result = out / "image", out / "demo"
     results = result / "evaluations" / "accuracy" / "results.json"
-    assert json.loads(results.read_text())["accuracy"] > 0.8
+    assert json.loads(results.read_text())["accuracy"] > 0.85
+    training = json.loads((result / "model" / "training.json").read_text())
+    assert training["framework"].startswith("scikit-learn ")
+    assert len(training["epochs"]) == 8
     args = [
         str(result / "certificate.aicert.json"),
         *("--recipe", str(image / "recipe.json"), "--platform-profile", "qemu"),

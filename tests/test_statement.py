@@ -12,7 +12,7 @@ from aicert.verifier.errors import FormatError, StatementMismatchError
 from aicert.verifier.file_subjects import MAX_FILE_SUBJECTS, FileSubject, selected_files
 from aicert.verifier.image_identity import ImageIdentity
 from aicert.verifier.provenance import Artifact, TrainingProvenance, parse_statement
-from aicert.verifier.session_events import CommandExited, parse_event
+from aicert.verifier.session_events import IMAGE_ROOT, CommandExited, parse_event
 from aicert.verifier.statement_match import expected_events, match_statement
 from aicert.verifier.treemanifest import FileEntry, TreeManifest
 from aicert.verifier.uris import JOB_REQUEST_URI, check_uri, git_uri, upload_uri
@@ -293,3 +293,39 @@ def test_subjects_parse_only_when_they_are_exactly_the_trees_files(
         return
     assert len(prov.file_subjects) == count == len(set(names))
     assert all(n == "weights" or (n.startswith("weights/") and n != "weights/") for n in names)
+
+
+ENV = Artifact("env", "0e" * 32, "environment", f"pkg:oci/env@sha256:{'0e' * 32}")
+
+
+def test_the_root_a_command_ran_in_round_trips_and_is_in_the_log() -> None:
+    plain = parse_statement(_prov().statement_bytes())
+    assert (plain.root, plain.entrypoint) == (IMAGE_ROOT, ())
+    params = json.loads(_prov().statement_bytes())["predicate"]["buildDefinition"]
+    assert params["externalParameters"]["root"] == IMAGE_ROOT
+    boxed = _prov(dependencies=(*_prov().dependencies, ENV), root="env", entrypoint=("/entry.sh",))
+    assert parse_statement(boxed.statement_bytes()) == boxed
+    match_statement(_records(boxed), boxed)
+    # The log says it ran in the image's root, the statement claims the environment.
+    honest = dataclasses.replace(boxed, entrypoint=())
+    with pytest.raises(StatementMismatchError, match="record 7 is command"):
+        match_statement(_records(honest), boxed)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"root": "env"}, "names root 'env' but its environment inputs are none"),
+        ({"dependencies": (ENV,), "root": IMAGE_ROOT}, r"inputs are \['env'\]"),
+        ({"entrypoint": ("/entry.sh",)}, "has an entrypoint but no environment"),
+        (
+            {"dependencies": (ENV, dataclasses.replace(ENV, name="e2")), "root": "env"},
+            "names root 'env'",
+        ),
+    ],
+)
+def test_a_root_that_does_not_fit_the_inputs_is_refused(
+    changes: dict[str, object], message: str
+) -> None:
+    with pytest.raises(FormatError, match=message):
+        parse_statement(_prov(**changes).statement_bytes())

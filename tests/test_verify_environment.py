@@ -57,7 +57,9 @@ def test_environment_inputs_verify_and_are_reported(
         session.claim(owner=secrets.token_hex(32), nonce=nonce)
         session.add_input("environment", "environment", manifest_hex, env.source("environment"))
         session.add_input("code", "code", "ab" * 32, "urn:aicert:upload:code")
-        session.start_command(["python3", "train.py"], "weights")
+        session.start_command(
+            ["python3", "train.py"], "weights", "environment", ("/usr/bin/entry", "--x")
+        )
         session.command_exited(0)
         manifest = hash_tree(weights)
         digest = manifest.digest
@@ -70,7 +72,14 @@ def test_environment_inputs_verify_and_are_reported(
         )
         with pytest.raises(SessionError, match="eval-environment"):
             session.add_evaluation_input("accuracy", "environment", "e2", manifest_hex)
-        session.add_evaluation("accuracy", ["python3", "eval.py"], digest, "ef" * 32, {"a": 1})
+        session.add_evaluation(
+            "accuracy",
+            ["python3", "eval.py"],
+            digest,
+            "ef" * 32,
+            {"a": 1},
+            "accuracy/environment",
+        )
         certificate = session.finish()
     path = tmp_path / "job.aicert.json"
     path.write_text(json.dumps(certificate.to_json()))
@@ -100,6 +109,11 @@ def test_environment_inputs_verify_and_are_reported(
     text = render_text(report, path, color=False)
     assert f"environment environment              sha256:{manifest_hex}" in text
     assert reference.purl() in text
+    assert "runs in      environment environment, after its entrypoint /usr/bin/entry --x" in text
+    assert "runs in    environment accuracy/environment\n" in text
+    params = statement["predicate"]["buildDefinition"]["externalParameters"]
+    assert (params["root"], params["entrypoint"]) == ("environment", ["/usr/bin/entry", "--x"])
+    assert statement["predicate"]["aicert_evaluations"][0]["root"] == "accuracy/environment"
     bom = tmp_path / "bom.json"
     export_cyclonedx(report.provenance, path, bom)
     components = json.loads(bom.read_text())["components"]

@@ -4,7 +4,9 @@
 generic tools can match a file; the weights' tree digest, which binds the whole tree,
 is ``predicate.aicert_weights``. ``resolvedDependencies`` = the measured inputs with
 their tree digests and source URIs; ``builderDependencies`` = the booted image;
-``externalParameters`` = what the client asked for (command, output path, nonce);
+``externalParameters`` = what the client asked for (command, output path, nonce, and
+what ran as ``/``: the image's own root or an environment input, with the environment's
+Entrypoint when the job asked for it);
 ``aicert_gpus`` = the GPUs the agent saw, with their attestation evidence.
 Facts only aicert has travel as ``aicert_*`` extension fields, which SLSA consumers
 ignore. Digest sets name a tree digest ``aicert-tree-sha256``; ``sha256`` always is the
@@ -22,6 +24,7 @@ from .errors import FormatError
 from .file_subjects import MAX_FILE_SUBJECTS, FileSubject
 from .gpu import GpuRecord, parse_gpus
 from .image_identity import ImageIdentity
+from .session_events import IMAGE_ROOT
 from .uris import check_uri
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -65,11 +68,15 @@ class Evaluation:
     results_sha256: str
     metrics: Mapping[str, int | float]
     exit_status: int
+    root: str = IMAGE_ROOT
+    entrypoint: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, JsonValue]:
         return {
             "name": self.name,
             "command": list(self.command),
+            "root": self.root,
+            "entrypoint": list(self.entrypoint),
             "inputs": [_dependency(i) for i in self.inputs],
             "weights": {TREE_DIGEST: self.weights_sha256},
             "results": {TREE_DIGEST: self.results_sha256},
@@ -102,6 +109,8 @@ class TrainingProvenance:
     file_subjects: tuple[FileSubject, ...] = ()
     image: ImageIdentity = field(default_factory=ImageIdentity)
     gpus: tuple[GpuRecord, ...] = ()
+    root: str = IMAGE_ROOT
+    entrypoint: tuple[str, ...] = ()
 
     @property
     def evaluation_only(self) -> bool:
@@ -111,7 +120,12 @@ class TrainingProvenance:
     def to_statement(self) -> dict[str, JsonValue]:
         params: dict[str, JsonValue] = {"nonce": self.nonce}
         if not self.evaluation_only:
-            params |= {"command": list(self.command), "outputPath": self.output_path}
+            params |= {
+                "command": list(self.command),
+                "outputPath": self.output_path,
+                "root": self.root,
+                "entrypoint": list(self.entrypoint),
+            }
         predicate: dict[str, JsonValue] = {
             "buildDefinition": {
                 "buildType": EVALUATION_BUILD_TYPE if self.evaluation_only else BUILD_TYPE,
@@ -193,9 +207,9 @@ def parse_statement(payload: bytes) -> TrainingProvenance:
         raise FormatError(f"buildType {build_type!r} is not an aicert job type")
     params = _obj(build.get("externalParameters"), "externalParameters")
     if build_type == EVALUATION_BUILD_TYPE:
-        if "command" in params or "outputPath" in params:
+        if set(params) & {"command", "outputPath", "root", "entrypoint"}:
             raise FormatError("an evaluation-only statement cannot name a training command")
-        params = {**params, "command": [], "outputPath": ""}
+        params = {**params, "command": [], "outputPath": "", "root": IMAGE_ROOT, "entrypoint": []}
     run = _obj(predicate.get("runDetails"), "runDetails")
     builder = _obj(run.get("builder"), "runDetails.builder")
     if builder.get("id") != BUILDER_ID:
@@ -217,6 +231,8 @@ def parse_statement(payload: bytes) -> TrainingProvenance:
         ),
         command=tuple(_str(c, "command element") for c in _list(params.get("command"), "command")),
         output_path=_str(params.get("outputPath"), "outputPath"),
+        root=_str(params.get("root"), "root"),
+        entrypoint=_strings(params.get("entrypoint"), "entrypoint"),
         nonce=_str(params.get("nonce"), "nonce"),
         agent_version=_str(
             _obj(builder.get("version"), "builder.version").get("aicert-agent"), "agent version"
@@ -237,7 +253,28 @@ def parse_statement(payload: bytes) -> TrainingProvenance:
         prov.evaluation_only and not prov.evaluations
     ):
         raise FormatError("statement: buildType does not fit the job it describes")
+    if not prov.evaluation_only:
+        _check_root("the training", prov.root, prov.entrypoint, prov.dependencies, "environment")
+    for ev in prov.evaluations:
+        _check_root(
+            f"evaluation {ev.name!r}", ev.root, ev.entrypoint, ev.inputs, "eval-environment"
+        )
     return prov
+
+
+def _check_root(
+    what: str, root: str, entrypoint: tuple[str, ...], inputs: tuple[Artifact, ...], role: str
+) -> None:
+    """A command runs in its one environment input if it has one, else in the image's root."""
+    environments = [i.name for i in inputs if i.role == role]
+    expected = environments[0] if len(environments) == 1 else IMAGE_ROOT
+    if len(environments) > 1 or root != expected:
+        raise FormatError(
+            f"statement: {what} names root {root!r} but its environment inputs are "
+            f"{environments or 'none'}"
+        )
+    if entrypoint and root == IMAGE_ROOT:
+        raise FormatError(f"statement: {what} has an entrypoint but no environment")
 
 
 def _evaluation(raw: object, i: int) -> Evaluation:
@@ -259,6 +296,8 @@ def _evaluation(raw: object, i: int) -> Evaluation:
         ),
         metrics=dict(metrics),
         exit_status=_int(obj.get("exitStatus"), f"{where} exitStatus"),
+        root=_str(obj.get("root"), f"{where} root"),
+        entrypoint=_strings(obj.get("entrypoint"), f"{where} entrypoint"),
     )
 
 
@@ -366,6 +405,10 @@ def _list(value: object, where: str) -> list[Any]:
     if not isinstance(value, list):
         raise FormatError(f"statement: {where} must be an array")
     return value
+
+
+def _strings(value: object, where: str) -> tuple[str, ...]:
+    return tuple(_str(v, f"{where} element") for v in _list(value, where))
 
 
 def _str(value: object, where: str) -> str:

@@ -9,6 +9,7 @@ import click
 
 from .platform_profile import PcrMatch
 from .provenance import TrainingProvenance
+from .session_events import IMAGE_ROOT
 from .verify import LOCAL_TEST_PLATFORM, Report, Status
 
 _MARKS = {
@@ -68,6 +69,8 @@ def render_text(report: Report, certificate: Path, *, color: bool) -> str:
 def _provenance_lines(prov: TrainingProvenance) -> list[str]:
     lines = ["Provenance (as the statement claims; trusted only if VERIFIED)"]
     lines.append(f"  command      {' '.join(prov.command)}")
+    if not prov.evaluation_only:
+        lines.append(f"  runs in      {_root(prov.root, prov.entrypoint)}")
     lines.append(f"  exit status  {prov.exit_status}")
     lines.append(f"  agent        aicert-agent {prov.agent_version}, boot {prov.boot_id}")
     lines.append(f"  ran          {prov.started_on} .. {prov.finished_on}")
@@ -88,6 +91,7 @@ def _provenance_lines(prov: TrainingProvenance) -> list[str]:
         lines.append(f"    {'':<10} {subject.name:<24} sha256:{subject.sha256}")
     for ev in prov.evaluations:
         lines.append(f"  evaluation {ev.name!r}: {' '.join(ev.command)}")
+        lines.append(f"    {'runs in':<10} {_root(ev.root, ev.entrypoint)}")
         for item in ev.inputs:
             lines.append(f"    {item.role:<10} {item.name:<24} sha256:{item.sha256}")
         lines.append(f"    {'results':<10} {'':<24} sha256:{ev.results_sha256}")
@@ -155,3 +159,10 @@ def render_json(report: Report, certificate: Path) -> dict[str, Any]:
             "exit_code": report.error.exit_code,
         }
     return doc
+
+
+def _root(root: str, entrypoint: tuple[str, ...]) -> str:
+    if root == IMAGE_ROOT:
+        return "the image's own root file system (no environment)"
+    used = f", after its entrypoint {' '.join(entrypoint)}" if entrypoint else ""
+    return f"environment {root}{used}"

@@ -33,6 +33,9 @@ INPUT_ROLES = (
 )
 
 Metrics = Mapping[str, int | float]
+# A command's ``root`` when it ran in the measured image's own root file system; otherwise
+# the root is the name of its environment input (names never hold a colon).
+IMAGE_ROOT = "aicert:image-root"
 
 
 @dataclass(frozen=True)
@@ -131,9 +134,15 @@ class InputMeasured(SessionEvent):
 
 @dataclass(frozen=True)
 class CommandStarted(SessionEvent):
+    """The training command started; ``root`` is what ran as ``/`` (IMAGE_ROOT or an
+    environment input's name), ``entrypoint`` the image Entrypoint run before ``argv``
+    (empty unless the job asked for it)."""
+
     kind: ClassVar[str] = "command"
     argv: tuple[str, ...]
     output_path: str
+    root: str
+    entrypoint: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -160,6 +169,8 @@ class EvaluationMeasured(SessionEvent):
     results_sha256: str
     metrics: Metrics
     exit_status: int
+    root: str
+    entrypoint: tuple[str, ...]
 
 
 @dataclass(frozen=True)

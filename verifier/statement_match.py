@@ -42,7 +42,7 @@ def expected_events(prov: TrainingProvenance) -> tuple[SessionEvent, ...]:
     ]
     if not prov.evaluation_only:
         body += [
-            CommandStarted(prov.command, prov.output_path),
+            CommandStarted(prov.command, prov.output_path, prov.root, prov.entrypoint),
             CommandExited(prov.exit_status),
             *(OutputMeasured(s.name, s.sha256) for s in prov.subjects),
         ]
@@ -56,6 +56,8 @@ def expected_events(prov: TrainingProvenance) -> tuple[SessionEvent, ...]:
                 ev.results_sha256,
                 ev.metrics,
                 ev.exit_status,
+                ev.root,
+                ev.entrypoint,
             )
         )
     # The lock event counts the records before it.

@@ -69,6 +69,9 @@ class VmSpec:
     """The scratch disk for the agent (blank raw, see :func:`make_scratch_disk`); default:
     an empty one made for this boot. It is always attached: the firmware's boot options,
     and so PCR 1, depend on the disks present."""
+    guest_forwards: tuple[str, ...] = ()
+    """More ``guestfwd`` rules (``tcp:ADDR:PORT-cmd:COMMAND``): host services the VM may
+    reach, such as a test registry (:func:`.guest_relay.registry_forward`)."""
 
 
 def kvm_works() -> bool:
@@ -248,6 +251,7 @@ class Vm:
                 f"{spec.issuer_certificate}"
             )
             forward += f",guestfwd=tcp:{LOCAL_PKI_ADDRESS}:80-cmd:{responder}"
+        forward += "".join(f",guestfwd={rule}" for rule in spec.guest_forwards)
         return [
             require_tool(QEMU, hint="run scripts/install-host-deps.sh"),
             *("-machine", MACHINE, "-accel", self.accel),

@@ -41,6 +41,8 @@ class LocalRun:
     ca_dir: Path
     scratch_bytes: int = DEFAULT_SCRATCH_BYTES
     boot_timeout: float = 900.0
+    guest_forwards: tuple[str, ...] = ()
+    """Host services the VM may reach (see :attr:`qemu.VmSpec.guest_forwards`)."""
 
 
 def default_ca_dir() -> Path:
@@ -84,7 +86,11 @@ def boot_local(spec: LocalRun, *, say: Say) -> Iterator[BootedImage]:
         issuer = work / "intermediate-ca.der"
         issuer.write_bytes(intermediate)
         vm_spec = qemu.VmSpec(
-            disk=disk, tpm_state=tpm_state, scratch=scratch, issuer_certificate=issuer
+            disk=disk,
+            tpm_state=tpm_state,
+            scratch=scratch,
+            issuer_certificate=issuer,
+            guest_forwards=spec.guest_forwards,
         )
         with qemu.Vm(vm_spec) as vm:
             say(f"booting {disk} in QEMU ({vm.accel}), agent port 127.0.0.1:{vm.host_port}")
