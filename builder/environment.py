@@ -47,7 +47,7 @@ from aicert.builder.oci_layout import (
     write_layout_archive,
 )
 from aicert.builder.package_lock import LockMismatchError, dpkg_status_packages
-from aicert.verifier.errors import InputError
+from aicert.verifier.errors import InputError, ToolError
 from aicert.verifier.input_file import MIB, read_input_file
 
 from aicert.process import require_tool, run
@@ -264,6 +264,30 @@ def _remove_volatile(root: Path) -> None:
             node.unlink()
 
 
+def mounts_below(path: Path) -> list[Path]:
+    """Mount points at or below ``path``, deepest first (from /proc/self/mountinfo)."""
+    base = str(path.resolve())
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        # Field 5 is the mount point, with space, tab, newline and backslash as octal escapes.
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split(" ")[4])
+        if point == base or point.startswith(base + "/"):
+            points.append(Path(point))
+    return sorted(points, key=lambda p: len(p.parts), reverse=True)
+
+
+def remove_build_dir(workdir: Path) -> None:
+    """Remove a build directory, unmounting first what a killed mmdebstrap left mounted
+    in its root (/proc, /sys, /dev binds): removing through those would delete the host's
+    files. A mount that stays is an error, and nothing is removed."""
+    for point in mounts_below(workdir):
+        run(["umount", "--lazy", point])
+    left = mounts_below(workdir)
+    if left:
+        raise ToolError(f"{left[0]} is still mounted; unmount it, then remove {workdir}")
+    shutil.rmtree(workdir)
+
+
 def build_environment(
     definition: EnvironmentDefinition,
     output: Path,
@@ -286,8 +310,8 @@ def build_environment(
             f"the lock {definition.lock} does not exist; build once with --update-lock"
         )
     cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="aicert-env-", dir=output.parent) as work:
-        workdir = Path(work)
+    workdir = Path(tempfile.mkdtemp(prefix="aicert-env-", dir=output.parent))
+    try:
         root = workdir / "rootfs"
         preferences = None
         if locked is not None:
@@ -315,6 +339,8 @@ def build_environment(
                 archive, layer, layer_file, definition.config, definition.source_date_epoch
             )
         partial.replace(output)
+    finally:
+        remove_build_dir(workdir)
     if update_lock and definition.lock is not None:
         definition.lock.write_text(json.dumps(installed, indent=1, sort_keys=True) + "\n")
         step(f"wrote {definition.lock}: {len(installed)} packages")

@@ -19,6 +19,8 @@ from aicert.builder.environment import (
     check_versions,
     load_definition,
     mmdebstrap_argv,
+    mounts_below,
+    remove_build_dir,
 )
 from aicert.builder.package_lock import LockMismatchError
 from container_host import unified_cgroups
@@ -87,6 +89,32 @@ def test_the_lock_admits_exactly_its_versions(tmp_path: Path) -> None:
         "Package: libc6\nPin: version 2.41-12\nPin-Priority: 1001\n\n"
         "Package: python3\nPin: version 3.13.5-1\nPin-Priority: 1001\n\n"
     )
+
+
+def test_a_build_dir_with_mounts_left_in_it_is_unmounted_before_removal(tmp_path: Path) -> None:
+    # What a killed mmdebstrap leaves: file systems still mounted in its root. Removing
+    # through them would delete what they show; here a tmpfs stands in for /proc or /dev.
+    work = tmp_path / "aicert-env-x"
+    (work / "rootfs" / "dev shm").mkdir(parents=True)
+    (work / "rootfs" / "proc").mkdir()
+    run(["mount", "-t", "tmpfs", "tmpfs", work / "rootfs" / "proc"])
+    (work / "rootfs" / "proc" / "sys").mkdir()
+    run(["mount", "-t", "tmpfs", "tmpfs", work / "rootfs" / "proc" / "sys"])
+    run(["mount", "-t", "tmpfs", "tmpfs", work / "rootfs" / "dev shm"])
+    try:
+        points = mounts_below(work)
+        assert points[0] == work / "rootfs" / "proc" / "sys", "the deepest first"
+        assert set(points) == {
+            work / "rootfs" / "proc" / "sys",
+            work / "rootfs" / "proc",
+            work / "rootfs" / "dev shm",
+        }
+        remove_build_dir(work)
+        assert not work.exists()
+        assert mounts_below(tmp_path) == []
+    finally:
+        for point in mounts_below(tmp_path):
+            run(["umount", "--lazy", point])
 
 
 def test_mmdebstrap_command(tmp_path: Path) -> None:
