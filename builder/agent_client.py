@@ -374,20 +374,8 @@ class AgentClient:
             query["sha256"] = expected_sha256
         if evaluation is not None:
             query["evaluation"] = evaluation
-        target = f"/v1/inputs/{urllib.parse.quote(name, safe='')}?{urllib.parse.urlencode(query)}"
         stream = _TarSender(path, sink) if is_dir else _FileSender(path, sink)
-        try:
-            response = self._request(
-                "PUT",
-                target,
-                f"upload of {name}",
-                body=stream.chunks(),
-                extra_headers={"Content-Type": "application/octet-stream"},
-                timeout=FETCH_TIMEOUT,
-            )
-        finally:
-            stream.close()
-            sink.finish()
+        response = self._put_input(name, query, stream, sink, "application/octet-stream")
         digest = str(response.json().get("sha256", ""))
         local = stream.manifest().digest
         if digest != local:
@@ -416,21 +404,31 @@ class AgentClient:
         query = {"role": role, "format": "oci-archive"}
         if evaluation is not None:
             query["evaluation"] = evaluation
+        response = self._put_input(name, query, _FileSender(path, sink), sink, "application/x-tar")
+        return str(response.json().get("sha256", ""))
+
+    def _put_input(
+        self,
+        name: str,
+        query: dict[str, str],
+        stream: _TarSender | _FileSender,
+        sink: Progress,
+        content_type: str,
+    ) -> _Response:
+        """PUT one input's bytes to /v1/inputs/NAME; the stream and progress end either way."""
         target = f"/v1/inputs/{urllib.parse.quote(name, safe='')}?{urllib.parse.urlencode(query)}"
-        stream = _FileSender(path, sink)
         try:
-            response = self._request(
+            return self._request(
                 "PUT",
                 target,
                 f"upload of {name}",
                 body=stream.chunks(),
-                extra_headers={"Content-Type": "application/x-tar"},
+                extra_headers={"Content-Type": content_type},
                 timeout=FETCH_TIMEOUT,
             )
         finally:
             stream.close()
             sink.finish()
-        return str(response.json().get("sha256", ""))
 
     def fetch_input(
         self,
