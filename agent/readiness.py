@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from aicert.verifier.errors import AicertError, InputError
+from aicert.verifier.input_file import MAX_FIRMWARE_LOG_BYTES, read_input_file
 
 from aicert import __version__
 from aicert.readiness_line import PCR_COUNT, ReadinessReport, pcr_value
@@ -43,8 +44,8 @@ def read_report(
     event_log: Path = DEFAULT_EVENT_LOG,
     boot_id: Path = DEFAULT_BOOT_ID,
 ) -> ReadinessReport:
+    log_bytes = read_input_file(event_log, "the firmware event log", MAX_FIRMWARE_LOG_BYTES)
     try:
-        log_bytes = event_log.read_bytes()
         boot = boot_id.read_text().strip()
     except OSError as exc:
         raise InputError(f"cannot read boot evidence {exc.filename}: {exc.strerror}") from exc

@@ -31,7 +31,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from aicert.verifier.errors import TpmError
+from aicert.verifier.errors import InputError, TpmError
+from aicert.verifier.input_file import MAX_FIRMWARE_LOG_BYTES, read_input_file
 from aicert.verifier.pcr import ALGORITHMS_BY_ID, ALGORITHMS_BY_NAME, SHA256, HashAlgorithm
 from tpm2_pytss import ESAPI, TSS2_Exception
 from tpm2_pytss.constants import (
@@ -443,11 +444,11 @@ class AgentTpm:
     def firmware_event_log(self) -> bytes:
         """The firmware's TCG event log as the kernel exposes it."""
         try:
-            return self.event_log_path.read_bytes()
-        except OSError as exc:
-            raise TpmError(
-                f"cannot read the firmware event log {self.event_log_path}: {exc.strerror}"
-            ) from exc
+            return read_input_file(
+                self.event_log_path, "the firmware event log", MAX_FIRMWARE_LOG_BYTES
+            )
+        except InputError as exc:
+            raise TpmError(str(exc)) from None
 
     # -- helpers ---------------------------------------------------------------------------
 

@@ -15,13 +15,12 @@ derives from the image, so it changes with every image and is only replayed.
 from __future__ import annotations
 
 import json
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
 from aicert.builder.platforms.local import qemu
 from aicert.builder.recipe import load_recipe
-from aicert.verifier.errors import InputError
+from aicert.verifier.errors import InputError, ToolError
 from aicert.verifier.firmware_replay import check_event_digests, replay, verify_against_pcrs
 from aicert.verifier.pcr import SHA256
 from aicert.verifier.platform_profile import (
@@ -32,6 +31,7 @@ from aicert.verifier.platform_profile import (
 )
 from aicert.verifier.tcg_log import parse_event_log
 
+from aicert.process import run
 from aicert.readiness_line import ReadinessReport
 
 PLATFORMS = ("qemu",)
@@ -40,12 +40,10 @@ PROFILE_PATH = Path(__file__).resolve().parent.parent / "verifier" / "data" / "p
 
 def package_version(name: str) -> str:
     try:
-        proc = subprocess.run(
-            ["dpkg-query", "-W", "-f=${Version}", name], capture_output=True, text=True, check=False
-        )
-    except OSError:
+        proc = run(["dpkg-query", "-W", "-f=${Version}", name])
+    except ToolError:
         return "unknown"
-    return proc.stdout.strip() or "unknown"
+    return proc.stdout.decode().strip() or "unknown"
 
 
 def profile_from_report(report: ReadinessReport, vm: qemu.Vm, image: Path) -> PlatformProfile:

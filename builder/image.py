@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -41,6 +40,8 @@ from aicert.builder.package_lock import (
 )
 from aicert.builder.recipe import BuildInputs, describe_outputs, load_recipe, recipe_json
 from aicert.verifier.errors import InputError, ToolError
+
+from aicert.process import run
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_SECURITY_MIRROR = "http://security.debian.org/debian-security"
@@ -91,22 +92,11 @@ def check_free_space(path: Path, needed: int) -> None:
 def source_state() -> dict[str, Any]:
     """The git commit of this source tree and whether it has local changes."""
     try:
-        commit = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
-            capture_output=True,
-            check=True,
-            text=True,
-        ).stdout.strip()
-        dirty = bool(
-            subprocess.run(
-                ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-                capture_output=True,
-                check=True,
-                text=True,
-            ).stdout.strip()
-        )
-    except (OSError, subprocess.CalledProcessError):
+        commit = run(["git", "-C", REPO_ROOT, "rev-parse", "HEAD"]).stdout.decode().strip()
+        status = run(["git", "-C", REPO_ROOT, "status", "--porcelain", "--untracked-files=no"])
+    except ToolError:
         return {"git_commit": None, "dirty": None}
+    dirty = bool(status.stdout.strip())
     return {"git_commit": commit, "dirty": dirty}
 
 

@@ -12,6 +12,7 @@ from aicert.agent.tpm import AgentTpm, QuoteResult
 from aicert.builder.platforms.local.provision import store_ak_certificate
 from aicert.builder.platforms.local.swtpm import Swtpm
 from aicert.verifier.errors import ToolError, TpmError
+from aicert.verifier.input_file import MAX_FIRMWARE_LOG_BYTES
 from aicert.verifier.pcr import ALGORITHMS_BY_NAME, SHA256, extend
 from aicert.verifier.tpm2_structures import (
     RsaSignature,
@@ -302,6 +303,14 @@ def test_firmware_event_log_is_read_from_the_given_path(swtpm_tcti: str, tmp_pat
     missing = tmp_path / "missing"
     with (
         AgentTpm(swtpm_tcti, event_log_path=missing) as tpm,
-        pytest.raises(TpmError, match="cannot read the firmware event log"),
+        pytest.raises(TpmError, match=r"firmware event log .* does not exist"),
+    ):
+        tpm.firmware_event_log()
+    endless = tmp_path / "endless"
+    with endless.open("wb") as f:
+        f.truncate(MAX_FIRMWARE_LOG_BYTES + 1)
+    with (
+        AgentTpm(swtpm_tcti, event_log_path=endless) as tpm,
+        pytest.raises(TpmError, match=r"firmware event log .* larger than"),
     ):
         tpm.firmware_event_log()

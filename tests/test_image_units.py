@@ -33,6 +33,7 @@ from aicert.builder.platforms.local.swtpm import Swtpm
 from aicert.builder.recipe import roothash_of, uki_cmdline
 from aicert.builder.reproducibility import partition_differences, read_gpt, uki_differences
 from aicert.verifier.errors import FormatError, InputError, ToolError
+from aicert.verifier.input_file import MAX_FIRMWARE_LOG_BYTES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pe_build import SectionSpec, build_pe
@@ -96,6 +97,15 @@ def test_read_report_missing_pcr_is_one_line_input_error(tmp_path: Path) -> None
         readiness.read_report(
             pcr_dir=tmp_path, event_log=tmp_path / "log", boot_id=tmp_path / "boot_id"
         )
+
+
+def test_read_report_refuses_a_firmware_log_without_end(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    with log.open("wb") as f:
+        f.truncate(MAX_FIRMWARE_LOG_BYTES + 1)
+    (tmp_path / "boot_id").write_text("id")
+    with pytest.raises(InputError, match=r"firmware event log .* larger than"):
+        readiness.read_report(pcr_dir=tmp_path, event_log=log, boot_id=tmp_path / "boot_id")
 
 
 def test_write_line_to_console_file(tmp_path: Path) -> None:

@@ -25,6 +25,8 @@ MAX_PEM_BYTES: Final = 1 * MIB
 MAX_PROFILE_BYTES: Final = 1 * MIB
 MAX_REFERENCE_BYTES: Final = 64 * MIB
 MAX_JOB_FILE_BYTES: Final = 1 * MIB
+# A firmware log is tens of KiB; a kernel or firmware bug must not make the agent read without end.
+MAX_FIRMWARE_LOG_BYTES: Final = 16 * MIB
 
 _OPEN_FLAGS: Final = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _CHUNK: Final = 1 * MIB
