@@ -1,6 +1,6 @@
 """GPU attestation inside the VM: each CC-mode GPU's report, bound to this session.
 
-The nonce asked of every GPU is :func:`aicert.verifier.gpu.gpu_nonce` of the session's
+The nonce asked of every GPU is :func:`aicert.verifier.gpu.record.gpu_nonce` of the session's
 nonce and agent key. Evidence is collected and judged by NVIDIA's local GPU verifier
 (``nv-local-gpu-verifier``, the ``gpu`` extra), then checked again here with the same
 offline code ``aicert-verify`` runs (chain to NVIDIA's device root, signature, nonce),
@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from aicert.verifier.errors import AicertError, ToolError
-from aicert.verifier.gpu import GpuAttestation, GpuRecord, gpu_nonce
-from aicert.verifier.nvidia_evidence import GpuPolicy, bundled_nvidia_roots, check_evidence
+from aicert.verifier.gpu.nvidia_evidence import GpuPolicy, bundled_nvidia_roots, check_evidence
+from aicert.verifier.gpu.record import GpuAttestation, GpuRecord, gpu_nonce
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 

@@ -1,8 +1,8 @@
 """Getting inputs onto the scratch disk, hashed on the way in.
 
 Every input ends as a file or a directory tree under the scratch disk, and its digest is
-the tree digest that :func:`aicert.verifier.treehash.hash_tree` computes on what was
-written — but computed while the bytes arrive (:func:`aicert.verifier.streamhash.receive_file`),
+the tree digest that :func:`aicert.verifier.digest.treehash.hash_tree` computes on what was
+written — but computed while the bytes arrive (:func:`aicert.receive.receive_file`),
 so a 100 GB data set is read once. Sources:
 
 - an HTTP request body (Content-Length or chunked): a tar stream, extracted member by
@@ -29,11 +29,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Final
 
-from aicert.verifier.canonical_json import JsonValue, canonicalize
+from aicert.verifier.digest.filehash import FileDigest
+from aicert.verifier.digest.treehash import hash_tree
+from aicert.verifier.digest.treemanifest import FileEntry, TreeManifest
 from aicert.verifier.errors import AicertError, InputError
-from aicert.verifier.filehash import FileDigest
-from aicert.verifier.treehash import hash_tree
-from aicert.verifier.treemanifest import FileEntry, TreeManifest
+from aicert.verifier.statement.canonical_json import JsonValue, canonicalize
 
 from aicert.process import run
 from aicert.tar_receive import (

@@ -55,20 +55,19 @@ from aicert.agent.oci.environment import Environment, pull_environment, receive_
 from aicert.agent.oci.errors import OciError
 from aicert.agent.sandbox import SandboxRun, SandboxSpec
 from aicert.agent.session import MeasuredSession, SessionError, SessionTpm
-from aicert.verifier.canonical_json import JsonValue, parse_json
-from aicert.verifier.certificate import TpmEvidence, agent_key_id, load_certificate
-from aicert.verifier.dsse import b64decode
+from aicert.verifier.digest.file_subjects import plain_sha256s
+from aicert.verifier.digest.filehash import DEFAULT_SHARD_SIZE, StreamingHasher
+from aicert.verifier.digest.treehash import hash_tree
+from aicert.verifier.digest.treemanifest import TreeManifest
 from aicert.verifier.errors import AicertError, FormatError
-from aicert.verifier.file_subjects import plain_sha256s
-from aicert.verifier.filehash import DEFAULT_SHARD_SIZE
-from aicert.verifier.gpu import GpuRecord
-from aicert.verifier.pcr import QUOTED_PCRS
-from aicert.verifier.provenance import parse_statement
-from aicert.verifier.session_events import IMAGE_ROOT, INPUT_ROLES
-from aicert.verifier.streamhash import StreamingHasher
-from aicert.verifier.treehash import hash_tree
-from aicert.verifier.treemanifest import TreeManifest
-from aicert.verifier.uris import JOB_REQUEST_URI, check_uri, git_uri, upload_uri
+from aicert.verifier.gpu.record import GpuRecord
+from aicert.verifier.logs.session_events import IMAGE_ROOT, INPUT_ROLES
+from aicert.verifier.statement.canonical_json import JsonValue, parse_json
+from aicert.verifier.statement.certificate import TpmEvidence, agent_key_id, load_certificate
+from aicert.verifier.statement.dsse import b64decode
+from aicert.verifier.statement.provenance import parse_statement
+from aicert.verifier.statement.uris import JOB_REQUEST_URI, check_uri, git_uri, upload_uri
+from aicert.verifier.tpm.pcr import QUOTED_PCRS
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from aicert import tar_receive

@@ -16,21 +16,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from aicert.verifier.canonical_json import canonicalize
-from aicert.verifier.cel import CelRecord, make_record
-from aicert.verifier.certificate import Certificate, TpmEvidence, agent_key_id
-from aicert.verifier.dsse import IN_TOTO_PAYLOAD_TYPE, sign_envelope
-from aicert.verifier.errors import AicertError
-from aicert.verifier.file_subjects import FileSubject, file_subjects
-from aicert.verifier.gpu import GpuRecord
-from aicert.verifier.image_identity import (
+from aicert.verifier.boot.image_identity import (
     ImageIdentity,
     roothash_from_cmdline,
     uki_authenticode_from_log,
 )
-from aicert.verifier.pcr import QUOTED_PCRS
-from aicert.verifier.provenance import Artifact, Evaluation, TrainingProvenance
-from aicert.verifier.session_events import (
+from aicert.verifier.digest.file_subjects import FileSubject, file_subjects
+from aicert.verifier.digest.treemanifest import TreeManifest
+from aicert.verifier.errors import AicertError
+from aicert.verifier.gpu.record import GpuRecord
+from aicert.verifier.logs.cel import CelRecord, make_record
+from aicert.verifier.logs.session_events import (
     IMAGE_ROOT,
     INPUT_ROLES,
     AgentStart,
@@ -44,9 +40,13 @@ from aicert.verifier.session_events import (
     SessionEvent,
     SessionLocked,
 )
-from aicert.verifier.tcg_log import parse_event_log
-from aicert.verifier.treemanifest import TreeManifest
-from aicert.verifier.uris import check_uri
+from aicert.verifier.logs.tcg_log import parse_event_log
+from aicert.verifier.statement.canonical_json import canonicalize
+from aicert.verifier.statement.certificate import Certificate, TpmEvidence, agent_key_id
+from aicert.verifier.statement.dsse import IN_TOTO_PAYLOAD_TYPE, sign_envelope
+from aicert.verifier.statement.provenance import Artifact, Evaluation, TrainingProvenance
+from aicert.verifier.statement.uris import check_uri
+from aicert.verifier.tpm.pcr import QUOTED_PCRS
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -262,7 +262,7 @@ class MeasuredSession:
 
     def add_output(self, name: str, manifest: TreeManifest, sha256s: Mapping[str, str]) -> None:
         """Measure the output tree ``manifest``; ``sha256s`` holds the plain SHA-256 of its
-        files (see :func:`aicert.verifier.file_subjects.plain_sha256s`), for the subjects."""
+        files (see :func:`aicert.verifier.digest.file_subjects.plain_sha256s`), for the subjects."""
         self._require(_Phase.EXITED, "add an output")
         if self._exit is None or self._exit.exit_status != 0:
             raise SessionError("the command failed: its outputs are not certified")

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 from aicert.verifier.errors import InputError, TpmError
 from aicert.verifier.input_file import MAX_FIRMWARE_LOG_BYTES, read_input_file
-from aicert.verifier.pcr import ALGORITHMS_BY_ID, ALGORITHMS_BY_NAME, SHA256, HashAlgorithm
+from aicert.verifier.tpm.pcr import ALGORITHMS_BY_ID, ALGORITHMS_BY_NAME, SHA256, HashAlgorithm
 from tpm2_pytss import ESAPI, TSS2_Exception
 from tpm2_pytss.constants import (
     ESYS_TR,

@@ -2,8 +2,8 @@
 
 The agent receives inputs this way and the builder receives a job's outputs: what
 :func:`receive_tar` writes is exactly what its manifest names, equal to
-:func:`aicert.verifier.treehash.hash_tree` of the result, computed while the bytes
-arrive (:func:`aicert.verifier.streamhash.receive_file`), so a large tree is read once.
+:func:`aicert.verifier.digest.treehash.hash_tree` of the result, computed while the bytes
+arrive (:func:`aicert.receive.receive_file`), so a large tree is read once.
 
 Tar members may only be regular files and directories with plain relative names:
 symbolic and hard links, devices, FIFOs, sparse files, absolute names, ``..`` and
@@ -21,10 +21,10 @@ import unicodedata
 from pathlib import Path
 from typing import IO, Final, Protocol
 
+from aicert.receive import receive_file
+from aicert.verifier.digest.filehash import DEFAULT_SHARD_SIZE, FileDigest, StreamingHasher
+from aicert.verifier.digest.treemanifest import FileEntry, TreeManifest
 from aicert.verifier.errors import InputError
-from aicert.verifier.filehash import DEFAULT_SHARD_SIZE, FileDigest
-from aicert.verifier.streamhash import StreamingHasher, receive_file
-from aicert.verifier.treemanifest import FileEntry, TreeManifest
 
 CHUNK: Final = 1024 * 1024
 # Tar members up to this size are written without a writer thread.

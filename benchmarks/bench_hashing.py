@@ -28,10 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aicert.verifier.streamhash import receive_file
-from aicert.verifier.treehash import hash_file, hash_tree
-from aicert.verifier.treemanifest import model_signing_digest
-from aicert.verifier.writeback import WriteBehind
+from aicert.verifier.digest.treehash import hash_file, hash_tree
+from aicert.verifier.digest.treemanifest import model_signing_digest
+
+from aicert.receive import receive_file
+from aicert.writeback import WriteBehind
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB

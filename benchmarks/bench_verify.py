@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from aicert.builder.platforms.local.ca import LocalCa
 from aicert.builder.platforms.local.provision import provision_like_azure
 from aicert.builder.platforms.local.swtpm import Swtpm
-from aicert.verifier.certificate import parse_certificate
+from aicert.verifier.statement.certificate import parse_certificate
 from aicert.verifier.verify import Policy, verify_certificate
 from certgen import issue_certificate
 

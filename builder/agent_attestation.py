@@ -27,17 +27,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aicert.verifier.ak_chain import verify_ak_chain
-from aicert.verifier.cel import CelRecord, parse_cel, verify_cel
-from aicert.verifier.certificate import agent_key_id
-from aicert.verifier.dsse import b64decode
+from aicert.verifier.boot.firmware_replay import verify_firmware_log
 from aicert.verifier.errors import BindingError, BootPcrError, FormatError, PcrDigestError
-from aicert.verifier.firmware_replay import verify_firmware_log
-from aicert.verifier.pcr import SHA256
-from aicert.verifier.quote import verify_pcr_digest, verify_quote_signature
-from aicert.verifier.session_events import AgentStart, SessionEvent, parse_event
-from aicert.verifier.tcg_log import parse_event_log
-from aicert.verifier.tpm2_structures import parse_tpm2b_public
+from aicert.verifier.logs.cel import CelRecord, parse_cel, verify_cel
+from aicert.verifier.logs.session_events import AgentStart, SessionEvent, parse_event
+from aicert.verifier.logs.tcg_log import parse_event_log
+from aicert.verifier.statement.certificate import agent_key_id
+from aicert.verifier.statement.dsse import b64decode
+from aicert.verifier.tpm.ak_chain import verify_ak_chain
+from aicert.verifier.tpm.pcr import SHA256
+from aicert.verifier.tpm.quote import verify_pcr_digest, verify_quote_signature
+from aicert.verifier.tpm.tpm2_structures import parse_tpm2b_public
 from aicert.verifier.verify import (
     FIRMWARE_LOG_PCRS,
     REQUIRED_PCRS,

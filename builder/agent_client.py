@@ -57,15 +57,14 @@ from aicert.builder.job_file import (
     JobInput,
     LocalSource,
 )
-from aicert.verifier.boot_reference import BootReference, reference_from_recipe
-from aicert.verifier.certificate import Certificate, load_certificate, parse_certificate
+from aicert.verifier.boot.boot_reference import BootReference, reference_from_recipe
+from aicert.verifier.digest.filehash import DEFAULT_SHARD_SIZE, StreamingHasher
+from aicert.verifier.digest.treehash import hash_tree, list_tree
+from aicert.verifier.digest.treemanifest import FileEntry, TreeManifest
 from aicert.verifier.errors import AicertError, EvaluationError, InputError, NonceError
-from aicert.verifier.filehash import DEFAULT_SHARD_SIZE
 from aicert.verifier.progress import Progress, progress_for
-from aicert.verifier.provenance import parse_statement
-from aicert.verifier.streamhash import StreamingHasher
-from aicert.verifier.treehash import hash_tree, list_tree
-from aicert.verifier.treemanifest import FileEntry, TreeManifest
+from aicert.verifier.statement.certificate import Certificate, load_certificate, parse_certificate
+from aicert.verifier.statement.provenance import parse_statement
 from cryptography import x509
 
 from aicert.tar_receive import receive_tar

@@ -20,16 +20,16 @@ from pathlib import Path
 
 from aicert.builder.platforms.local import qemu
 from aicert.builder.recipe import load_recipe
-from aicert.verifier.errors import InputError, ToolError
-from aicert.verifier.firmware_replay import check_event_digests, replay, verify_against_pcrs
-from aicert.verifier.pcr import SHA256
-from aicert.verifier.platform_profile import (
+from aicert.verifier.boot.firmware_replay import check_event_digests, replay, verify_against_pcrs
+from aicert.verifier.boot.platform_profile import (
     FIRMWARE_PCRS,
     PlatformProfile,
     Provenance,
     single_variant_profile,
 )
-from aicert.verifier.tcg_log import parse_event_log
+from aicert.verifier.errors import InputError, ToolError
+from aicert.verifier.logs.tcg_log import parse_event_log
+from aicert.verifier.tpm.pcr import SHA256
 
 from aicert.process import run
 from aicert.readiness_line import ReadinessReport

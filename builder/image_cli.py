@@ -18,9 +18,9 @@ from aicert.builder.image import (
 )
 from aicert.builder.mkosi import DEFAULT_PROFILE, PROFILES
 from aicert.builder.reproducibility import check_reproducible
+from aicert.verifier.boot.uki import predict_boot_pcrs
 from aicert.verifier.errors import AicertError, FormatError
 from aicert.verifier.input_file import MAX_UKI_BYTES, read_input_file
-from aicert.verifier.uki import predict_boot_pcrs
 
 
 class NotReproducibleError(AicertError):

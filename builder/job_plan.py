@@ -25,9 +25,9 @@ from aicert.builder.job_file import (
     LocalSource,
     UrlSource,
 )
+from aicert.verifier.digest.treehash import list_tree
 from aicert.verifier.errors import InputError
 from aicert.verifier.progress import format_bytes
-from aicert.verifier.treehash import list_tree
 
 
 @dataclass(frozen=True)

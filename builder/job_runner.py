@@ -24,11 +24,11 @@ from typing import Any, TypeVar
 from aicert.builder.agent_client import AgentClient, send_inputs
 from aicert.builder.job_file import JobFile, LocalSource
 from aicert.builder.platforms.base import Platform, Say, Verification
-from aicert.verifier.ak_chain import bundled_roots
-from aicert.verifier.certificate import load_certificate
+from aicert.verifier.digest.weights import tree_digest_of
 from aicert.verifier.errors import AicertError, InputError
+from aicert.verifier.statement.certificate import load_certificate
+from aicert.verifier.tpm.ak_chain import bundled_roots
 from aicert.verifier.verify import Policy, Report, verify_certificate
-from aicert.verifier.weights import tree_digest_of
 
 CERTIFICATE_NAME = "certificate.aicert.json"
 

@@ -15,18 +15,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from aicert.verifier.certificate import Certificate
-from aicert.verifier.errors import InputError
-from aicert.verifier.firmware_replay import check_event_digests, verify_against_pcrs
-from aicert.verifier.pcr import SHA256
-from aicert.verifier.platform_profile import (
+from aicert.verifier.boot.firmware_replay import check_event_digests, verify_against_pcrs
+from aicert.verifier.boot.platform_profile import (
     FIRMWARE_PCRS,
     PlatformProfile,
     Provenance,
     parse_profile,
     single_variant_profile,
 )
-from aicert.verifier.tcg_log import parse_event_log
+from aicert.verifier.errors import InputError
+from aicert.verifier.logs.tcg_log import parse_event_log
+from aicert.verifier.statement.certificate import Certificate
+from aicert.verifier.tpm.pcr import SHA256
 from aicert.verifier.verify import QUOTE_CHECKS, Policy, verify_certificate
 from cryptography import x509
 

@@ -6,17 +6,17 @@ from pathlib import Path
 
 import click
 from aicert.builder.profile_capture import PlatformFacts, capture_profile, write_profile
-from aicert.verifier.ak_chain import bundled_roots
-from aicert.verifier.certificate import load_certificate
-from aicert.verifier.cli import load_root
-from aicert.verifier.input_file import MAX_PROFILE_BYTES, read_input_file
-from aicert.verifier.json_fields import pcr_index
-from aicert.verifier.platform_profile import (
+from aicert.verifier.boot.platform_profile import (
     declare_per_vm,
     load_profile,
     merge_capture,
     migrate_old_profile,
 )
+from aicert.verifier.cli import load_root
+from aicert.verifier.input_file import MAX_PROFILE_BYTES, read_input_file
+from aicert.verifier.json_fields import pcr_index
+from aicert.verifier.statement.certificate import load_certificate
+from aicert.verifier.tpm.ak_chain import bundled_roots
 
 
 @click.group("profile")

@@ -1,6 +1,6 @@
 """``aicert-build publish``: sign recipe.json and platform profiles as a reference bundle.
 
-The bundle (format in ``verifier/reference_bundle.py``) is what an auditor passes to
+The bundle (format in ``verifier/boot/reference_bundle.py``) is what an auditor passes to
 ``aicert-verify --reference BUNDLE --maintainer-key KEY``. Every file is parsed with
 the verifier's own parsers before it is signed, so the maintainers never sign a bundle
 the verifier would refuse; the signed bundle is verified once more before it is written.
@@ -16,13 +16,9 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from aicert.verifier.boot_reference import reference_from_recipe_bytes
-from aicert.verifier.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, sign_envelope
-from aicert.verifier.errors import InputError
-from aicert.verifier.input_file import MAX_PEM_BYTES, read_input_file
-from aicert.verifier.platform_profile import parse_profile
-from aicert.verifier.provenance import STATEMENT_TYPE
-from aicert.verifier.reference_bundle import (
+from aicert.verifier.boot.boot_reference import reference_from_recipe_bytes
+from aicert.verifier.boot.platform_profile import parse_profile
+from aicert.verifier.boot.reference_bundle import (
     MAX_VALIDITY,
     PREDICATE_TYPE,
     RECIPE_NAME,
@@ -30,6 +26,10 @@ from aicert.verifier.reference_bundle import (
     utc_text,
     verify_bundle,
 )
+from aicert.verifier.errors import InputError
+from aicert.verifier.input_file import MAX_PEM_BYTES, read_input_file
+from aicert.verifier.statement.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, sign_envelope
+from aicert.verifier.statement.provenance import STATEMENT_TYPE
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec

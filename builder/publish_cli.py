@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 from aicert.builder.publish import build_bundle, load_signing_key, write_new_key
+from aicert.verifier.boot.platform_profile import parse_profile
+from aicert.verifier.boot.reference_bundle import MAX_VALIDITY, utc_text
 from aicert.verifier.input_file import MAX_PROFILE_BYTES, MAX_RECIPE_BYTES, read_input_file
-from aicert.verifier.platform_profile import parse_profile
-from aicert.verifier.reference_bundle import MAX_VALIDITY, utc_text
 
 
 @click.command("publish")

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aicert.verifier.authenticode import authenticode_digest
+from aicert.verifier.boot.authenticode import authenticode_digest
+from aicert.verifier.boot.image_identity import roothash_from_cmdline, uki_cmdline
+from aicert.verifier.boot.uki import predict_boot_pcrs
 from aicert.verifier.errors import FormatError, InputError
-from aicert.verifier.image_identity import roothash_from_cmdline, uki_cmdline
 from aicert.verifier.input_file import MAX_RECIPE_BYTES, read_input_file
-from aicert.verifier.uki import predict_boot_pcrs
 
 RECIPE_FORMAT = 1
 _CHUNK = 1 << 20

@@ -20,8 +20,8 @@ from typing import Any
 
 from aicert.builder.image import BuildResult, ImageRequest, build_image
 from aicert.builder.mkosi import snapshot_sources
+from aicert.verifier.boot.pe import parse_pe
 from aicert.verifier.errors import FormatError
-from aicert.verifier.pe import parse_pe
 
 _CHUNK = 1 << 20
 SECTOR_SIZE = 512  # the image's SectorSize=

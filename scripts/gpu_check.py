@@ -14,9 +14,9 @@ from pathlib import Path
 
 from aicert.agent.gpu_inventory import read_gpus
 from aicert.agent.sandbox import SandboxSpec, remove_work, run_confined
+from aicert.verifier.digest.treehash import hash_tree
 from aicert.verifier.errors import AicertError
-from aicert.verifier.gpu import GpuRecord
-from aicert.verifier.treehash import hash_tree
+from aicert.verifier.gpu.record import GpuRecord
 
 from aicert.process import run
 

@@ -23,7 +23,7 @@ from aicert.agent.tls import server_context
 from aicert.agent.tpm import AgentTpm
 from aicert.builder.agent_client import AgentClient
 from aicert.builder.platforms.local.ca import LocalCa
-from aicert.verifier.gpu import GpuRecord
+from aicert.verifier.gpu.record import GpuRecord
 from certgen import KERNEL_CMDLINE
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec

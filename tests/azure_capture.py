@@ -5,8 +5,8 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from aicert.verifier.quote import verify_pcr_digest
-from aicert.verifier.tpm2_structures import Attest, parse_attest
+from aicert.verifier.tpm.quote import verify_pcr_digest
+from aicert.verifier.tpm.tpm2_structures import Attest, parse_attest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 

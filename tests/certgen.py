@@ -15,14 +15,14 @@ from pathlib import Path
 
 from aicert.agent.session import MeasuredSession
 from aicert.agent.tpm import AgentTpm
-from aicert.verifier.certificate import Certificate, agent_key_id
-from aicert.verifier.file_subjects import plain_sha256s
-from aicert.verifier.gpu import GpuRecord
-from aicert.verifier.image_identity import uki_authenticode_from_log
-from aicert.verifier.tcg_log import parse_event_log
-from aicert.verifier.treehash import hash_tree
-from aicert.verifier.treemanifest import TreeManifest
-from aicert.verifier.uris import upload_uri
+from aicert.verifier.boot.image_identity import uki_authenticode_from_log
+from aicert.verifier.digest.file_subjects import plain_sha256s
+from aicert.verifier.digest.treehash import hash_tree
+from aicert.verifier.digest.treemanifest import TreeManifest
+from aicert.verifier.gpu.record import GpuRecord
+from aicert.verifier.logs.tcg_log import parse_event_log
+from aicert.verifier.statement.certificate import Certificate, agent_key_id
+from aicert.verifier.statement.uris import upload_uri
 from cryptography.hazmat.primitives.asymmetric import ec
 from tpm_replay import OVMF_LOG, replay_log_into_tpm
 

@@ -13,8 +13,8 @@ import hashlib
 from dataclasses import dataclass, field
 
 from aicert.agent.gpu_attestation import RawEvidence
-from aicert.verifier.rim_signature import C14N11, ECDSA_SHA384, ENVELOPED, SHA384
-from aicert.verifier.xml_c14n import canonicalize, parse_document
+from aicert.verifier.gpu.rim_signature import C14N11, ECDSA_SHA384, ENVELOPED, SHA384
+from aicert.verifier.gpu.xml_c14n import canonicalize, parse_document
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec

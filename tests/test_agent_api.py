@@ -22,10 +22,10 @@ from aicert.agent.tpm import AgentTpm
 from aicert.builder.agent_attestation import AttestedKeyError
 from aicert.builder.agent_client import AgentClient, AgentRequestError, send_inputs
 from aicert.builder.job_file import load_job_file
-from aicert.verifier.boot_reference import BootReference
+from aicert.verifier.boot.boot_reference import BootReference
+from aicert.verifier.digest.treehash import hash_tree
 from aicert.verifier.errors import BindingError, BootPcrError
-from aicert.verifier.session_events import CommandExited, InputMeasured, SessionLocked
-from aicert.verifier.treehash import hash_tree
+from aicert.verifier.logs.session_events import CommandExited, InputMeasured, SessionLocked
 from aicert.verifier.verify import Policy, Status, verify_certificate
 from certgen import recipe_outputs
 from conftest import ProvisionedSwtpm

@@ -19,8 +19,8 @@ from agent_harness import SYSTEM_PYTHON, RunningAgent, running_agent
 from aicert.agent import container
 from aicert.builder.agent_client import AgentClient, AgentRequestError, send_inputs
 from aicert.builder.job_file import JobFile, load_job_file
-from aicert.verifier.session_events import IMAGE_ROOT, CommandStarted, parse_event
-from aicert.verifier.treehash import hash_tree
+from aicert.verifier.digest.treehash import hash_tree
+from aicert.verifier.logs.session_events import IMAGE_ROOT, CommandStarted, parse_event
 from aicert.verifier.verify import Policy, verify_certificate
 from conftest import ProvisionedSwtpm
 from container_host import busybox_layer_entries, unified_cgroups

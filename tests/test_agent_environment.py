@@ -12,7 +12,7 @@ import pytest
 from agent_harness import RunningAgent, running_agent
 from aicert.builder.agent_client import AgentClient, AgentRequestError, send_inputs
 from aicert.builder.job_file import load_job_file
-from aicert.verifier.session_events import InputMeasured
+from aicert.verifier.logs.session_events import InputMeasured
 from conftest import ProvisionedSwtpm
 from oci_support import Registry, file, layer_tar, layout_archive, make_image, running_registry
 

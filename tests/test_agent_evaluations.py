@@ -18,9 +18,9 @@ from aicert.builder.agent_client import AgentClient, AgentRequestError, send_inp
 from aicert.builder.job_file import EvaluationRun, JobFile, load_job_file
 from aicert.builder.platforms.local.provision import provision_like_azure
 from aicert.builder.platforms.local.swtpm import Swtpm
+from aicert.verifier.digest.treehash import hash_tree
 from aicert.verifier.errors import EvaluationError, InputDigestError, WeightsError
-from aicert.verifier.session_events import EvaluationMeasured, InputMeasured, SessionLocked
-from aicert.verifier.treehash import hash_tree
+from aicert.verifier.logs.session_events import EvaluationMeasured, InputMeasured, SessionLocked
 from aicert.verifier.verify import Policy, Status, verify_certificate
 from certgen import issue_certificate
 from conftest import ProvisionedSwtpm

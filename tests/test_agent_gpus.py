@@ -11,8 +11,8 @@ from agent_harness import running_agent
 from aicert.agent.gpu_attestation import attest_gpus
 from aicert.agent.gpu_inventory import parse_nvidia_smi_xml
 from aicert.builder.agent_client import AgentRequestError
-from aicert.verifier.gpu import GpuRecord
-from aicert.verifier.session_events import GpuObserved, parse_event
+from aicert.verifier.gpu.record import GpuRecord
+from aicert.verifier.logs.session_events import GpuObserved, parse_event
 from conftest import ProvisionedSwtpm
 from gpu_evidence_builder import FakeDeviceCa, FakeEvidenceSource
 

@@ -24,7 +24,7 @@ from aicert.agent.intake import (
     write_config,
 )
 from aicert.agent.tls import self_signed_certificate
-from aicert.verifier.treehash import hash_tree
+from aicert.verifier.digest.treehash import hash_tree
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings

@@ -13,8 +13,8 @@ from aicert.builder.platforms.local.provision import store_ak_certificate
 from aicert.builder.platforms.local.swtpm import Swtpm
 from aicert.verifier.errors import ToolError, TpmError
 from aicert.verifier.input_file import MAX_FIRMWARE_LOG_BYTES
-from aicert.verifier.pcr import ALGORITHMS_BY_NAME, SHA256, extend
-from aicert.verifier.tpm2_structures import (
+from aicert.verifier.tpm.pcr import ALGORITHMS_BY_NAME, SHA256, extend
+from aicert.verifier.tpm.tpm2_structures import (
     RsaSignature,
     parse_attest,
     parse_signature,

@@ -15,10 +15,10 @@ from aicert.builder.platforms.local.gce_vtpm import (
 )
 from aicert.builder.platforms.local.provision import ProvisionResult, provision_like_azure
 from aicert.builder.platforms.local.swtpm import Swtpm
-from aicert.verifier.ak_chain import verify_ak_chain
 from aicert.verifier.errors import AkMismatchError, QuoteSignatureError, TpmError
-from aicert.verifier.quote import verify_quote_signature
-from aicert.verifier.tpm2_structures import EcdsaSignature, parse_signature, parse_tpm2b_public
+from aicert.verifier.tpm.ak_chain import verify_ak_chain
+from aicert.verifier.tpm.quote import verify_quote_signature
+from aicert.verifier.tpm.tpm2_structures import EcdsaSignature, parse_signature, parse_tpm2b_public
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding

@@ -11,15 +11,15 @@ from pathlib import Path
 import azure_capture
 import pytest
 from aicert.builder.platforms.local.ca import LocalCa
-from aicert.verifier.ak_chain import (
+from aicert.verifier.errors import AkChainError, AkMismatchError, FormatError, InputError
+from aicert.verifier.tpm.ak_chain import (
     AkChainResult,
     bundled_intermediates,
     bundled_roots,
     verify_ak_chain,
 )
-from aicert.verifier.errors import AkChainError, AkMismatchError, FormatError, InputError
-from aicert.verifier.quote import verify_quote_signature
-from aicert.verifier.tpm2_structures import (
+from aicert.verifier.tpm.quote import verify_quote_signature
+from aicert.verifier.tpm.tpm2_structures import (
     ALG_RSASSA,
     TpmPublic,
     parse_tpm2b_public,

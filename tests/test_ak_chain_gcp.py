@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from aicert.verifier.ak_chain import bundled_intermediates, bundled_roots, verify_ak_chain
 from aicert.verifier.errors import AkChainError, AkMismatchError
-from aicert.verifier.tpm2_structures import parse_tpmt_public
+from aicert.verifier.tpm.ak_chain import bundled_intermediates, bundled_roots, verify_ak_chain
+from aicert.verifier.tpm.tpm2_structures import parse_tpmt_public
 from aicert.verifier.verify import root_of_trust
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -102,7 +102,7 @@ def test_loading_googles_long_names_prints_no_warning() -> None:
     """Their CNs exceed X.520's 64 characters: the verifier must not print
     cryptography's warning about it on every run."""
     script = (
-        "from aicert.verifier.ak_chain import bundled_intermediates, bundled_roots\n"
+        "from aicert.verifier.tpm.ak_chain import bundled_intermediates, bundled_roots\n"
         "for c in (*bundled_roots(), *bundled_intermediates()): c.subject.rfc4514_string()\n"
     )
     proc = run([sys.executable, "-W", "default", "-c", script])

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import lief
 import pytest
-from aicert.verifier.authenticode import authenticode_digest
+from aicert.verifier.boot.authenticode import authenticode_digest
+from aicert.verifier.boot.pe import parse_pe
 from aicert.verifier.errors import FormatError
-from aicert.verifier.pcr import SHA1, SHA256, SHA384
-from aicert.verifier.pe import parse_pe
+from aicert.verifier.tpm.pcr import SHA1, SHA256, SHA384
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pe_build import CERT_ENTRY_OFFSET, CHECKSUM_OFFSET, SectionSpec, build_pe

@@ -28,9 +28,9 @@ from aicert.builder.platforms.aws.platform import run_aws
 from aicert.builder.platforms.aws.run import DEFAULT_INSTANCE_TYPE, DEFAULT_SCRATCH_GIB, AwsRun
 from aicert.builder.platforms.local.qemu import free_port
 from aicert.builder.run_cli import DEFAULT_AWS_INSTANCE_TYPE, DEFAULT_AWS_SCRATCH_GIB
+from aicert.verifier.boot.uki import BOOT_PCRS
+from aicert.verifier.digest.treehash import hash_tree
 from aicert.verifier.errors import AicertError, CloudError, InputError
-from aicert.verifier.treehash import hash_tree
-from aicert.verifier.uki import BOOT_PCRS
 from aws_fake import MotoAws, inject, owned
 from aws_fixtures import aws_disk
 from certgen import recipe_outputs

@@ -26,9 +26,9 @@ from aicert.builder.platforms.azure.vm import DEFAULT_SCRATCH_GIB
 from aicert.builder.platforms.local.ca import LocalCa
 from aicert.builder.platforms.local.qemu import free_port
 from aicert.builder.run_cli import DEFAULT_AZURE_SCRATCH_GIB, DEFAULT_AZURE_VM_SIZE
+from aicert.verifier.boot.uki import BOOT_PCRS
+from aicert.verifier.digest.treehash import hash_tree
 from aicert.verifier.errors import BootPcrError, CloudError, InputError
-from aicert.verifier.treehash import hash_tree
-from aicert.verifier.uki import BOOT_PCRS
 from azure_fake import FakeAzure
 from azure_fixtures import RG, cli_context
 from certgen import recipe_outputs

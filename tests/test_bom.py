@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aicert.verifier.bom import export_cyclonedx
-from aicert.verifier.file_subjects import FileSubject
-from aicert.verifier.image_identity import ImageIdentity
-from aicert.verifier.provenance import Artifact, Evaluation, TrainingProvenance
+from aicert.verifier.boot.image_identity import ImageIdentity
+from aicert.verifier.digest.file_subjects import FileSubject
+from aicert.verifier.statement.provenance import Artifact, Evaluation, TrainingProvenance
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
+
+from aicert.bom import export_cyclonedx
 
 PROV = TrainingProvenance(
     subjects=(Artifact("weights", "cd" * 32, files=2),),

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 from aicert.builder.platforms.local import qemu
-from aicert.verifier.firmware_replay import verify_firmware_log
-from aicert.verifier.pcr import SHA256
-from aicert.verifier.platform_profile import load_profile
-from aicert.verifier.tcg_log import parse_event_log
+from aicert.verifier.boot.firmware_replay import verify_firmware_log
+from aicert.verifier.boot.platform_profile import load_profile
+from aicert.verifier.logs.tcg_log import parse_event_log
+from aicert.verifier.tpm.pcr import SHA256
 
 pytestmark = pytest.mark.system
 

@@ -8,8 +8,8 @@ import struct
 
 import pytest
 import rfc8785
-from aicert.verifier.canonical_json import canonicalize, parse_json
 from aicert.verifier.errors import FormatError
+from aicert.verifier.statement.canonical_json import canonicalize, parse_json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

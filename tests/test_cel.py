@@ -8,8 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from aicert.verifier.cel import make_record, parse_cel, replay_cel, verify_cel
 from aicert.verifier.errors import CelLogError, FormatError
+from aicert.verifier.logs.cel import make_record, parse_cel, replay_cel, verify_cel
 from hypothesis import given
 from hypothesis import strategies as st
 

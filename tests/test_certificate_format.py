@@ -7,9 +7,9 @@ import json
 from typing import Any
 
 import pytest
-from aicert.verifier.cel import make_record
-from aicert.verifier.certificate import MEDIA_TYPE, parse_certificate
 from aicert.verifier.errors import FormatError
+from aicert.verifier.logs.cel import make_record
+from aicert.verifier.statement.certificate import MEDIA_TYPE, parse_certificate
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -6,7 +6,8 @@ import base64
 import contextlib
 
 import pytest
-from aicert.verifier.dsse import (
+from aicert.verifier.errors import EnvelopeSignatureError, FormatError
+from aicert.verifier.statement.dsse import (
     Envelope,
     Signature,
     b64decode,
@@ -15,7 +16,6 @@ from aicert.verifier.dsse import (
     sign_envelope,
     verify_envelope,
 )
-from aicert.verifier.errors import EnvelopeSignatureError, FormatError
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given
 from hypothesis import strategies as st

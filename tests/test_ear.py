@@ -10,12 +10,13 @@ from typing import Any
 import jwt
 import pytest
 from aicert.verifier.cli import main as verify_main
-from aicert.verifier.ear import EAR_PROFILE, ear_claims, encode_jwt
 from aicert.verifier.verify import CheckResult, Report, RootOfTrust, Status
 from certgen import IssuedCertificate, issue_certificate, recipe_outputs
 from conftest import ProvisionedSwtpm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from aicert.ear import EAR_PROFILE, ear_claims, encode_jwt
 
 EC_KEY = ec.generate_private_key(ec.SECP256R1())
 ED_KEY = ed25519.Ed25519PrivateKey.generate()

@@ -6,17 +6,17 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from aicert.verifier.errors import InputError
-from aicert.verifier.file_subjects import (
+from aicert.verifier.digest.file_subjects import (
     MAX_FILE_SUBJECTS,
     FileSubject,
     file_subjects,
     plain_sha256s,
     selected_files,
 )
-from aicert.verifier.filehash import MIN_SHARD_SIZE
-from aicert.verifier.treehash import hash_tree
-from aicert.verifier.treemanifest import FileEntry, TreeManifest
+from aicert.verifier.digest.filehash import MIN_SHARD_SIZE
+from aicert.verifier.digest.treehash import hash_tree
+from aicert.verifier.digest.treemanifest import FileEntry, TreeManifest
+from aicert.verifier.errors import InputError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

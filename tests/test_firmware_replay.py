@@ -10,9 +10,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 import pytest
-from aicert.verifier import tcg_events as ev
-from aicert.verifier.errors import AicertError, FirmwareLogError, FormatError
-from aicert.verifier.firmware_replay import (
+from aicert.verifier.boot.firmware_replay import (
     check_event_digests,
     initial_value,
     is_data_determined,
@@ -20,8 +18,10 @@ from aicert.verifier.firmware_replay import (
     verify_against_pcrs,
     verify_firmware_log,
 )
-from aicert.verifier.pcr import ALGORITHMS_BY_ID, ALGORITHMS_BY_NAME, SHA1, SHA256, SHA384
-from aicert.verifier.tcg_log import Event, EventLog, parse_event_log
+from aicert.verifier.errors import AicertError, FirmwareLogError, FormatError
+from aicert.verifier.logs import tcg_events as ev
+from aicert.verifier.logs.tcg_log import Event, EventLog, parse_event_log
+from aicert.verifier.tpm.pcr import ALGORITHMS_BY_ID, ALGORITHMS_BY_NAME, SHA1, SHA256, SHA384
 from aicert.verifier.verify import UNLOGGED_EXTENDS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

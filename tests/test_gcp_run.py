@@ -27,9 +27,9 @@ from aicert.builder.platforms.gcp.run import GcpRun
 from aicert.builder.platforms.local.ca import LocalCa
 from aicert.builder.platforms.local.gce_vtpm import provision_like_gce
 from aicert.builder.platforms.local.swtpm import Swtpm
+from aicert.verifier.boot.uki import BOOT_PCRS
+from aicert.verifier.digest.treehash import hash_tree
 from aicert.verifier.errors import CloudError, InputError
-from aicert.verifier.treehash import hash_tree
-from aicert.verifier.uki import BOOT_PCRS
 from certgen import recipe_outputs
 from click.testing import CliRunner
 from gcp_fake import FakeGcp, serving

@@ -13,8 +13,8 @@ import pytest
 from aicert.agent.gpu_attestation import attest_gpus
 from aicert.agent.gpu_inventory import parse_nvidia_smi_xml
 from aicert.verifier.cli import main as verify_main
-from aicert.verifier.gpu import GpuRecord
-from aicert.verifier.session_events import GpuObserved, parse_event
+from aicert.verifier.gpu.record import GpuRecord
+from aicert.verifier.logs.session_events import GpuObserved, parse_event
 from certgen import IssuedCertificate, issue_certificate
 from conftest import ProvisionedSwtpm
 from cryptography.hazmat.primitives import serialization

@@ -6,17 +6,17 @@ import contextlib
 from pathlib import Path
 
 import pytest
-from aicert.verifier.authenticode import authenticode_digest
-from aicert.verifier.boot_reference import reference_from_uki
-from aicert.verifier.errors import FormatError, ImageIdentityError
-from aicert.verifier.image_identity import (
+from aicert.verifier.boot.authenticode import authenticode_digest
+from aicert.verifier.boot.boot_reference import reference_from_uki
+from aicert.verifier.boot.image_identity import (
     ImageIdentity,
     check_image_identity,
     identity_of_uki,
     roothash_from_cmdline,
     uki_authenticode_from_log,
 )
-from aicert.verifier.tcg_log import parse_event_log
+from aicert.verifier.errors import FormatError, ImageIdentityError
+from aicert.verifier.logs.tcg_log import parse_event_log
 from hypothesis import given
 from hypothesis import strategies as st
 from pe_build import SectionSpec, build_pe

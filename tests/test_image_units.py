@@ -269,7 +269,7 @@ def test_render_config_is_deterministic_and_complete(tmp_path: Path) -> None:
     site = tmp_path / "a" / mkosi_mod.AICERT_TREE / mkosi_mod.SITE_PACKAGES / "aicert"
     module = site / "agent" / "readiness.py"
     assert module.read_bytes() == (mkosi_mod.REPO_ROOT / "agent" / "readiness.py").read_bytes()
-    assert (site / "verifier" / "uki.py").is_file()
+    assert (site / "verifier" / "boot" / "uki.py").is_file()
     assert (site / "__init__.py").is_file()
     assert int(module.stat().st_mtime) == 1764028800
     assert not list(site.rglob("*.pyc"))

@@ -12,8 +12,8 @@ import pytest
 from aicert.builder.cli import main as build_main
 from aicert.builder.job_file import load_job_file
 from aicert.builder.job_plan import plan_job
+from aicert.verifier.digest.treehash import hash_tree
 from aicert.verifier.errors import EvaluationError, InputError
-from aicert.verifier.treehash import hash_tree
 from certgen import issue_certificate
 from click.testing import CliRunner
 from conftest import ProvisionedSwtpm

@@ -13,8 +13,8 @@ from aicert.builder.job_runner import (
     Verification,
     run_job,
 )
+from aicert.verifier.digest.treehash import hash_tree
 from aicert.verifier.errors import InputError
-from aicert.verifier.treehash import hash_tree
 from conftest import ProvisionedSwtpm
 
 pytestmark = pytest.mark.swtpm

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aicert.verifier.treehash import hash_tree
-from aicert.verifier.treemanifest import model_signing_digest, model_signing_resources
+from aicert.verifier.digest.treehash import hash_tree
+from aicert.verifier.digest.treemanifest import model_signing_digest, model_signing_resources
 from google.protobuf import json_format
 from model_signing import hashing as ms_hashing
 from model_signing._signing.signing import Payload

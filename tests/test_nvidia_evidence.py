@@ -21,8 +21,7 @@ from aicert.verifier.errors import (
     GpuNonceError,
     GpuSignatureError,
 )
-from aicert.verifier.gpu import GpuAttestation, GpuRecord, gpu_nonce, parse_gpus
-from aicert.verifier.nvidia_evidence import (
+from aicert.verifier.gpu.nvidia_evidence import (
     GpuPolicy,
     bundled_nvidia_roots,
     bundled_rim_roots,
@@ -32,9 +31,10 @@ from aicert.verifier.nvidia_evidence import (
     vbios_version,
     verify_device_chain,
 )
-from aicert.verifier.nvidia_rim import parse_rim
-from aicert.verifier.spdm import parse_attestation_report
-from aicert.verifier.xml_c14n import canonicalize, parse_document
+from aicert.verifier.gpu.nvidia_rim import parse_rim
+from aicert.verifier.gpu.record import GpuAttestation, GpuRecord, gpu_nonce, parse_gpus
+from aicert.verifier.gpu.spdm import parse_attestation_report
+from aicert.verifier.gpu.xml_c14n import canonicalize, parse_document
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from gpu_evidence_builder import (

@@ -12,8 +12,8 @@ import importlib.util
 
 import pytest
 from aicert.agent.gpu_attestation import NvidiaLocalVerifier
-from aicert.verifier.gpu import GpuAttestation, GpuRecord
-from aicert.verifier.nvidia_evidence import GpuPolicy, bundled_nvidia_roots, check_evidence
+from aicert.verifier.gpu.nvidia_evidence import GpuPolicy, bundled_nvidia_roots, check_evidence
+from aicert.verifier.gpu.record import GpuAttestation, GpuRecord
 
 
 def _installed() -> bool:

@@ -7,9 +7,9 @@ import struct
 from pathlib import Path
 
 import pytest
+from aicert.verifier.boot.pe import PE32_PLUS_MAGIC, find_section, parse_pe
+from aicert.verifier.boot.pe_loader import section_data
 from aicert.verifier.errors import FormatError
-from aicert.verifier.pe import PE32_PLUS_MAGIC, find_section, parse_pe
-from aicert.verifier.pe_loader import section_data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pe_build import CERT_ENTRY_OFFSET, CHECKSUM_OFFSET, SectionSpec, build_pe

@@ -7,9 +7,9 @@ import struct
 from pathlib import Path
 
 import pytest
+from aicert.verifier.boot.pe import parse_pe
+from aicert.verifier.boot.pe_loader import LoadedImage, section_data
 from aicert.verifier.errors import FormatError
-from aicert.verifier.pe import parse_pe
-from aicert.verifier.pe_loader import LoadedImage, section_data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pe_build import SECTION_ALIGNMENT, SectionSpec, build_pe

@@ -13,10 +13,8 @@ import azure_capture
 import pytest
 from aicert.builder.cli import main as build_main
 from aicert.builder.profile_capture import PlatformFacts, capture_profile, write_profile
-from aicert.verifier.boot_reference import BootReference
-from aicert.verifier.certificate import Certificate, parse_certificate
-from aicert.verifier.errors import FirmwareLogError, FormatError, InputError, PlatformProfileError
-from aicert.verifier.platform_profile import (
+from aicert.verifier.boot.boot_reference import BootReference
+from aicert.verifier.boot.platform_profile import (
     FIRMWARE_PCRS,
     PcrRule,
     PlatformProfile,
@@ -28,7 +26,9 @@ from aicert.verifier.platform_profile import (
     parse_profile,
     single_variant_profile,
 )
+from aicert.verifier.errors import FirmwareLogError, FormatError, InputError, PlatformProfileError
 from aicert.verifier.report import render_json
+from aicert.verifier.statement.certificate import Certificate, parse_certificate
 from aicert.verifier.verify import Policy, Status, verify_certificate
 from certgen import IssuedCertificate, issue_certificate
 from click.testing import CliRunner

@@ -18,9 +18,9 @@ from aicert.verifier.errors import (
     QuoteStructureError,
     VerificationError,
 )
-from aicert.verifier.pcr import SHA1, SHA256, SHA384, extend
-from aicert.verifier.quote import pcr_digest, verify_pcr_digest, verify_quote_signature
-from aicert.verifier.tpm2_structures import (
+from aicert.verifier.tpm.pcr import SHA1, SHA256, SHA384, extend
+from aicert.verifier.tpm.quote import pcr_digest, verify_pcr_digest, verify_quote_signature
+from aicert.verifier.tpm.tpm2_structures import (
     ALG_ECDSA,
     ALG_RSAPSS,
     ALG_RSASSA,

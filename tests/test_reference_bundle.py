@@ -13,11 +13,11 @@ import pytest
 from aicert.builder.cli import main as build_main
 from aicert.builder.profile_capture import capture_profile, write_profile
 from aicert.builder.publish import build_bundle
+from aicert.verifier.boot.reference_bundle import key_id, verify_bundle
+from aicert.verifier.boot.sigstore_bundle import SigstoreSigner, load_sigstore_bundle
 from aicert.verifier.cli import main as verify_main
-from aicert.verifier.dsse import sign_envelope
 from aicert.verifier.errors import FormatError, InputError, ReferenceBundleError
-from aicert.verifier.reference_bundle import key_id, verify_bundle
-from aicert.verifier.sigstore_bundle import SigstoreSigner, load_sigstore_bundle
+from aicert.verifier.statement.dsse import sign_envelope
 from certgen import IssuedCertificate, issue_certificate, recipe_outputs
 from click.testing import CliRunner
 from conftest import ProvisionedSwtpm

@@ -7,15 +7,15 @@ import dataclasses
 import json
 
 import pytest
-from aicert.verifier.cel import make_record
+from aicert.verifier.boot.image_identity import ImageIdentity
+from aicert.verifier.digest.file_subjects import MAX_FILE_SUBJECTS, FileSubject, selected_files
+from aicert.verifier.digest.treemanifest import FileEntry, TreeManifest
 from aicert.verifier.errors import FormatError, StatementMismatchError
-from aicert.verifier.file_subjects import MAX_FILE_SUBJECTS, FileSubject, selected_files
-from aicert.verifier.image_identity import ImageIdentity
-from aicert.verifier.provenance import Artifact, TrainingProvenance, parse_statement
-from aicert.verifier.session_events import IMAGE_ROOT, CommandExited, parse_event
-from aicert.verifier.statement_match import expected_events, match_statement
-from aicert.verifier.treemanifest import FileEntry, TreeManifest
-from aicert.verifier.uris import JOB_REQUEST_URI, check_uri, git_uri, upload_uri
+from aicert.verifier.logs.cel import make_record
+from aicert.verifier.logs.session_events import IMAGE_ROOT, CommandExited, parse_event
+from aicert.verifier.statement.provenance import Artifact, TrainingProvenance, parse_statement
+from aicert.verifier.statement.statement_match import expected_events, match_statement
+from aicert.verifier.statement.uris import JOB_REQUEST_URI, check_uri, git_uri, upload_uri
 from google.protobuf import json_format
 from hypothesis import given
 from hypothesis import strategies as st

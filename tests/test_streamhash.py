@@ -10,12 +10,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from aicert.verifier.digest.filehash import MIN_SHARD_SIZE, StreamingHasher
+from aicert.verifier.digest.treehash import hash_file
 from aicert.verifier.errors import InputError
-from aicert.verifier.filehash import MIN_SHARD_SIZE
-from aicert.verifier.streamhash import StreamingHasher, receive_file
-from aicert.verifier.treehash import hash_file
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from aicert.receive import receive_file
 
 S = MIN_SHARD_SIZE
 
@@ -149,7 +150,7 @@ WRITE_FAILURE_SCRIPT = textwrap.dedent(
     """
     import resource, signal, sys
     from aicert.verifier.errors import InputError
-    from aicert.verifier.streamhash import receive_file
+    from aicert.receive import receive_file
     # A file size limit makes write() fail with EFBIG, like a full disk would.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))

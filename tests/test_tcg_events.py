@@ -8,10 +8,10 @@ import uuid
 from types import MappingProxyType
 
 import pytest
-from aicert.verifier import tcg_events as ev
+from aicert.verifier.boot.uefi_device_path import device_path_text, guid_text
 from aicert.verifier.errors import FormatError
-from aicert.verifier.tcg_log import Event, SpecIdEvent, parse_event_log
-from aicert.verifier.uefi_device_path import device_path_text, guid_text
+from aicert.verifier.logs import tcg_events as ev
+from aicert.verifier.logs.tcg_log import Event, SpecIdEvent, parse_event_log
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tcg_log_support import OVMF_LOG, all_real_logs, spec_id03, variable_data

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from aicert.verifier.errors import AicertError, FormatError
-from aicert.verifier.tcg_events import event_type_name
-from aicert.verifier.tcg_log import (
+from aicert.verifier.logs.tcg_events import event_type_name
+from aicert.verifier.logs.tcg_log import (
     MAX_EVENT_SIZE,
     Event,
     EventLog,

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 from aicert.verifier.errors import AicertError, FormatError, QuoteStructureError
-from aicert.verifier.pcr import SHA1, SHA256, SHA384
-from aicert.verifier.tpm2_structures import (
+from aicert.verifier.tpm.pcr import SHA1, SHA256, SHA384
+from aicert.verifier.tpm.tpm2_structures import (
     ALG_ECDSA,
     ALG_RSA,
     ALG_RSASSA,

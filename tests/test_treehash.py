@@ -19,21 +19,22 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from aicert.verifier.digest_cli import digest_command
-from aicert.verifier.errors import FormatError, InputError
-from aicert.verifier.filehash import DEFAULT_SHARD_SIZE, MIN_SHARD_SIZE, FileDigest
-from aicert.verifier.progress import NullProgress, TerminalProgress, progress_for
-from aicert.verifier.treehash import hash_file, hash_tree, list_tree
-from aicert.verifier.treemanifest import (
+from aicert.verifier.digest.filehash import DEFAULT_SHARD_SIZE, MIN_SHARD_SIZE, FileDigest
+from aicert.verifier.digest.treehash import hash_file, hash_tree, list_tree
+from aicert.verifier.digest.treemanifest import (
     FileEntry,
     TreeManifest,
     differences,
     model_signing_digest,
     parse_manifest,
 )
+from aicert.verifier.errors import FormatError, InputError
+from aicert.verifier.progress import NullProgress, TerminalProgress, progress_for
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from aicert.digest_cli import digest_command
 
 S = MIN_SHARD_SIZE  # a small shard size keeps sharded files small in tests
 
@@ -370,7 +371,7 @@ UNREADABLE_SCRIPT = textwrap.dedent(
     """
     import os, sys
     from aicert.verifier.errors import InputError
-    from aicert.verifier.treehash import hash_tree
+    from aicert.verifier.digest.treehash import hash_tree
     # Import first: the interpreter's own files may not be readable by "nobody".
     os.setgid(65534); os.setuid(65534)
     try:
@@ -426,7 +427,7 @@ def test_twenty_thousand_small_files(tmp_path: Path) -> None:
 PEAK_RSS_SCRIPT = textwrap.dedent(
     """
     import resource, sys
-    from aicert.verifier.treehash import hash_file
+    from aicert.verifier.digest.treehash import hash_file
     if sys.argv[2] == "hash":
         digest = hash_file(sys.argv[1], workers=2, shard_size=int(sys.argv[3]))
         print(digest.digest)

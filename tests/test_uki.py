@@ -24,11 +24,11 @@ from pathlib import Path
 
 import lief
 import pytest
-from aicert.verifier.authenticode import authenticode_digest
+from aicert.verifier.boot.authenticode import authenticode_digest
+from aicert.verifier.boot.uki import BootDigests, expected_events, predict_boot_pcrs
 from aicert.verifier.errors import FormatError
-from aicert.verifier.pcr import SHA256, extend_all
-from aicert.verifier.tcg_log import events_for_pcr, parse_event_log
-from aicert.verifier.uki import BootDigests, expected_events, predict_boot_pcrs
+from aicert.verifier.logs.tcg_log import events_for_pcr, parse_event_log
+from aicert.verifier.tpm.pcr import SHA256, extend_all
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pe_build import SectionSpec, build_pe

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 from aicert.builder.platforms.local.swtpm import Swtpm
-from aicert.verifier.pcr import SHA256, extend_all
-from aicert.verifier.tcg_log import events_for_pcr, parse_event_log
-from aicert.verifier.uki import BootPcrPrediction, ExpectedEvent, predict_boot_pcrs
+from aicert.verifier.boot.uki import BootPcrPrediction, ExpectedEvent, predict_boot_pcrs
+from aicert.verifier.logs.tcg_log import events_for_pcr, parse_event_log
+from aicert.verifier.tpm.pcr import SHA256, extend_all
 from cryptography.hazmat.primitives import serialization
 
 from aicert.process import require_tool, run

@@ -20,7 +20,7 @@ import pytest
 from aicert.builder.platforms.local.ca import LocalCa
 from aicert.builder.platforms.local.provision import provision_like_azure
 from aicert.builder.platforms.local.swtpm import Swtpm
-from aicert.verifier.cel import make_record
+from aicert.verifier.logs.cel import make_record
 from certgen import IssuedCertificate, issue_certificate
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -205,7 +205,7 @@ CASES: dict[str, tuple[Case, int]] = {
     ),
     "payload not JSON": (_cert(lambda d: _payload(d, b"not json")), 3),
     "payload not UTF-8": (_cert(lambda d: _payload(d, b"\xff\xfe")), 3),
-    # verifier/quote.py reports a malformed signature as a failed quote-signature check.
+    # verifier/tpm/quote.py reports a malformed signature as a failed quote-signature check.
     "malformed quote signature": (_cert(_set(("tpm", "quote", "signature"), _b64(b"\x00"))), 1),
     "malformed agent key": (_cert(_set(("agentPublicKey",), _b64(b"\x30\x00"))), 1),
     "agent key of another type": (_cert(_rsa_agent_key), 1),

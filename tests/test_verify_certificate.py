@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aicert.verifier.boot_reference import BootReference, reference_from_recipe
-from aicert.verifier.certificate import parse_certificate
+from aicert.verifier.boot.boot_reference import BootReference, reference_from_recipe
 from aicert.verifier.cli import main as verify_main
-from aicert.verifier.dsse import sign_envelope
+from aicert.verifier.digest.treemanifest import TreeManifest
+from aicert.verifier.digest.weights import tree_digest_of
 from aicert.verifier.errors import (
     AkChainError,
     AkMismatchError,
@@ -33,10 +33,10 @@ from aicert.verifier.errors import (
     VerificationError,
     WeightsError,
 )
-from aicert.verifier.tcg_log import Event, parse_event_log
-from aicert.verifier.treemanifest import TreeManifest
+from aicert.verifier.logs.tcg_log import Event, parse_event_log
+from aicert.verifier.statement.certificate import parse_certificate
+from aicert.verifier.statement.dsse import sign_envelope
 from aicert.verifier.verify import LOCAL_TEST_PLATFORM, Policy, Report, Status, verify_certificate
-from aicert.verifier.weights import tree_digest_of
 from certgen import ROOTHASH, IssuedCertificate, issue_certificate, recipe_outputs
 from conftest import ProvisionedSwtpm
 from cryptography import x509
@@ -175,7 +175,7 @@ def _second_signature(doc: dict[str, Any]) -> None:
 
 def _alter_pcr15_and_cel(doc: dict[str, Any]) -> None:
     # A CEL record that matches its own digest but was never extended.
-    from aicert.verifier.cel import make_record
+    from aicert.verifier.logs.cel import make_record
 
     cel = doc["tpm"]["celLog"]
     cel.insert(-1, make_record(len(cel) - 1, {"event": "command-exit", "exitStatus": 0}).to_json())
@@ -223,8 +223,8 @@ def test_the_report_shows_which_pcrs_the_firmware_log_authenticates(
 def test_a_local_ca_root_is_no_hardware_root_of_trust(
     provisioned_swtpm: ProvisionedSwtpm, issued: IssuedCertificate
 ) -> None:
-    from aicert.verifier.ak_chain import bundled_roots
     from aicert.verifier.report import render_json, render_text
+    from aicert.verifier.tpm.ak_chain import bundled_roots
     from aicert.verifier.verify import root_of_trust
 
     report = verify_certificate(issued.certificate, _policy(provisioned_swtpm, issued))

@@ -11,12 +11,11 @@ import pytest
 from aicert.agent.oci.environment import pull_environment
 from aicert.agent.session import MeasuredSession, SessionError
 from aicert.agent.tpm import AgentTpm
-from aicert.verifier.bom import export_cyclonedx
-from aicert.verifier.file_subjects import plain_sha256s
+from aicert.verifier.digest.file_subjects import plain_sha256s
+from aicert.verifier.digest.treehash import hash_tree
+from aicert.verifier.digest.weights import tree_digest_of
 from aicert.verifier.report import render_text
-from aicert.verifier.treehash import hash_tree
 from aicert.verifier.verify import Policy, verify_certificate
-from aicert.verifier.weights import tree_digest_of
 from certgen import KERNEL_CMDLINE, write_weights
 from conftest import ProvisionedSwtpm
 from cryptography.hazmat.primitives import serialization
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from oci_support import file, layer_tar, make_image, running_registry
 from tpm_replay import OVMF_LOG, replay_log_into_tpm
 
+from aicert.bom import export_cyclonedx
 from aicert.oci_reference import parse_reference
 
 pytestmark = pytest.mark.swtpm

@@ -11,9 +11,9 @@ import pytest
 from aicert.builder.platforms.local.provision import provision_like_azure
 from aicert.builder.platforms.local.swtpm import Swtpm
 from aicert.verifier.cli import main as verify_main
+from aicert.verifier.digest.weights import tree_digest_of
 from aicert.verifier.errors import EvaluationError, InputDigestError, WeightsError
 from aicert.verifier.verify import Policy, Report, Status, verify_certificate
-from aicert.verifier.weights import tree_digest_of
 from certgen import IssuedCertificate, issue_certificate, issue_evaluation_only, write_weights
 from conftest import ProvisionedSwtpm
 from cryptography.hazmat.primitives import serialization

@@ -10,12 +10,12 @@ import json
 from pathlib import Path
 
 import pytest
-from aicert.verifier.certificate import parse_certificate
 from aicert.verifier.cli import main as verify_main
+from aicert.verifier.digest.weights import tree_digest_of
 from aicert.verifier.errors import AkChainError
 from aicert.verifier.report import render_json, render_text
+from aicert.verifier.statement.certificate import parse_certificate
 from aicert.verifier.verify import UNCERTIFIED_AK, Policy, Status, verify_certificate
-from aicert.verifier.weights import tree_digest_of
 from certgen import IssuedCertificate, issue_certificate
 from conftest import ProvisionedSwtpm
 from cryptography.hazmat.primitives import serialization

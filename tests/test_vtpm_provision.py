@@ -22,8 +22,8 @@ from aicert.builder.platforms.local.provision import (
 )
 from aicert.builder.platforms.local.swtpm import Swtpm
 from aicert.verifier.errors import InputError, TpmError
-from aicert.verifier.pcr import SHA256
-from aicert.verifier.tpm2_structures import ALG_RSASSA, parse_tpm2b_public
+from aicert.verifier.tpm.pcr import SHA256
+from aicert.verifier.tpm.tpm2_structures import ALG_RSASSA, parse_tpm2b_public
 from conftest import SWTPM_VM_ID, ProvisionedSwtpm
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization

@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from aicert.verifier.streamhash import receive_file
-from aicert.verifier.writeback import WriteBehind
+
+from aicert.receive import receive_file
+from aicert.writeback import WriteBehind
 
 MiB = 1024 * 1024
 

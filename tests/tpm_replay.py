@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from aicert.verifier.pcr import ALGORITHMS_BY_ID, HashAlgorithm
-from aicert.verifier.tcg_events import EV_NO_ACTION
-from aicert.verifier.tcg_log import EventLog, parse_event_log
-from aicert.verifier.uki import PCRPHASE_WORDS
+from aicert.verifier.boot.uki import PCRPHASE_WORDS
+from aicert.verifier.logs.tcg_events import EV_NO_ACTION
+from aicert.verifier.logs.tcg_log import EventLog, parse_event_log
+from aicert.verifier.tpm.pcr import ALGORITHMS_BY_ID, HashAlgorithm
 from tpm2_pytss import ESAPI
 from tpm2_pytss.constants import ESYS_TR
 from tpm2_pytss.types import TPML_DIGEST_VALUES, TPMT_HA, TPMU_HA

@@ -12,8 +12,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from aicert.verifier.pcr import SHA256, HashAlgorithm
-from aicert.verifier.tpm2_structures import (
+from aicert.verifier.tpm.pcr import SHA256, HashAlgorithm
+from aicert.verifier.tpm.tpm2_structures import (
     ALG_ECC,
     ALG_ECDSA,
     ALG_NULL,

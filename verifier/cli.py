@@ -19,25 +19,25 @@ import click
 from cryptography import x509
 
 from aicert import __version__
+from aicert.bom import export_cyclonedx
+from aicert.digest_cli import digest_command
+from aicert.ear import load_ear_key, write_ear
 
-from .ak_chain import bundled_roots
-from .bom import export_cyclonedx
-from .boot_reference import BootReference, reference_from_recipe, reference_from_uki
-from .certificate import load_certificate
+from .boot.boot_reference import BootReference, reference_from_recipe, reference_from_uki
+from .boot.platform_profile import PlatformProfile, bundled_profile_names, load_profile
+from .boot.reference_bundle import ReferenceBundle, load_bundle
+from .boot.sigstore_bundle import SigstoreSigner, load_sigstore_bundle
 from .cli_params import nonce_value
 from .cli_runner import AicertGroup, ReportedError, run_cli, use_color
-from .digest_cli import digest_command
-from .ear import load_ear_key, write_ear
+from .digest.weights import tree_digest_of
 from .errors import EXIT_CODES, InputError
+from .gpu.nvidia_evidence import GpuPolicy, bundled_nvidia_roots
+from .gpu.nvidia_rim import MAX_RIM_BYTES, Rim, parse_rim
 from .input_file import MAX_PEM_BYTES, read_input_file
-from .nvidia_evidence import GpuPolicy, bundled_nvidia_roots
-from .nvidia_rim import MAX_RIM_BYTES, Rim, parse_rim
-from .platform_profile import PlatformProfile, bundled_profile_names, load_profile
-from .reference_bundle import ReferenceBundle, load_bundle
 from .report import render_json, render_text
-from .sigstore_bundle import SigstoreSigner, load_sigstore_bundle
+from .statement.certificate import load_certificate
+from .tpm.ak_chain import bundled_roots
 from .verify import Policy, Status, verify_certificate
-from .weights import tree_digest_of
 
 _VERBOSE = ("-v", "--verbose")
 

@@ -1,8 +1,8 @@
 """Checks of command-line values shared by the aicert commands (click callbacks).
 
-A value that is wrong on its face (not hex, a shard size the format forbids) is a
-usage error, exit 2, raised while the command line is parsed and before any file
-is read; a file that is missing or malformed is bad input, exit 3.
+A value that is wrong on its face (e.g. a nonce that is not hex) is a usage error, exit 2,
+raised while the command line is parsed and before any file is read; a file that is
+missing or malformed is bad input, exit 3.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import re
 from typing import Final
 
 import click
-
-from .filehash import MAX_JSON_INT, MIN_SHARD_SIZE
 
 NONCE_PATTERN: Final = re.compile(r"(?:[0-9a-f]{2}){8,64}")
 
@@ -25,10 +23,3 @@ def nonce_value(_ctx: click.Context, _param: click.Parameter, value: str | None)
     if not NONCE_PATTERN.fullmatch(text):
         raise click.BadParameter(f"{value!r} is not 8 to 64 bytes as hex digits")
     return text
-
-
-def shard_size_value(_ctx: click.Context, _param: click.Parameter, value: int) -> int:
-    """Bytes per shard: 0 (no sharding) or MIN_SHARD_SIZE up to the JSON integer limit."""
-    if value != 0 and not MIN_SHARD_SIZE <= value <= MAX_JSON_INT:
-        raise click.BadParameter(f"{value} must be 0 or {MIN_SHARD_SIZE} to {MAX_JSON_INT}")
-    return value

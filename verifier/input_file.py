@@ -4,7 +4,7 @@ Every command-line input that is read into memory (certificate, recipe, UKI, tru
 roots, profiles, job file) goes through :func:`read_input_file`, so a 2 GB file, a
 FIFO, a device or a directory given by mistake is one clear :class:`InputError`
 (exit 3), not a memory spike or a hang. Inputs that are only hashed (weights, data
-sets, measured files) are streamed by :mod:`.treehash` and need no cap.
+sets, measured files) are streamed by :mod:`.digest.treehash` and need no cap.
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ from typing import Any
 
 import click
 
-from .platform_profile import PcrMatch
-from .provenance import TrainingProvenance
-from .session_events import IMAGE_ROOT
+from .boot.platform_profile import PcrMatch
+from .logs.session_events import IMAGE_ROOT
+from .statement.provenance import TrainingProvenance
 from .verify import LOCAL_TEST_PLATFORM, Report, Status
 
 _MARKS = {

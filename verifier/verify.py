@@ -22,11 +22,13 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
-from .ak_chain import bundled_roots, verify_ak_chain
-from .boot_reference import BootReference
-from .cel import verify_cel
-from .certificate import Certificate, agent_key_id, load_certificate
-from .dsse import IN_TOTO_PAYLOAD_TYPE, verify_envelope
+from .boot.boot_reference import BootReference
+from .boot.firmware_replay import check_event_digests, verify_against_pcrs
+from .boot.image_identity import check_image_identity
+from .boot.platform_profile import PcrMatch, PlatformProfile, check_profile
+from .boot.uki import PCRPHASE_WORDS
+from .digest.file_subjects import file_subjects, plain_sha256s
+from .digest.weights import tree_manifest_of
 from .errors import (
     AicertError,
     AkChainError,
@@ -41,20 +43,18 @@ from .errors import (
     PcrDigestError,
     WeightsError,
 )
-from .file_subjects import file_subjects, plain_sha256s
-from .firmware_replay import check_event_digests, verify_against_pcrs
-from .image_identity import check_image_identity
-from .nvidia_evidence import GpuPolicy, bundled_nvidia_roots, check_gpus
-from .pcr import QUOTED_PCRS, SHA256
-from .platform_profile import PcrMatch, PlatformProfile, check_profile
-from .provenance import TrainingProvenance, parse_statement
-from .quote import verify_pcr_digest, verify_quote_signature
-from .statement_match import match_statement
-from .tcg_events import EV_NO_ACTION
-from .tcg_log import parse_event_log
-from .tpm2_structures import Attest, TpmPublic, parse_tpm2b_public
-from .uki import PCRPHASE_WORDS
-from .weights import tree_manifest_of
+from .gpu.nvidia_evidence import GpuPolicy, bundled_nvidia_roots, check_gpus
+from .logs.cel import verify_cel
+from .logs.tcg_events import EV_NO_ACTION
+from .logs.tcg_log import parse_event_log
+from .statement.certificate import Certificate, agent_key_id, load_certificate
+from .statement.dsse import IN_TOTO_PAYLOAD_TYPE, verify_envelope
+from .statement.provenance import TrainingProvenance, parse_statement
+from .statement.statement_match import match_statement
+from .tpm.ak_chain import bundled_roots, verify_ak_chain
+from .tpm.pcr import QUOTED_PCRS, SHA256
+from .tpm.quote import verify_pcr_digest, verify_quote_signature
+from .tpm.tpm2_structures import Attest, TpmPublic, parse_tpm2b_public
 
 # The quote must cover every PCR whose value the verifier relies on.
 _T = TypeVar("_T")
@@ -66,7 +66,7 @@ ZERO_PCRS = (12, 13)
 QUOTED_ONLY = "quoted only"
 UNLOGGED_EXTENDS = {11: tuple(SHA256.hash(word.encode()) for word in PCRPHASE_WORDS)}
 """Extends the booted OS makes after the firmware's and logs outside the firmware log:
-systemd-pcrphase's boot phases in PCR 11 (``verifier/uki.py``)."""
+systemd-pcrphase's boot phases in PCR 11 (``verifier/boot/uki.py``)."""
 
 
 class Status(enum.Enum):

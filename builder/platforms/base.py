@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from aicert.verifier.boot_reference import BootReference
-from aicert.verifier.platform_profile import PlatformProfile
+from aicert.verifier.boot.boot_reference import BootReference
+from aicert.verifier.boot.platform_profile import PlatformProfile
 from cryptography import x509
 
 Say = Callable[[str], None]

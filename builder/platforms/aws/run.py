@@ -23,9 +23,9 @@ from typing import Any
 
 from aicert.builder.job_file import MAX_SCRATCH_GIB
 from aicert.builder.platforms.base import BootedImage, Say, Verification
-from aicert.verifier.boot_reference import reference_from_recipe
+from aicert.verifier.boot.boot_reference import reference_from_recipe
+from aicert.verifier.boot.platform_profile import load_profile
 from aicert.verifier.errors import AicertError, CloudError, InputError
-from aicert.verifier.platform_profile import load_profile
 from cryptography import x509
 
 from .clients import AwsClients

@@ -21,10 +21,10 @@ from aicert.builder.platforms.azure.clients import AzureClients
 from aicert.builder.platforms.azure.deploy import destroy
 from aicert.builder.platforms.azure.vm import DEFAULT_SCRATCH_GIB, VmSpec, create_vm
 from aicert.builder.platforms.base import BootedImage, Say, Verification
-from aicert.verifier.ak_chain import bundled_intermediates, bundled_roots
-from aicert.verifier.boot_reference import reference_from_recipe
+from aicert.verifier.boot.boot_reference import reference_from_recipe
+from aicert.verifier.boot.platform_profile import load_profile
 from aicert.verifier.errors import AicertError, CloudError
-from aicert.verifier.platform_profile import load_profile
+from aicert.verifier.tpm.ak_chain import bundled_intermediates, bundled_roots
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 

@@ -26,10 +26,10 @@ from aicert.builder.platforms.gcp.clients import GcpClients
 from aicert.builder.platforms.gcp.deploy import LABEL_MANAGED
 from aicert.builder.platforms.gcp.errors import CloudNotFoundError
 from aicert.builder.platforms.local.qemu import AGENT_ERROR_MARKER
-from aicert.verifier.ak_chain import bundled_intermediates, bundled_roots
-from aicert.verifier.boot_reference import reference_from_recipe
+from aicert.verifier.boot.boot_reference import reference_from_recipe
+from aicert.verifier.boot.platform_profile import load_profile
 from aicert.verifier.errors import AicertError, CloudError, InputError
-from aicert.verifier.platform_profile import load_profile
+from aicert.verifier.tpm.ak_chain import bundled_intermediates, bundled_roots
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from google.cloud import compute_v1

@@ -20,7 +20,7 @@ from __future__ import annotations
 from aicert.builder.platforms.local.ca import LocalCa
 from aicert.builder.platforms.local.provision import ProvisionResult
 from aicert.verifier.errors import TpmError
-from aicert.verifier.tpm2_structures import parse_tpm2b_public
+from aicert.verifier.tpm.tpm2_structures import parse_tpm2b_public
 from tpm2_pytss import ESAPI, TSS2_Exception
 from tpm2_pytss.constants import (
     ESYS_TR,

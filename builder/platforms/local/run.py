@@ -22,9 +22,9 @@ from aicert.builder.platforms.local import qemu
 from aicert.builder.platforms.local.ca import LocalCa
 from aicert.builder.platforms.local.provision import provision_like_azure
 from aicert.builder.platforms.local.swtpm import Swtpm
-from aicert.verifier.boot_reference import reference_from_recipe
+from aicert.verifier.boot.boot_reference import reference_from_recipe
+from aicert.verifier.boot.platform_profile import load_profile
 from aicert.verifier.errors import InputError
-from aicert.verifier.platform_profile import load_profile
 from cryptography.hazmat.primitives import serialization
 
 DEFAULT_SCRATCH_BYTES = 16 * 1024**3

@@ -1,0 +1,1 @@
+"""File and tree digests: what the statement's subjects and inputs name."""

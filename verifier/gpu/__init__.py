@@ -1,0 +1,1 @@
+"""GPU evidence: the GPUs a session recorded, their SPDM measurements and NVIDIA's RIMs."""

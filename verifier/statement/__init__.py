@@ -1,0 +1,1 @@
+"""The certificate itself: DSSE envelope, in-toto statement, provenance, canonical JSON."""
