@@ -10,9 +10,10 @@ from typing import Any
 
 import click
 
+from aicert.model_signing_interop import model_signing_digest
 from aicert.verifier.digest.filehash import DEFAULT_SHARD_SIZE, MAX_JSON_INT, MIN_SHARD_SIZE
 from aicert.verifier.digest.treehash import hash_tree
-from aicert.verifier.digest.treemanifest import TreeManifest, model_signing_digest
+from aicert.verifier.digest.treemanifest import TreeManifest
 from aicert.verifier.errors import InputError
 from aicert.verifier.progress import format_bytes, progress_for
 

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aicert.verifier.digest.treehash import hash_file, hash_tree
-from aicert.verifier.digest.treemanifest import model_signing_digest
 
+from aicert.model_signing_interop import model_signing_digest
 from aicert.receive import receive_file
 from aicert.writeback import WriteBehind
 

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 from aicert.verifier.digest.treehash import hash_tree
-from aicert.verifier.digest.treemanifest import model_signing_digest, model_signing_resources
 from google.protobuf import json_format
 from model_signing import hashing as ms_hashing
 from model_signing._signing.signing import Payload
+
+from aicert.model_signing_interop import model_signing_digest, model_signing_resources
 
 
 def model_signing_statement(path: Path, *, ignore_git_paths: bool = True) -> dict[str, Any]:

@@ -25,7 +25,6 @@ from aicert.verifier.digest.treemanifest import (
     FileEntry,
     TreeManifest,
     differences,
-    model_signing_digest,
     parse_manifest,
 )
 from aicert.verifier.errors import FormatError, InputError
@@ -35,6 +34,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aicert.digest_cli import digest_command
+from aicert.model_signing_interop import model_signing_digest
 
 S = MIN_SHARD_SIZE  # a small shard size keeps sharded files small in tests
 
