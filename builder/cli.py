@@ -11,9 +11,10 @@ from aicert import __version__
 
 from .environment_cli import environment_command
 from .image_cli import COMMANDS as IMAGE_COMMANDS
-from .platforms.aws.cli import deploy_aws, destroy_aws
-from .platforms.azure.cli import deploy, destroy_command
-from .platforms.gcp.cli import deploy_gcp
+from .platforms.aws import cli as aws_cli
+from .platforms.azure import cli as azure_cli
+from .platforms.commands import deploy, destroy
+from .platforms.gcp import cli as gcp_cli
 from .profile_cli import profile_group
 from .publish_cli import maintainer_key_command, publish_command
 from .run_cli import run_command
@@ -29,21 +30,21 @@ def main(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
 
 
-deploy.add_command(deploy_aws)
+for _platform_cli in (azure_cli, gcp_cli, aws_cli):
+    deploy.add_command(_platform_cli.deploy_command)
+    destroy.add_command(_platform_cli.destroy_command)
 
 for _command in (
     *IMAGE_COMMANDS,
     environment_command,
     run_command,
     deploy,
-    destroy_command,
-    destroy_aws,
+    destroy,
     profile_group,
     publish_command,
     maintainer_key_command,
 ):
     main.add_command(_command)
-deploy.add_command(deploy_gcp)
 
 
 def run() -> None:

@@ -5,8 +5,9 @@ their own transports: ``client_options.api_endpoint`` is ``http://127.0.0.1:PORT
 and the credentials are AnonymousCredentials. It keeps images, firewall rules,
 instances and objects in memory and implements what aicert calls:
 
-- compute: images get/list/insert/delete, firewalls insert/delete, instances
-  insert/get/delete; every mutation returns a RUNNING operation that the client must
+- compute: images get/list/insert/delete, firewalls insert/list/delete, instances
+  insert/get/delete and aggregated list (filters are ignored: the caller checks what it
+  gets); every mutation returns a RUNNING operation that the client must
   poll (global or zonal operations get) before it reads DONE;
 - storage: multipart and resumable uploads (crc32c and md5 computed over what was
   received), object get and delete.
@@ -209,6 +210,15 @@ class _Handler(BaseHTTPRequestHandler):
                 link = f"{base}/global/firewalls/{name}"
                 self.fake.firewalls[name] = body | {"selfLink": link}
                 self._operation(project, None, link, "insert")
+            case ("GET", ["global", "firewalls"]):
+                rules = list(self.fake.firewalls.values())
+                self._send(200, {"kind": "compute#firewallList", "items": rules})
+            case ("GET", ["aggregated", "instances"]):
+                zones: dict[str, dict[str, list[dict[str, Any]]]] = {}
+                for vm in self.fake.instances.values():
+                    key = "zones/" + vm["zone"].rsplit("/", 1)[-1]
+                    zones.setdefault(key, {"instances": []})["instances"].append(vm)
+                self._send(200, {"kind": "compute#instanceAggregatedList", "items": zones})
             case ("DELETE", ["global", "firewalls", name]):
                 del self.fake.firewalls[name]
                 self._operation(project, None, f"{base}/global/firewalls/{name}", "delete")
@@ -233,6 +243,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.fake.instances[name] = body | {
                     "status": "RUNNING",
                     "selfLink": link,
+                    "zone": f"{base}/zones/{zone}",
                     "networkInterfaces": interfaces,
                 }
                 self._operation(project, zone, link, "insert")

@@ -269,7 +269,7 @@ def test_the_command_sends_a_uefi_data_file_as_it_is(
 def test_destroy_aws_lists_asks_and_deletes(moto: MotoAws, aws: AwsClients, tmp_path: Path) -> None:
     deploy_image(aws, _spec(tmp_path), say=lambda _l: None)
     obj = {"aws_options": moto.options()}
-    args = ["destroy-aws", "--region", REGION]
+    args = ["destroy", "aws", "--region", REGION]
     refused = CliRunner().invoke(build_main, args, obj=obj, input="n\n")
     assert refused.exit_code == 5
     assert "  image  ami-" in refused.stderr

@@ -21,13 +21,13 @@ from aicert.builder.agent_client import AgentRequestError
 from aicert.builder.cli import main as build_main
 from aicert.builder.job_file import JobFile, load_job_file
 from aicert.builder.job_runner import CERTIFICATE_NAME, JobFailedError
+from aicert.builder.platforms.aws.cli import DEFAULT_AWS_INSTANCE_TYPE, DEFAULT_AWS_SCRATCH_GIB
 from aicert.builder.platforms.aws.clients import AwsClients
 from aicert.builder.platforms.aws.deploy import AwsDeploySpec, deploy_image
 from aicert.builder.platforms.aws.errors import CloudTransientError
 from aicert.builder.platforms.aws.platform import run_aws
 from aicert.builder.platforms.aws.run import DEFAULT_INSTANCE_TYPE, DEFAULT_SCRATCH_GIB, AwsRun
 from aicert.builder.platforms.local.qemu import free_port
-from aicert.builder.run_cli import DEFAULT_AWS_INSTANCE_TYPE, DEFAULT_AWS_SCRATCH_GIB
 from aicert.verifier.boot.uki import BOOT_PCRS
 from aicert.verifier.digest.treehash import hash_tree
 from aicert.verifier.errors import AicertError, CloudError, InputError
@@ -274,7 +274,7 @@ def test_a_failed_deletion_names_the_command_that_finishes_it(
 ) -> None:
     inject(aws, "ec2", "DeleteSecurityGroup", 403, "UnauthorizedOperation", times=None)
     spec = _spec(tmp_path, ami, _plain_recipe(tmp_path), free_port(), boot_timeout=0)
-    with pytest.raises(CloudError, match=rf"aicert-build destroy-aws .*--deployment run/{RUN}"):
+    with pytest.raises(CloudError, match=rf"aicert-build destroy aws .*--deployment run/{RUN}"):
         run_aws(spec, _job(tmp_path), clients=aws, say=lambda _l: None, run_name=RUN)
     assert len(owned(aws)["groups"]) == 1
 
@@ -344,9 +344,17 @@ def test_missing_aws_options_are_named_in_one_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("platform", "option", "error"),
     [
-        ("local", ("--ami", "ami-1"), "--ami: only for --platform aws"),
-        ("azure", ("--instance-type", "m6i.large"), "--instance-type: only for --platform aws"),
-        ("aws", ("--vm-size", "Standard_D2s_v5"), "--vm-size: not for --platform aws"),
+        ("local", ("--ami", "ami-1"), "not for --platform local: --ami (only for aws)"),
+        (
+            "azure",
+            ("--instance-type", "m6i.large"),
+            "not for --platform azure: --instance-type (only for aws)",
+        ),
+        (
+            "aws",
+            ("--vm-size", "Standard_D2s_v5"),
+            "not for --platform aws: --vm-size (only for azure, gcp)",
+        ),
     ],
 )
 def test_options_of_another_platform_are_refused(

@@ -546,7 +546,7 @@ def test_cli_deploy_and_destroy(fake: FakeAzure, small_disk: Path) -> None:
     )
     assert again.exit_code == 0
     assert "already published" in again.stderr
-    gone = runner.invoke(build_main, ["destroy", *common, "--yes"], obj=obj)
+    gone = runner.invoke(build_main, ["destroy", "azure", *common, "--yes"], obj=obj)
     assert gone.exit_code == 0, gone.output
     assert fake.resources == {}
 

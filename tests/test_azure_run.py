@@ -18,6 +18,7 @@ from aicert.builder.agent_client import AgentRequestError
 from aicert.builder.cli import main as build_main
 from aicert.builder.job_file import JobFile, load_job_file
 from aicert.builder.job_runner import CERTIFICATE_NAME, JobFailedError
+from aicert.builder.platforms.azure.cli import DEFAULT_AZURE_SCRATCH_GIB, DEFAULT_AZURE_VM_SIZE
 from aicert.builder.platforms.azure.clients import AzureClients
 from aicert.builder.platforms.azure.deploy import TAG_DEPLOYMENT
 from aicert.builder.platforms.azure.platform import run_azure
@@ -25,7 +26,6 @@ from aicert.builder.platforms.azure.run import DEFAULT_VM_SIZE, AzureRun
 from aicert.builder.platforms.azure.vm import DEFAULT_SCRATCH_GIB
 from aicert.builder.platforms.local.ca import LocalCa
 from aicert.builder.platforms.local.qemu import free_port
-from aicert.builder.run_cli import DEFAULT_AZURE_SCRATCH_GIB, DEFAULT_AZURE_VM_SIZE
 from aicert.verifier.boot.uki import BOOT_PCRS
 from aicert.verifier.digest.treehash import hash_tree
 from aicert.verifier.errors import BootPcrError, CloudError, InputError
@@ -257,7 +257,7 @@ def test_a_failed_deletion_names_the_command_that_finishes_it(
 ) -> None:
     spec = _spec(tmp_path, image_version, _plain_recipe(tmp_path), free_port(), boot_timeout=0)
     fake.inject("DELETE", rf"/virtualMachines/{VM}\?", 403, "AuthorizationFailed", times=None)
-    with pytest.raises(CloudError, match=rf"aicert-build destroy .*--deployment vm/{VM}"):
+    with pytest.raises(CloudError, match=rf"aicert-build destroy azure .*--deployment vm/{VM}"):
         run_azure(spec, _job(tmp_path), clients=clients, say=lambda _l: None, vm_name=VM)
     assert "Microsoft.Compute/virtualMachines" in fake.types()
 
@@ -384,7 +384,7 @@ def test_azure_options_are_refused_for_the_local_platform(tmp_path: Path) -> Non
         build_main, ["run", str(tmp_path / "job.toml"), "--caller-ip", CALLER]
     )
     assert result.exit_code != 0
-    assert "--caller-ip: only for --platform azure" in result.output
+    assert "not for --platform local: --caller-ip (only for azure, gcp, aws)" in result.output
 
 
 def test_the_azure_defaults_are_the_same_in_both_places() -> None:

@@ -20,6 +20,8 @@ import pytest
 from aicert.agent.cli import main as agent_main
 from aicert.builder.cli import main as build_main
 from aicert.builder.recipe import RECIPE_FORMAT
+from aicert.builder.run_cli import COMMON_OPTIONS, run_command
+from aicert.builder.run_cli import PLATFORMS as RUN_PLATFORMS
 from aicert.verifier.cli import cli as verify_group
 from aicert.verifier.cli_runner import run_cli, use_color
 
@@ -190,20 +192,22 @@ ROWS: list[Row] = [
     ("aicert-build", lambda f: ["run", f["job.toml"], "--platform", "gcp"], 2),
     ("aicert-build", lambda f: ["run", f["job.toml"], "--platform", "mars"], 2),
     ("aicert-build", lambda f: ["run", f["job.toml"], "--scratch-gib", "0"], 2),
-    # aicert-build deploy azure, destroy, profile capture
+    # aicert-build deploy and destroy {azure,gcp,aws}, profile capture
     ("aicert-build", lambda f: ["deploy", "azure", *AZURE, "--image", f["dir"]], 3),
     ("aicert-build", lambda f: ["deploy", "azure", *AZURE, "--image", f["image-qemu"]], 3),
     ("aicert-build", lambda f: ["deploy", "azure", *AZURE, "--image", f["garbage.json"]], 3),
     ("aicert-build", lambda f: ["deploy", "azure", *AZURE, "--workers", "0"], 2),
     ("aicert-build", lambda _f: ["deploy", "azure", "--location", "westeurope"], 2),
-    ("aicert-build", lambda _f: ["destroy", "--subscription", "s"], 2),
+    ("aicert-build", lambda _f: ["destroy", "azure", "--subscription", "s"], 2),
     ("aicert-build", lambda f: ["deploy", "aws", "--region", "eu-west-1", "--image", f["dir"]], 3),
     ("aicert-build", lambda f: ["deploy", "aws", "--region", "r", "--image", f["image-qemu"]], 3),
     ("aicert-build", lambda _f: ["deploy", "aws", "--region", "eu-west-1", "--workers", "0"], 2),
-    ("aicert-build", lambda _f: ["destroy-aws", "--region"], 2),
+    ("aicert-build", lambda _f: ["destroy", "aws", "--region"], 2),
     ("aicert-build", lambda f: ["run", f["job.toml"], "--platform", "aws"], 2),
     ("aicert-build", lambda f: ["deploy", "gcp", *GCP, "--image", f["image-qemu"]], 3),
     ("aicert-build", lambda _f: ["deploy", "gcp", "--project", "p"], 2),
+    ("aicert-build", lambda _f: ["destroy", "gcp", "--project"], 2),
+    ("aicert-build", lambda _f: ["destroy", "gcp", "--project", "p", "--bogus"], 2),
     ("aicert-build", lambda f: ["profile", "capture", f["missing.json"], "--name", "x"], 3),
     ("aicert-build", lambda f: ["profile", "capture", f["garbage.json"], "--name", "x"], 3),
     ("aicert-build", lambda f: ["profile", "capture", f["garbage.json"]], 2),
@@ -333,3 +337,36 @@ def test_a_bare_command_shows_its_help(program: str, capsys: pytest.CaptureFixtu
     assert code == 0
     assert out.startswith(f"Usage: {program} [OPTIONS] COMMAND [ARGS]...")
     assert err == ""
+
+
+def test_every_run_option_is_common_or_declared_by_a_platform() -> None:
+    """A new option of ``run`` names its platforms, and a new platform declares its options."""
+    names = {param.name for param in run_command.params}
+    declared = set().union(*(run.options for run in RUN_PLATFORMS.values()))
+    assert names == COMMON_OPTIONS | declared
+    assert not COMMON_OPTIONS & declared
+    choice = next(p for p in run_command.params if p.name == "platform").type
+    assert isinstance(choice, click.Choice)
+    assert list(choice.choices) == list(RUN_PLATFORMS)
+
+
+def _foreign_options() -> list[object]:
+    cases: list[object] = []
+    for platform, run in RUN_PLATFORMS.items():
+        for param in run_command.params:
+            if param.name in COMMON_OPTIONS or param.name in run.options:
+                continue
+            argv = [param.opts[0]] if getattr(param, "is_flag", False) else [param.opts[0], "x"]
+            cases.append(pytest.param(platform, argv, id=f"{platform} {param.opts[0]}"))
+    return cases
+
+
+@pytest.mark.parametrize(("platform", "option"), _foreign_options())
+def test_run_refuses_every_option_of_another_platform(
+    platform: str, option: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = _make_files(tmp_path)
+    argv = ["run", files["job.toml"], "--output", str(tmp_path / "out"), "--platform", platform]
+    code, _out, err = _run("aicert-build", [*argv, *option], capsys)
+    assert code == 2
+    assert f"not for --platform {platform}: {option[0]} (only for " in err

@@ -217,20 +217,26 @@ def test_cli_deploy_again_and_delete(fake: FakeGcp, tmp_path: Path) -> None:
     assert "already published" in again.stderr
     assert again.stdout.strip() == path
     name = path.rsplit("/", 1)[-1]
-    gone = runner.invoke(
-        build_main, ["deploy", "gcp", "--project", PROJECT, "--delete-image", name], obj=_obj(fake)
-    )
+    destroy = ["destroy", "gcp", "--project", PROJECT]
+    kept = runner.invoke(build_main, destroy, obj=_obj(fake), input="n\n")
+    assert kept.exit_code == 5
+    assert f"  image  {name}" in kept.stderr
+    assert name in fake.images
+    gone = runner.invoke(build_main, [*destroy, "--deployment", name, "--yes"], obj=_obj(fake))
     assert gone.exit_code == 0, gone.output
+    assert "deleted 1 resources" in gone.stderr
     assert fake.images == {}
+    nothing = runner.invoke(build_main, [*destroy, "--yes"], obj=_obj(fake))
+    assert nothing.exit_code == 0
+    assert f"no aicert resources in project {PROJECT}" in nothing.stderr
 
 
 @pytest.mark.parametrize(
     ("extra", "profile", "code", "message"),
     [
-        ([], "gcp", 2, "needs --bucket"),
+        ([], "gcp", 2, "Missing option '--bucket'"),
         (["--bucket", BUCKET], "azure", 3, "is the recipe of a 'azure' image"),
         (["--bucket", "missing-bucket"], "gcp", 6, "not found while uploading"),
-        (["--bucket", BUCKET, "--delete-image", "x"], "gcp", 2, "exclude each other"),
     ],
 )
 def test_cli_errors_are_one_line_with_their_exit_code(

@@ -20,10 +20,11 @@ from aicert.builder.agent_client import AgentRequestError
 from aicert.builder.cli import main as build_main
 from aicert.builder.job_file import JobFile, load_job_file
 from aicert.builder.job_runner import CERTIFICATE_NAME, JobFailedError, run_on
+from aicert.builder.platforms.gcp.cli import DEFAULT_GCP_SCRATCH_GIB
 from aicert.builder.platforms.gcp.clients import GcpClients, connect
 from aicert.builder.platforms.gcp.errors import CloudTransientError, RetryPolicy
 from aicert.builder.platforms.gcp.platform import GcpPlatform
-from aicert.builder.platforms.gcp.run import GcpRun
+from aicert.builder.platforms.gcp.run import DEFAULT_SCRATCH_GIB, GcpRun
 from aicert.builder.platforms.local.ca import LocalCa
 from aicert.builder.platforms.local.gce_vtpm import provision_like_gce
 from aicert.builder.platforms.local.swtpm import Swtpm
@@ -250,7 +251,7 @@ def test_bad_run_settings_are_refused(
                 "--location",
                 "westeurope",
             ],
-            "--location: not for --platform gcp",
+            "not for --platform gcp: --location (only for azure)",
         ),
     ],
 )
@@ -288,14 +289,27 @@ def test_ctrl_c_while_booting_deletes_everything(
     assert fake.leftovers() == {"instances": [], "firewalls": [], "objects": []}
 
 
-def test_a_failed_deletion_names_the_commands_that_finish_it(
+def test_a_failed_deletion_names_the_command_that_finishes_it(
     fake: FakeGcp, clients: GcpClients, local_ca: LocalCa, tmp_path: Path
 ) -> None:
     _plain_recipe(tmp_path)
     fake.fail("DELETE", rf"/instances/{VM}$", 403)
-    with pytest.raises(CloudError, match=f"finish with 'gcloud compute instances delete {VM}"):
+    finish = f"aicert-build destroy gcp --project {PROJECT} --deployment {VM}"
+    with pytest.raises(CloudError, match=f"finish with '{finish}'"):
         _boot_only(clients, _spec(tmp_path, 1, local_ca), lambda _l: None)
     assert fake.leftovers()["instances"] == [VM]
+    assert fake.leftovers()["firewalls"] == [VM]
+    obj = {
+        "gcp_endpoint": fake.url,
+        "gcp_credentials": AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        "gcp_retry": NO_WAIT,
+        "gcp_poll_interval": 0.01,
+    }
+    done = CliRunner().invoke(build_main, [*finish.split()[1:], "--yes"], obj=obj)
+    assert done.exit_code == 0, done.output
+    assert f"  instance  zones/{ZONE}/instances/{VM}" in done.stderr
+    assert f"  firewall  {VM}" in done.stderr
+    assert fake.leftovers() == {"instances": [], "firewalls": [], "objects": []}
 
 
 def test_an_agent_error_on_the_serial_console_ends_the_wait_at_once(
@@ -319,3 +333,7 @@ def test_an_agent_error_on_the_serial_console_ends_the_wait_at_once(
         )
     assert fake.count("GET", rf"/instances/{VM}/serialPort$") == 1
     assert fake.leftovers() == {"instances": [], "firewalls": [], "objects": []}
+
+
+def test_the_gcp_scratch_default_is_the_same_in_both_places() -> None:
+    assert DEFAULT_GCP_SCRATCH_GIB == DEFAULT_SCRATCH_GIB

@@ -15,7 +15,13 @@ import pytest
 from agent_harness import running_agent, write_toy_job
 from aicert.builder.job_file import load_job_file
 from aicert.builder.job_runner import CERTIFICATE_NAME, JobFailedError, run_on
-from aicert.builder.platforms.base import BootedImage, PublishedImage, Say, Verification
+from aicert.builder.platforms.base import (
+    BootedImage,
+    Leftover,
+    PublishedImage,
+    Say,
+    Verification,
+)
 from aicert.builder.platforms.local.platform import LocalPlatform
 from aicert.verifier.errors import InputError
 from conftest import ProvisionedSwtpm
@@ -50,6 +56,9 @@ class AgentOnSwtpm:
             self.events.append("torn down")
 
     def publish(self, spec: None, *, say: Say) -> PublishedImage:
+        raise NotImplementedError
+
+    def leftovers(self, scope: None) -> tuple[Leftover, ...]:
         raise NotImplementedError
 
     def destroy(self, scope: None, *, say: Say) -> tuple[str, ...]:
@@ -105,5 +114,6 @@ def test_the_local_platform_publishes_a_complete_image_directory_only(tmp_path: 
 
 def test_the_local_platform_has_nothing_to_destroy() -> None:
     said: list[str] = []
+    assert LocalPlatform().leftovers(None) == ()
     assert LocalPlatform().destroy(None, say=said.append) == ()
     assert len(said) == 1

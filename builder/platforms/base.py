@@ -5,8 +5,8 @@ the roots its AK certificate must chain to before anything is sent, and the
 verification view (trust roots, boot reference, platform profile) that the result
 is checked against. From there :func:`aicert.builder.job_runner.run_on` is the one
 job flow for every platform. A platform also publishes an image where it can be
-booted (:meth:`Platform.publish`) and removes what aicert made there
-(:meth:`Platform.destroy`).
+booted (:meth:`Platform.publish`), lists what aicert made there
+(:meth:`Platform.leftovers`) and removes it (:meth:`Platform.destroy`).
 
 Each platform has its own settings for each operation (a QEMU scratch size, an
 Azure resource group), so the interface is generic over them: one type for booting,
@@ -80,6 +80,16 @@ class PublishedImage:
     """One line on what publishing transferred, if it transferred anything."""
 
 
+@dataclass(frozen=True)
+class Leftover:
+    """A resource aicert made on a platform and ``destroy`` would delete."""
+
+    kind: str
+    """What it is on that platform (``image``, ``instance``, an ARM resource type)."""
+    id: str
+    """The platform's id or name for it."""
+
+
 class Platform(Protocol[RunT_contra, PublishT_contra, ScopeT_contra]):
     """Where the measured image boots."""
 
@@ -95,6 +105,10 @@ class Platform(Protocol[RunT_contra, PublishT_contra, ScopeT_contra]):
 
     def publish(self, spec: PublishT_contra, *, say: Say) -> PublishedImage:
         """Make the image bootable on this platform (idempotent)."""
+        ...
+
+    def leftovers(self, scope: ScopeT_contra) -> tuple[Leftover, ...]:
+        """What :meth:`destroy` would delete within ``scope``, in the order it deletes."""
         ...
 
     def destroy(self, scope: ScopeT_contra, *, say: Say) -> tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""``aicert-build deploy aws`` and ``aicert-build destroy-aws``.
+"""``aicert-build deploy aws``, ``destroy aws`` and the AWS half of ``run``.
 
 boto3 is imported only when one of these commands runs: it is an optional extra
 (``aicert[aws]``). Tests pass the endpoint of a local moto server through the
@@ -8,17 +8,47 @@ AWS's endpoints and boto3's usual credential chain.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from aicert.builder.recipe import load_recipe
+from aicert.builder.job_file import JobFile
+from aicert.builder.job_runner import JobOutcome, run_on
+from aicert.builder.platforms.base import Say
+from aicert.builder.platforms.commands import (
+    RunOptions,
+    deployment_option,
+    destroy_confirmed,
+    need,
+    publish_and_print,
+    require_profile,
+    yes_option,
+)
+from aicert.verifier.cli import load_root
 from aicert.verifier.errors import InputError
 from aicert.verifier.input_file import read_input_file
 
 from aicert import __version__
 
 AWS_PROFILE = "aws"
+_WHY = "it lacks the NVMe and ENA drivers"
+# Kept in step with .run, whose module imports boto3.
+DEFAULT_AWS_INSTANCE_TYPE = "m6i.xlarge"
+DEFAULT_AWS_SCRATCH_GIB = 128
+RUN_OPTIONS = frozenset(
+    {
+        "region",
+        "ami",
+        "instance_type",
+        "subnet",
+        "recipe",
+        "caller_ip",
+        "platform_profile",
+        "trust_roots",
+    }
+)
+"""The ``run`` options --platform aws takes besides the common ones."""
 
 if TYPE_CHECKING:
     from .clients import AwsClients
@@ -31,17 +61,6 @@ def aws_clients(ctx: click.Context, region: str, profile: str | None) -> AwsClie
     return connect(region, profile=profile, options=obj.get("aws_options") or ClientOptions())
 
 
-def require_aws_profile(recipe_path: Path) -> None:
-    """Refuse an image built for another platform: it lacks the NVMe and ENA drivers."""
-    inputs = load_recipe(recipe_path).get("inputs")
-    profile = inputs.get("profile") if isinstance(inputs, dict) else None
-    if profile != AWS_PROFILE:
-        raise InputError(
-            f"{recipe_path} is the recipe of a {profile!r} image; deploy aws publishes only "
-            f"images built with 'aicert-build image --profile {AWS_PROFILE}'"
-        )
-
-
 def _uefi_text(data: bytes) -> str:
     """The file's base64 text, without the line breaks and spaces a file may add."""
     try:
@@ -50,10 +69,6 @@ def _uefi_text(data: bytes) -> str:
         raise InputError(
             "the UEFI data file is not base64 text; write it with 'uefivars ... -o aws'"
         ) from None
-
-
-def _say(message: str) -> None:
-    click.echo(message, err=True)
 
 
 region_option = click.option(
@@ -105,7 +120,7 @@ profile_option = click.option(
     help="Parallel block writes during the upload.",
 )
 @click.pass_context
-def deploy_aws(
+def deploy_command(
     ctx: click.Context,
     region: str,
     aws_profile: str | None,
@@ -118,7 +133,7 @@ def deploy_aws(
     from .deploy import MAX_UEFI_DATA, AwsDeploySpec  # noqa: PLC0415 - optional import
     from .platform import AwsPlatform  # noqa: PLC0415
 
-    require_aws_profile(image_dir / "recipe.json")
+    require_profile(image_dir, AWS_PROFILE, _WHY)
     spec = AwsDeploySpec(
         disk=image_dir / "disk.raw",
         image_name=image_name,
@@ -127,39 +142,49 @@ def deploy_aws(
         else _uefi_text(read_input_file(uefi_data, "UEFI data", MAX_UEFI_DATA)),
         workers=workers,
     )
-    published = AwsPlatform(aws_clients(ctx, region, aws_profile)).publish(spec, say=_say)
-    if published.summary is not None:
-        _say(published.summary)
-    click.echo(published.image_id)
+    publish_and_print(AwsPlatform(aws_clients(ctx, region, aws_profile)), spec)
 
 
-@click.command("destroy-aws")
+@click.command("aws")
 @region_option
 @profile_option
-@click.option(
-    "--deployment",
-    default=None,
-    help="Only resources of this deployment (an AMI name or run/NAME); default: all.",
-)
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@deployment_option("this deployment (an AMI name or run/NAME)")
+@yes_option
 @click.pass_context
-def destroy_aws(
+def destroy_command(
     ctx: click.Context, region: str, aws_profile: str | None, deployment: str | None, yes: bool
 ) -> None:
     """Delete every AWS resource aicert created in a region (found by tag)."""
-    from .deploy import delete_managed, find_managed  # noqa: PLC0415 - optional import
+    from .platform import AwsPlatform, AwsScope  # noqa: PLC0415 - optional import
 
-    clients = aws_clients(ctx, region, aws_profile)
-    found = find_managed(clients, deployment)
-    if not found:
-        _say(f"no aicert resources in {region}")
-        return
-    for m in found:
-        _say(f"  {m.kind}  {m.id}")
-    if not yes and not click.confirm(
-        f"delete these {len(found)} resources?", default=False, err=True
-    ):
-        _say("nothing deleted")
-        raise SystemExit(5)
-    deleted = delete_managed(clients, found, say=_say)
-    _say(f"deleted {len(deleted)} resources")
+    platform = AwsPlatform(aws_clients(ctx, region, aws_profile))
+    destroy_confirmed(platform, AwsScope(deployment), where=region, yes=yes)
+
+
+def run_job(
+    ctx: click.Context, job: JobFile, options: RunOptions, say: Say
+) -> tuple[JobOutcome, str]:
+    """``run --platform aws``: one NitroTPM instance for ``job``; all it made goes at the end."""
+    region = options.region or os.environ.get("AWS_REGION")
+    need("aws", {"--region (or $AWS_REGION)": region, "--caller-ip": options.caller_ip})
+    from .platform import AwsPlatform  # noqa: PLC0415 - optional import
+    from .run import AwsRun  # noqa: PLC0415
+
+    if options.ami is None:  # the run publishes IMAGE itself: it must be an aws build
+        require_profile(options.image, AWS_PROFILE, _WHY)
+    spec = AwsRun(
+        region=str(region),
+        output=options.output,
+        recipe=options.recipe_path,
+        caller_ip=str(options.caller_ip),
+        image_id=options.ami,
+        disk=options.image / "disk.raw",
+        instance_type=options.instance_type or DEFAULT_AWS_INSTANCE_TYPE,
+        scratch_gib=options.scratch_gib or DEFAULT_AWS_SCRATCH_GIB,
+        subnet_id=options.subnet,
+        platform_profile=options.platform_profile,
+        trust_roots=tuple(load_root(p) for p in options.trust_roots),
+        boot_timeout=options.boot_timeout,
+    )
+    platform = AwsPlatform(aws_clients(ctx, str(region), None))
+    return run_on(platform, spec, job, options.output, say=say), options.verify_hint()

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aicert.builder.platforms.base import Leftover
 from aicert.verifier.errors import InputError
 
 from .clients import AwsClients
@@ -264,41 +265,35 @@ def _snapshot_for(
     return upload.snapshot_id, upload
 
 
-@dataclass(frozen=True)
-class Managed:
-    kind: str
-    id: str
-
-
-def find_managed(clients: AwsClients, deployment: str | None = None) -> list[Managed]:
+def find_managed(clients: AwsClients, deployment: str | None = None) -> list[Leftover]:
     """aicert's resources in the region (of one deployment), in the order they are deleted."""
     filters = [{"Name": f"tag:{TAG_MANAGED}", "Values": ["true"]}]
     if deployment is not None:
         filters.append({"Name": f"tag:{TAG_DEPLOYMENT}", "Values": [deployment]})
-    found: list[Managed] = []
+    found: list[Leftover] = []
     reservations = clients.ec2_call(
         "listing aicert instances", "describe_instances", Filters=filters
     )["Reservations"]
     for res in reservations:
         for inst in res["Instances"]:
             if inst["State"]["Name"] != "terminated":
-                found.append(Managed("instance", inst["InstanceId"]))
+                found.append(Leftover("instance", inst["InstanceId"]))
     for group in clients.ec2_call(
         "listing aicert security groups", "describe_security_groups", Filters=filters
     )["SecurityGroups"]:
-        found.append(Managed("security-group", group["GroupId"]))
+        found.append(Leftover("security-group", group["GroupId"]))
     for image in clients.ec2_call(
         "listing aicert AMIs", "describe_images", Owners=["self"], Filters=filters
     )["Images"]:
-        found.append(Managed("image", image["ImageId"]))
+        found.append(Leftover("image", image["ImageId"]))
     for snap in clients.ec2_call(
         "listing aicert snapshots", "describe_snapshots", OwnerIds=["self"], Filters=filters
     )["Snapshots"]:
-        found.append(Managed("snapshot", snap["SnapshotId"]))
+        found.append(Leftover("snapshot", snap["SnapshotId"]))
     return found
 
 
-def delete_managed(clients: AwsClients, found: list[Managed], *, say: Say) -> list[Managed]:
+def delete_managed(clients: AwsClients, found: list[Leftover], *, say: Say) -> list[Leftover]:
     """Delete ``found`` in order: instances (waiting until terminated) before their
     security groups, AMIs before their snapshots."""
     instances = [m.id for m in found if m.kind == "instance"]
@@ -340,5 +335,5 @@ def wait_terminated(clients: AwsClients, instance_ids: list[str], timeout: float
         time.sleep(1)
 
 
-def destroy(clients: AwsClients, deployment: str | None, *, say: Say) -> list[Managed]:
+def destroy(clients: AwsClients, deployment: str | None, *, say: Say) -> list[Leftover]:
     return delete_managed(clients, find_managed(clients, deployment), say=say)

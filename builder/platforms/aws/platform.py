@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 from aicert.builder.job_file import JobFile
 from aicert.builder.job_runner import JobOutcome, run_on
-from aicert.builder.platforms.base import BootedImage, PublishedImage, Say
+from aicert.builder.platforms.base import BootedImage, Leftover, PublishedImage, Say
 
 from .clients import AwsClients
-from .deploy import AwsDeploySpec, deploy_image, destroy
+from .deploy import AwsDeploySpec, deploy_image, destroy, find_managed
 from .run import AwsRun, boot_instance, new_run_name
 
 
@@ -52,6 +52,9 @@ class AwsPlatform:
             f"({up.blocks_written} blocks of 512 KiB)"
         )
         return PublishedImage(result.image_id, result.already_published, summary)
+
+    def leftovers(self, scope: AwsScope) -> tuple[Leftover, ...]:
+        return tuple(find_managed(self.clients, scope.deployment))
 
     def destroy(self, scope: AwsScope, *, say: Say) -> tuple[str, ...]:
         return tuple(m.id for m in destroy(self.clients, scope.deployment, say=say))

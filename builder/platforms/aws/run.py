@@ -258,6 +258,6 @@ def _delete_run(clients: AwsClients, deployment: str, say: Say) -> None:
     except (AicertError, KeyboardInterrupt) as exc:
         raise CloudError(
             f"could not delete every resource of {deployment} ({exc}); finish with "
-            f"'aicert-build destroy-aws --region {clients.region} --deployment {deployment}'"
+            f"'aicert-build destroy aws --region {clients.region} --deployment {deployment}'"
         ) from exc
     say(f"deleted {len(deleted)} resources of {deployment}")

@@ -1,4 +1,4 @@
-"""``aicert-build deploy azure`` and ``aicert-build destroy``.
+"""``aicert-build deploy azure``, ``destroy azure`` and the Azure half of ``run``.
 
 The Azure SDK is imported only when one of these commands runs: it is an optional
 extra (``aicert[azure]``) and takes about a second to import.
@@ -15,7 +15,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from aicert.builder.recipe import load_recipe
+from aicert.builder.job_file import JobFile
+from aicert.builder.job_runner import JobOutcome, run_on
+from aicert.builder.platforms.base import Say
+from aicert.builder.platforms.commands import (
+    RunOptions,
+    deployment_option,
+    destroy_confirmed,
+    need,
+    publish_and_print,
+    require_profile,
+    yes_option,
+)
+from aicert.verifier.cli import load_root
 from aicert.verifier.errors import InputError
 from aicert.verifier.input_file import MAX_PEM_BYTES, read_input_file
 from cryptography import x509
@@ -24,6 +36,24 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from aicert import __version__
 
 AZURE_PROFILE = "azure"
+# Kept in step with DEFAULT_VM_SIZE and DEFAULT_SCRATCH_GIB of .run and .vm, whose
+# modules import the Azure SDK.
+DEFAULT_AZURE_VM_SIZE = "Standard_D4s_v5"
+DEFAULT_AZURE_SCRATCH_GIB = 128
+RUN_OPTIONS = frozenset(
+    {
+        "subscription",
+        "resource_group",
+        "location",
+        "image_version_id",
+        "recipe",
+        "caller_ip",
+        "vm_size",
+        "platform_profile",
+        "trust_roots",
+    }
+)
+"""The ``run`` options --platform azure takes besides the common ones."""
 
 if TYPE_CHECKING:
     from .clients import AzureClients
@@ -60,21 +90,6 @@ def _certificate_der(path: Path) -> bytes:
     return cert.public_bytes(Encoding.DER)
 
 
-def _require_azure_profile(recipe_path: Path) -> None:
-    """Refuse an image built for another platform: it would not boot as Azure expects."""
-    inputs = load_recipe(recipe_path).get("inputs")
-    profile = inputs.get("profile") if isinstance(inputs, dict) else None
-    if profile != AZURE_PROFILE:
-        raise InputError(
-            f"{recipe_path} is the recipe of a {profile!r} image; deploy azure publishes only "
-            f"images built with 'aicert-build image --profile {AZURE_PROFILE}'"
-        )
-
-
-def _say(message: str) -> None:
-    click.echo(message, err=True)
-
-
 _subscription = click.option(
     "--subscription",
     envvar="AZURE_SUBSCRIPTION_ID",
@@ -86,12 +101,7 @@ _resource_group = click.option(
 )
 
 
-@click.group()
-def deploy() -> None:
-    """Publish the built image where it can be booted."""
-
-
-@deploy.command("azure")
+@click.command("azure")
 @_subscription
 @_resource_group
 @click.option("--location", required=True, help="Azure region, e.g. westeurope.")
@@ -137,7 +147,7 @@ def deploy() -> None:
     help="Parallel page writes during the upload.",
 )
 @click.pass_context
-def deploy_azure(
+def deploy_command(
     ctx: click.Context,
     subscription: str,
     resource_group: str,
@@ -153,7 +163,7 @@ def deploy_azure(
     from .deploy import DeploymentSpec  # noqa: PLC0415 - optional, slow import
     from .platform import AzurePlatform  # noqa: PLC0415
 
-    _require_azure_profile(image_dir / "recipe.json")
+    require_profile(image_dir, AZURE_PROFILE, "it would not boot as Azure expects")
     spec = DeploymentSpec(
         resource_group=resource_group,
         location=location,
@@ -163,22 +173,14 @@ def deploy_azure(
         image_definition=image_definition,
         secure_boot_certs=tuple(_certificate_der(p) for p in secure_boot_certs),
     )
-    platform = AzurePlatform(_clients(ctx, subscription), workers=workers)
-    published = platform.publish(spec, say=_say)
-    if published.summary is not None:
-        _say(published.summary)
-    click.echo(published.image_id)
+    publish_and_print(AzurePlatform(_clients(ctx, subscription), workers=workers), spec)
 
 
-@click.command("destroy")
+@click.command("azure")
 @_subscription
 @_resource_group
-@click.option(
-    "--deployment",
-    default=None,
-    help="Only resources of this deployment (GALLERY/DEFINITION/VERSION); default: all.",
-)
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@deployment_option("this deployment (GALLERY/DEFINITION/VERSION or vm/NAME)")
+@yes_option
 @click.pass_context
 def destroy_command(
     ctx: click.Context,
@@ -188,20 +190,44 @@ def destroy_command(
     yes: bool,
 ) -> None:
     """Delete every Azure resource aicert created in a resource group (found by tag)."""
-    from .deploy import find_managed  # noqa: PLC0415 - optional, slow import
-    from .platform import AzurePlatform, AzureScope  # noqa: PLC0415
+    from .platform import AzurePlatform, AzureScope  # noqa: PLC0415 - optional, slow import
 
-    clients = _clients(ctx, subscription)
-    found = find_managed(clients, resource_group, deployment=deployment)
-    if not found:
-        _say(f"no aicert resources in {resource_group}")
-        return
-    for res in found:
-        _say(f"  {res.type}  {res.id}")
-    if not yes and not click.confirm(
-        f"delete these {len(found)} resources?", default=False, err=True
-    ):
-        _say("nothing deleted")
-        raise SystemExit(5)
-    deleted = AzurePlatform(clients).destroy(AzureScope(resource_group, deployment), say=_say)
-    _say(f"deleted {len(deleted)} resources")
+    platform = AzurePlatform(_clients(ctx, subscription))
+    destroy_confirmed(
+        platform, AzureScope(resource_group, deployment), where=resource_group, yes=yes
+    )
+
+
+def run_job(
+    ctx: click.Context, job: JobFile, options: RunOptions, say: Say
+) -> tuple[JobOutcome, str]:
+    """``run --platform azure``: one Trusted Launch VM for ``job``, deleted at the end."""
+    need(
+        "azure",
+        {
+            "--subscription (or $AZURE_SUBSCRIPTION_ID)": options.subscription,
+            "--resource-group": options.resource_group,
+            "--location": options.location,
+            "--image-version": options.image_version_id,
+            "--caller-ip": options.caller_ip,
+        },
+    )
+    from .platform import AzurePlatform  # noqa: PLC0415 - optional, slow import
+    from .run import AzureRun  # noqa: PLC0415
+
+    spec = AzureRun(
+        subscription=str(options.subscription),
+        resource_group=str(options.resource_group),
+        location=str(options.location),
+        image_version_id=str(options.image_version_id),
+        output=options.output,
+        recipe=options.recipe_path,
+        caller_ip=str(options.caller_ip),
+        vm_size=options.vm_size or job.azure.vm_size or DEFAULT_AZURE_VM_SIZE,
+        scratch_gib=options.scratch_gib or job.azure.scratch_gib or DEFAULT_AZURE_SCRATCH_GIB,
+        platform_profile=options.platform_profile,
+        trust_roots=tuple(load_root(p) for p in options.trust_roots),
+        boot_timeout=options.boot_timeout,
+    )
+    platform = AzurePlatform(_clients(ctx, str(options.subscription)))
+    return run_on(platform, spec, job, options.output, say=say), options.verify_hint()

@@ -15,10 +15,15 @@ from typing import TextIO
 from aicert.builder.job_file import JobFile
 from aicert.builder.job_runner import JobOutcome, run_on
 from aicert.builder.platforms.azure.clients import AzureClients
-from aicert.builder.platforms.azure.deploy import DeploymentSpec, deploy_image, destroy
+from aicert.builder.platforms.azure.deploy import (
+    DeploymentSpec,
+    deploy_image,
+    destroy,
+    find_managed,
+)
 from aicert.builder.platforms.azure.run import AzureRun, boot_vm, new_vm_name
 from aicert.builder.platforms.azure.upload import RetryPolicy
-from aicert.builder.platforms.base import BootedImage, PublishedImage, Say
+from aicert.builder.platforms.base import BootedImage, Leftover, PublishedImage, Say
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,10 @@ class AzurePlatform:
             f"({up.page_writes} page writes, {up.retries} retries)"
         )
         return PublishedImage(result.image_version_id, result.already_published, summary)
+
+    def leftovers(self, scope: AzureScope) -> tuple[Leftover, ...]:
+        found = find_managed(self.clients, scope.resource_group, deployment=scope.deployment)
+        return tuple(Leftover(res.type, res.id) for res in found)
 
     def destroy(self, scope: AzureScope, *, say: Say) -> tuple[str, ...]:
         deleted = destroy(self.clients, scope.resource_group, deployment=scope.deployment, say=say)

@@ -111,7 +111,7 @@ def _delete_vm(clients: AzureClients, vm: VmSpec, say: Say) -> None:
     except (AicertError, KeyboardInterrupt) as exc:
         raise CloudError(
             f"could not delete every resource of {vm.deployment_id} ({exc}); finish with "
-            f"'aicert-build destroy --resource-group {vm.resource_group} "
+            f"'aicert-build destroy azure --resource-group {vm.resource_group} "
             f"--deployment {vm.deployment_id}'"
         ) from exc
     say(f"deleted {len(deleted)} resources of {vm.deployment_id}")

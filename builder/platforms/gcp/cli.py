@@ -1,4 +1,4 @@
-"""``aicert-build deploy gcp``, and the GCP half of ``aicert-build run --platform gcp``.
+"""``aicert-build deploy gcp``, ``destroy gcp`` and the GCP half of ``run``.
 
 The Google Cloud SDKs are imported only when a GCP command runs (``aicert[gcp]``).
 Tests inject the endpoint, credentials and retry policy through the click context
@@ -15,14 +15,37 @@ import click
 from aicert.builder.job_file import JobFile
 from aicert.builder.job_runner import JobOutcome, run_on
 from aicert.builder.platforms.base import Say
-from aicert.builder.recipe import load_recipe
+from aicert.builder.platforms.commands import (
+    RunOptions,
+    deployment_option,
+    destroy_confirmed,
+    need,
+    publish_and_print,
+    require_profile,
+    yes_option,
+)
 from aicert.verifier.cli import load_root
-from aicert.verifier.errors import InputError
 
 if TYPE_CHECKING:
     from .clients import GcpClients
 
 GCP_PROFILE = "gcp"
+# Kept in step with .run, whose module imports the Google Cloud SDK.
+DEFAULT_GCP_SCRATCH_GIB = 64
+RUN_OPTIONS = frozenset(
+    {
+        "gcp_project",
+        "zone",
+        "gcp_image",
+        "recipe",
+        "caller_ip",
+        "vm_size",
+        "secure_boot",
+        "platform_profile",
+        "trust_roots",
+    }
+)
+"""The ``run`` options --platform gcp takes besides the common ones."""
 
 
 def clients_for(ctx: click.Context, project: str) -> GcpClients:
@@ -38,29 +61,17 @@ def clients_for(ctx: click.Context, project: str) -> GcpClients:
     )
 
 
-def _require_gcp_profile(recipe_path: Path) -> None:
-    """Refuse an image built for another platform: its initrd lacks GCE's drivers."""
-    inputs = load_recipe(recipe_path).get("inputs")
-    profile = inputs.get("profile") if isinstance(inputs, dict) else None
-    if profile != GCP_PROFILE:
-        raise InputError(
-            f"{recipe_path} is the recipe of a {profile!r} image; deploy gcp publishes only "
-            f"images built with 'aicert-build image --profile {GCP_PROFILE}'"
-        )
-
-
-def _say(message: str) -> None:
-    click.echo(message, err=True)
-
-
-@click.command("gcp")
-@click.option(
+_project = click.option(
     "--project",
     envvar="GOOGLE_CLOUD_PROJECT",
     required=True,
     help="Google Cloud project id (default: $GOOGLE_CLOUD_PROJECT).",
 )
-@click.option("--bucket", default=None, help="An existing Cloud Storage bucket for the upload.")
+
+
+@click.command("gcp")
+@_project
+@click.option("--bucket", required=True, help="An existing Cloud Storage bucket for the upload.")
 @click.option(
     "--image",
     "image_dir",
@@ -70,80 +81,63 @@ def _say(message: str) -> None:
     help="Output directory of 'aicert-build image --profile gcp' (disk.raw, recipe.json).",
 )
 @click.option("--family", default="aicert-os", show_default=True, help="Image family.")
-@click.option(
-    "--delete-image",
-    default=None,
-    metavar="NAME",
-    help="Delete this image instead of publishing ('all': every image aicert labelled).",
-)
 @click.pass_context
-def deploy_gcp(
-    ctx: click.Context,
-    project: str,
-    bucket: str | None,
-    image_dir: Path,
-    family: str,
-    delete_image: str | None,
+def deploy_command(
+    ctx: click.Context, project: str, bucket: str, image_dir: Path, family: str
 ) -> None:
     """Publish disk.raw as a Compute Engine image for Shielded VMs (idempotent).
 
     Prints the image path that 'run --platform gcp --gcp-image' takes.
     """
     from .deploy import GcpPublish  # noqa: PLC0415 - optional, slow import
-    from .platform import GcpPlatform, GcpScope  # noqa: PLC0415
+    from .platform import GcpPlatform  # noqa: PLC0415
 
-    if delete_image is not None:
-        if bucket is not None:
-            raise click.UsageError("--bucket and --delete-image exclude each other")
-        scope = GcpScope(None if delete_image == "all" else delete_image)
-        deleted = GcpPlatform(clients_for(ctx, project)).destroy(scope, say=_say)
-        _say(f"deleted {len(deleted)} images")
-        return
-    if bucket is None:
-        raise click.UsageError("deploy gcp needs --bucket (or --delete-image)")
-    _require_gcp_profile(image_dir / "recipe.json")
+    require_profile(image_dir, GCP_PROFILE, "its initrd lacks GCE's drivers")
     spec = GcpPublish(bucket=bucket, disk=image_dir / "disk.raw", family=family)
-    published = GcpPlatform(clients_for(ctx, project)).publish(spec, say=_say)
-    if published.summary is not None:
-        _say(published.summary)
-    elif published.already_published:
-        _say("already published: nothing uploaded")
-    click.echo(published.image_id)
+    publish_and_print(GcpPlatform(clients_for(ctx, project)), spec)
 
 
-def run_gcp(
-    ctx: click.Context,
-    job: JobFile,
-    *,
-    project: str,
-    zone: str,
-    image: str,
-    output: Path,
-    recipe: Path,
-    caller_ip: str,
-    machine_type: str | None,
-    scratch_gib: int | None,
-    secure_boot: bool,
-    platform_profile: str | None,
-    trust_roots: tuple[Path, ...],
-    boot_timeout: float,
-    say: Say,
-) -> JobOutcome:
+@click.command("gcp")
+@_project
+@deployment_option("this image or run VM (aicert-run-…, with its firewall rule)")
+@yes_option
+@click.pass_context
+def destroy_command(ctx: click.Context, project: str, deployment: str | None, yes: bool) -> None:
+    """Delete aicert's images, and the VMs and firewall rules of unfinished runs."""
+    from .platform import GcpPlatform, GcpScope  # noqa: PLC0415 - optional, slow import
+
+    platform = GcpPlatform(clients_for(ctx, project))
+    destroy_confirmed(platform, GcpScope(deployment), where=f"project {project}", yes=yes)
+
+
+def run_job(
+    ctx: click.Context, job: JobFile, options: RunOptions, say: Say
+) -> tuple[JobOutcome, str]:
     """``run --platform gcp``: one Shielded VM for ``job``, deleted at the end."""
+    need(
+        "gcp",
+        {
+            "--gcp-project (or $GOOGLE_CLOUD_PROJECT)": options.gcp_project,
+            "--zone": options.zone,
+            "--gcp-image": options.gcp_image,
+            "--caller-ip": options.caller_ip,
+        },
+    )
     from .platform import GcpPlatform  # noqa: PLC0415 - optional, slow import
     from .run import DEFAULT_MACHINE_TYPE, DEFAULT_SCRATCH_GIB, GcpRun  # noqa: PLC0415
 
     spec = GcpRun(
-        zone=zone,
-        image=image,
-        output=output,
-        recipe=recipe,
-        caller_ip=caller_ip,
-        machine_type=machine_type or DEFAULT_MACHINE_TYPE,
-        scratch_gib=scratch_gib or DEFAULT_SCRATCH_GIB,
-        secure_boot=secure_boot,
-        platform_profile=platform_profile,
-        trust_roots=tuple(load_root(p) for p in trust_roots),
-        boot_timeout=boot_timeout,
+        zone=str(options.zone),
+        image=str(options.gcp_image),
+        output=options.output,
+        recipe=options.recipe_path,
+        caller_ip=str(options.caller_ip),
+        machine_type=options.vm_size or DEFAULT_MACHINE_TYPE,
+        scratch_gib=options.scratch_gib or DEFAULT_SCRATCH_GIB,
+        secure_boot=options.secure_boot,
+        platform_profile=options.platform_profile,
+        trust_roots=tuple(load_root(p) for p in options.trust_roots),
+        boot_timeout=options.boot_timeout,
     )
-    return run_on(GcpPlatform(clients_for(ctx, project)), spec, job, output, say=say)
+    platform = GcpPlatform(clients_for(ctx, str(options.gcp_project)))
+    return run_on(platform, spec, job, options.output, say=say), options.verify_hint()

@@ -1,4 +1,4 @@
-"""Publishing the image on Compute Engine (``aicert-build deploy gcp``), and destroying it.
+"""Publishing the image on Compute Engine (``aicert-build deploy gcp``).
 
 1. pack ``disk.raw`` into a sparse, deterministic ``tar.gz`` (:mod:`.archive`) and hash
    the disk: the image is named after that digest, so the same disk is published once;
@@ -65,7 +65,9 @@ def publish_image(clients: GcpClients, spec: GcpPublish, *, say: Say) -> Publish
         name = image_name(archive.disk_sha256)
         existing = _get_image(clients, name)
         if existing is not None:
-            return _already(clients, existing, archive.disk_sha256)
+            published = _already(clients, existing, archive.disk_sha256)
+            say(f"image {name} already published (disk {archive.disk_sha256[:12]})")
+            return published
         blob_name = f"{name}.tar.gz"
         blob = clients.storage.bucket(spec.bucket).blob(blob_name)
         size = archive.path.stat().st_size
@@ -109,7 +111,7 @@ def publish_image(clients: GcpClients, spec: GcpPublish, *, say: Say) -> Publish
 
 def _already(clients: GcpClients, image: compute_v1.Image, digest: str) -> PublishedImage:
     name = image.name
-    delete = f"aicert-build deploy gcp --project {clients.project} --delete-image {name}"
+    delete = f"aicert-build destroy gcp --project {clients.project} --deployment {name}"
     if image.description != _DESCRIPTION + digest:
         raise CloudConflictError(
             f"image {name} exists but was not made from this disk (description"
@@ -141,23 +143,3 @@ def _delete_blob(clients: GcpClients, bucket: str, blob_name: str) -> None:
     blob = clients.storage.bucket(bucket).blob(blob_name)
     with contextlib.suppress(CloudNotFoundError):
         clients.call(f"deleting gs://{bucket}/{blob_name}", blob.delete, retry=None)
-
-
-def destroy(clients: GcpClients, *, image: str | None = None, say: Say) -> tuple[str, ...]:
-    """Delete the images aicert labelled (or just ``image``); their names."""
-    if image is not None:
-        names = [image]
-    else:
-        request = compute_v1.ListImagesRequest(
-            project=clients.project, filter=f"labels.{LABEL_MANAGED}=true"
-        )
-        # The pager fetches further pages while iterated: inside the call.
-        listed = clients.call("listing images", lambda: list(clients.images.list(request=request)))
-        names = [i.name for i in listed if i.labels.get(LABEL_MANAGED) == "true"]
-    for name in names:
-        say(f"deleting image {name}")
-        operation = clients.call(
-            f"deleting image {name}", clients.images.delete, project=clients.project, image=name
-        )
-        clients.wait(f"deleting image {name}", operation)
-    return tuple(names)

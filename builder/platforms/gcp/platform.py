@@ -6,17 +6,19 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from aicert.builder.platforms.base import BootedImage, PublishedImage, Say
+from aicert.builder.platforms.base import BootedImage, Leftover, PublishedImage, Say
 from aicert.builder.platforms.gcp.clients import GcpClients
-from aicert.builder.platforms.gcp.deploy import GcpPublish, destroy, publish_image
+from aicert.builder.platforms.gcp.deploy import GcpPublish, publish_image
+from aicert.builder.platforms.gcp.destroy import delete_leftovers, find_leftovers
 from aicert.builder.platforms.gcp.run import GcpRun, boot_vm, new_vm_name
 
 
 @dataclass(frozen=True)
 class GcpScope:
-    """What ``destroy`` deletes: one image, or every image aicert labelled."""
+    """What ``destroy`` deletes: aicert's images, VMs and firewall rules in the project."""
 
-    image: str | None = None
+    deployment: str | None = None
+    """One image or run VM (with its firewall rule) by name; None: all of them."""
 
 
 class GcpPlatform:
@@ -36,5 +38,9 @@ class GcpPlatform:
     def publish(self, spec: GcpPublish, *, say: Say) -> PublishedImage:
         return publish_image(self.clients, spec, say=say)
 
+    def leftovers(self, scope: GcpScope) -> tuple[Leftover, ...]:
+        return tuple(find_leftovers(self.clients, scope.deployment))
+
     def destroy(self, scope: GcpScope, *, say: Say) -> tuple[str, ...]:
-        return destroy(self.clients, image=scope.image, say=say)
+        found = find_leftovers(self.clients, scope.deployment)
+        return tuple(item.id for item in delete_leftovers(self.clients, found, say=say))

@@ -40,6 +40,8 @@ DEFAULT_SCRATCH_GIB = 64
 AGENT_PORT = 8443
 DEFAULT_BOOT_TIMEOUT = 900.0
 LABEL_RUN = "aicert-run"
+RUN_PREFIX = "aicert-run-"
+"""Every run's VM and firewall rule are named so: how destroy finds the rules."""
 _ZONE = re.compile(r"^[a-z]+-[a-z]+[0-9]+-[a-z]$")
 
 
@@ -126,7 +128,7 @@ class SerialConsole:
 
 
 def new_vm_name() -> str:
-    return f"aicert-run-{secrets.token_hex(4)}"
+    return f"{RUN_PREFIX}{secrets.token_hex(4)}"
 
 
 @contextlib.contextmanager
@@ -248,13 +250,13 @@ def delete_run(clients: GcpClients, zone: str, vm_name: str, say: Say) -> None:
     skipped. If a deletion fails, say which command finishes it."""
     say(f"deleting VM {vm_name} and firewall rule {vm_name}")
     try:
-        _delete(
+        delete_if_present(
             clients,
             f"deleting VM {vm_name}",
             lambda: clients.instances.delete(project=clients.project, zone=zone, instance=vm_name),
             zone,
         )
-        _delete(
+        delete_if_present(
             clients,
             f"deleting firewall rule {vm_name}",
             lambda: clients.firewalls.delete(project=clients.project, firewall=vm_name),
@@ -262,17 +264,16 @@ def delete_run(clients: GcpClients, zone: str, vm_name: str, say: Say) -> None:
         )
     except (AicertError, KeyboardInterrupt) as exc:
         raise CloudError(
-            f"could not delete everything of {vm_name} ({exc}); finish with 'gcloud compute"
-            f" instances delete {vm_name} --zone {zone} --project {clients.project} --quiet;"
-            f" gcloud compute firewall-rules delete {vm_name} --project {clients.project}"
-            " --quiet'"
+            f"could not delete everything of {vm_name} ({exc}); finish with 'aicert-build"
+            f" destroy gcp --project {clients.project} --deployment {vm_name}'"
         ) from exc
     say(f"deleted VM {vm_name} and firewall rule {vm_name}")
 
 
-def _delete(
+def delete_if_present(
     clients: GcpClients, action: str, request: Callable[[], object], zone: str | None
 ) -> None:
+    """Run a delete ``request`` and wait for it (in ``zone``, or global); gone already is done."""
     try:
         operation = clients.call(action, request)
     except CloudNotFoundError:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from aicert.builder.platforms.base import BootedImage, PublishedImage, Say
+from aicert.builder.platforms.base import BootedImage, Leftover, PublishedImage, Say
 from aicert.builder.platforms.local.run import LocalRun, boot_local, image_files
 
 
@@ -30,6 +30,9 @@ class LocalPlatform:
         disk, _recipe = image_files(spec)
         say(f"the local platform boots {disk} where it is")
         return PublishedImage(image_id=str(spec), already_published=True)
+
+    def leftovers(self, scope: None) -> tuple[Leftover, ...]:
+        return ()
 
     def destroy(self, scope: None, *, say: Say) -> tuple[str, ...]:
         say("nothing to delete: every local run removes what it made when it ends")
