@@ -5,7 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from aicert.builder.profile_capture import PlatformFacts, capture_profile, write_profile
+from aicert.builder.profile_capture import (
+    PlatformFacts,
+    capture_from_go_attestation,
+    capture_profile,
+    write_profile,
+)
 from aicert.verifier.boot.platform_profile import (
     declare_per_vm,
     load_profile,
@@ -13,7 +18,7 @@ from aicert.verifier.boot.platform_profile import (
     migrate_old_profile,
 )
 from aicert.verifier.cli import load_root
-from aicert.verifier.input_file import MAX_PROFILE_BYTES, read_input_file
+from aicert.verifier.input_file import MAX_CERTIFICATE_BYTES, MAX_PROFILE_BYTES, read_input_file
 from aicert.verifier.json_fields import pcr_index
 from aicert.verifier.statement.certificate import load_certificate
 from aicert.verifier.tpm.ak_chain import bundled_roots
@@ -111,6 +116,41 @@ def capture_command(
     for line in changes:
         click.echo(f"  {line}", err=True)
     click.echo(f"wrote platform profile {profile_name!r} to {out}", err=True)
+
+
+@profile_group.command("from-go-attestation")
+@click.argument("evidence", type=click.Path(path_type=Path))
+@click.option("--name", required=True, help="Profile name, e.g. gcp.")
+@click.option("--description", required=True, help="The platform, as the profile states it.")
+@click.option(
+    "--source",
+    required=True,
+    help="Where EVIDENCE comes from (repository, commit, file), recorded with each value.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Where to write the profile (default: platform-NAME.json).",
+)
+def from_go_attestation_command(
+    evidence: Path, name: str, description: str, source: str, output: Path | None
+) -> None:
+    """Derive the SHA-256 firmware PCRs of go-attestation evidence (its JSON form).
+
+    For platforms whose only real evidence is a SHA-1 quote with its event log (GCP's
+    Shielded VM in go-attestation's test data). The quote's signature, its PCR digest
+    and the log's replay are checked first; each SHA-256 value is then recomputed from
+    the logged event data, which works only if every event of PCRs 0-3 and 7 is
+    determined by its data. The AK of such evidence is not certified: prefer
+    'profile capture' from an aicert certificate wherever one exists.
+    """
+    data = read_input_file(evidence, "go-attestation evidence", MAX_CERTIFICATE_BYTES)
+    profile = capture_from_go_attestation(data, str(evidence), name, description, source)
+    out = output or Path(f"platform-{name}.json")
+    write_profile(profile, out)
+    click.echo(f"wrote platform profile {name!r} to {out}", err=True)
 
 
 @profile_group.command("migrate")

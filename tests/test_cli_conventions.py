@@ -85,6 +85,7 @@ Row = tuple[str, Callable[[Files], list[str]], int]
 
 AZURE = ["--subscription", "s", "--resource-group", "rg", "--location", "westeurope"]
 GCP = ["--project", "p", "--bucket", "b"]
+GOA = ["--name", "n", "--description", "d", "--source", "s"]
 
 ROWS: list[Row] = [
     # aicert-verify: the certificate
@@ -213,6 +214,10 @@ ROWS: list[Row] = [
     ("aicert-build", lambda f: ["profile", "capture", f["garbage.json"]], 2),
     ("aicert-build", lambda f: ["profile", "capture", f["garbage.json"], "--per-vm", "6"], 2),
     ("aicert-build", lambda f: ["profile", "capture", f["garbage.json"], "--per-vm", "4=x"], 2),
+    ("aicert-build", lambda f: ["profile", "from-go-attestation", f["missing.json"], *GOA], 3),
+    ("aicert-build", lambda f: ["profile", "from-go-attestation", f["garbage.json"], *GOA], 3),
+    ("aicert-build", lambda f: ["profile", "from-go-attestation", f["huge"], *GOA], 3),
+    ("aicert-build", lambda f: ["profile", "from-go-attestation", f["garbage.json"]], 2),
     ("aicert-build", lambda f: ["profile", "migrate", f["garbage.json"]], 3),
     ("aicert-build", lambda f: ["profile", "migrate", f["missing.json"]], 3),
     # aicert-build publish, maintainer-key

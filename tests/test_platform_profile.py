@@ -199,6 +199,9 @@ def test_a_stripped_log_fails_when_the_profile_says_the_platform_gives_one(
         _profile(_pcrs(p6={"perVm": ""})),
         # A profile that declares every PCR per-VM vouches for nothing.
         _profile(_pcrs(p6={"perVm": "per-VM"})),
+        _profile(_pcrs(p0={"notCaptured": ""})),
+        _profile(_pcrs(p0={"notCaptured": 1})),
+        _profile(_pcrs(p0={"notCaptured": "how", "variants": [_variant()]})),
         _profile({}).replace(b"true", b"7" * 5000),
     ],
 )
@@ -292,6 +295,41 @@ def test_a_per_vm_pcr_is_skipped_with_its_reason_never_passed(
     # A later capture never turns the per-VM PCR into a compared one.
     merged, _ = merge_capture(profile, capture_profile(issued.certificate, "c", "lab", roots))
     assert merged.pcrs[6].per_vm == reason
+
+
+def test_pcrs_not_captured_yet_are_skipped_never_passed_until_a_capture_adds_them(
+    provisioned_swtpm: ProvisionedSwtpm, issued: IssuedCertificate
+) -> None:
+    roots = (provisioned_swtpm.ca.root_certificate,)
+    policy = Policy(trust_roots=roots, accept_any_image=True, platform_profile=load_profile("aws"))
+    report = verify_certificate(issued.certificate, policy)
+    assert report.ok, report.error
+    result = next(r for r in report.results if r.check == "platform-profile")
+    assert result.status is Status.SKIPPED
+    assert result.detail.startswith("platform profile 'aws': PCR 0 SKIPPED: not captured yet (")
+    for pcr in FIRMWARE_PCRS:
+        assert "SKIPPED by platform profile 'aws': not captured yet" in report.pcr_sources[pcr]
+        assert "variant" not in report.pcr_sources[pcr]
+    rendered = render_json(report, Path("c"))["platform_profile"]
+    assert [m["status"] for m in rendered] == ["skipped"] * len(FIRMWARE_PCRS)
+
+    # One PCR still uncaptured among captured ones: the check passes on those, names it.
+    captured = capture_profile(issued.certificate, "c", "aws", roots)
+    partial = dataclasses.replace(captured, pcrs={**captured.pcrs, 7: load_profile("aws").pcrs[7]})
+    report = verify_certificate(
+        issued.certificate, dataclasses.replace(policy, platform_profile=partial)
+    )
+    assert report.ok, report.error
+    result = next(r for r in report.results if r.check == "platform-profile")
+    assert result.status is Status.PASSED
+    assert result.detail.startswith("PCRs 0-3 match platform profile 'aws'")
+    assert "PCR 7 SKIPPED: not captured yet" in result.detail
+
+    # profile capture --add gives each uncaptured PCR its first variant.
+    filled, changes = merge_capture(load_profile("aws"), captured)
+    assert filled.uncaptured_pcrs == []
+    assert changes[0] == f"PCR 0: new variant 1 {OVMF_PCR0}"
+    assert check_profile(filled, issued.certificate.tpm.pcrs)[4].variant == 1
 
 
 def test_merging_refuses_a_capture_that_disagrees_on_the_firmware_log(

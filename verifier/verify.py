@@ -552,14 +552,19 @@ def _platform(state: _State) -> str | tuple[Status, str]:
         if match.skipped is None:
             state.enforce([match.pcr], f"platform profile {profile.name!r} variant {match.variant}")
         else:
-            state.enforce([match.pcr], f"SKIPPED by platform profile {profile.name!r}: per-VM")
+            state.enforce(
+                [match.pcr], f"SKIPPED by platform profile {profile.name!r}: {match.skipped_as}"
+            )
     checked = [m for m in matches if m.skipped is None]
+    unchecked = [m.describe() for m in matches if m.skipped is not None]
+    if not checked:  # e.g. a profile whose values are not captured yet: never a pass
+        return Status.SKIPPED, f"platform profile {profile.name!r}: " + "; ".join(unchecked)
     variants = ", ".join(f"PCR {m.pcr} #{m.variant}" for m in checked)
     detail = (
         f"PCRs {_ranges(m.pcr for m in checked)} match platform profile {profile.name!r} "
         f"(variants: {variants})"
     )
-    return "; ".join([detail, *(m.describe() for m in matches if m.skipped is not None)])
+    return "; ".join([detail, *unchecked])
 
 
 def _weights(state: _State) -> str | tuple[Status, str]:

@@ -158,6 +158,29 @@ def check_event_digests(log: EventLog) -> None:
                 )
 
 
+def data_digest(event: Event, alg: HashAlgorithm) -> bytes | None:
+    """The digest ``event``'s data has in bank ``alg``, by the rule its logged digests
+    follow: what a firmware that measured the same data extends into that bank.
+
+    None when the data does not determine the digest (e.g. a firmware blob). Raises
+    FirmwareLogError when no logged digest follows any rule for the data.
+    """
+    forms = _digest_forms(event)
+    if forms is None:
+        return None
+    for alg_id, logged in sorted(event.digests.items()):
+        known = ALGORITHMS_BY_ID.get(alg_id)
+        if known is None:
+            continue
+        for form in forms:
+            if form(known) == logged:
+                return form(alg)
+    raise FirmwareLogError(
+        f"event {event.index} ({event_type_name(event.event_type)}, PCR {event.pcr}): "
+        "no logged digest matches its data"
+    )
+
+
 def replay(log: EventLog, alg: HashAlgorithm) -> dict[int, bytes]:
     """PCR values the log's ``alg`` bank extends to, for every PCR it touches.
 

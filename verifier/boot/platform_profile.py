@@ -5,15 +5,25 @@ them without notice (Azure's PCR 0 moves with each Hyper-V firmware update), so 
 profile holds, per PCR, a set of accepted *variants*, each with its provenance
 (when, on which VM size, region, host version it was captured), or declares the
 PCR per-VM: a value no reference can predict (Azure's PCR 6), which the verifier
-reports as skipped with the profile's reason, never as passed. PCRs 4 and 5 are
-never part of a profile: they hold the image's own boot and its disk's GPT.
+reports as skipped with the profile's reason, never as passed. A profile may also
+declare a PCR *not captured yet*: the platform is known (its event-log policy is
+stated) but no value of that PCR has been seen on it. Such a PCR is reported as
+skipped, never passed, until a capture (``profile capture --add``) gives it
+variants. PCRs 4 and 5 are never part of a profile: they hold the image's own boot
+and its disk's GPT.
+
+``firmwareLog`` is the platform's event-log policy: true, the firmware gives a TCG
+log, so a certificate without one is refused (the log was removed) and the log is
+replayed against the quoted PCRs 0-7; false, it gives none, and the PCRs that
+neither the profile nor the boot reference check are reported as checked against
+nothing.
 
 A profile is a JSON file (docs/certificate-format.md, "Platform profiles")::
 
     {"format": "aicert-platform-profile/2", "name", "description", "firmwareLog",
      "pcrs": {"0": {"variants": [{"value", "captured", "source", "vmSize",
                                   "region", "hostVersion"}, ...]},
-              "6": {"perVm": "why"}}}
+              "6": {"perVm": "why"}, "7": {"notCaptured": "how to capture it"}}}
 
 Bundled ones live in ``verifier/data/platform-<name>.json``. A profile of the
 first format (one value per PCR, no ``format`` member) is refused with the
@@ -82,29 +92,45 @@ class Variant:
 
 @dataclass(frozen=True)
 class PcrRule:
-    """One PCR of a profile: accepted variants, or per-VM with the reason."""
+    """One PCR of a profile: accepted variants, per-VM with the reason, or not captured
+    yet with how to capture it."""
 
     variants: tuple[Variant, ...] = ()
     per_vm: str | None = None
+    not_captured: str | None = None
+
+    @property
+    def unchecked(self) -> str | None:
+        """Why this PCR is never compared (its report label and reason), or None."""
+        if self.per_vm is not None:
+            return f"per-VM ({self.per_vm})"
+        if self.not_captured is not None:
+            return f"not captured yet ({self.not_captured})"
+        return None
 
     def to_json(self) -> dict[str, object]:
         if self.per_vm is not None:
             return {"perVm": self.per_vm}
+        if self.not_captured is not None:
+            return {"notCaptured": self.not_captured}
         return {"variants": [v.to_json() for v in self.variants]}
 
 
 @dataclass(frozen=True)
 class PcrMatch:
-    """How one quoted PCR compared to its rule: the variant (1-based) or the per-VM reason."""
+    """How one quoted PCR compared to its rule: the variant (1-based), or why it was not
+    compared (per-VM, not captured yet) with the profile's reason."""
 
     pcr: int
     variant: int | None
     provenance: Provenance | None
     skipped: str | None
+    skipped_as: str = "per-VM"
+    """What kind of unchecked PCR it is: ``per-VM`` or ``not captured yet``."""
 
     def describe(self) -> str:
         if self.skipped is not None:
-            return f"PCR {self.pcr} SKIPPED: per-VM ({self.skipped})"
+            return f"PCR {self.pcr} SKIPPED: {self.skipped_as} ({self.skipped})"
         assert self.provenance is not None  # noqa: S101 - set whenever variant is
         return f"PCR {self.pcr} variant {self.variant} ({self.provenance.describe()})"
 
@@ -122,12 +148,16 @@ class PlatformProfile:
 
     @property
     def checked_pcrs(self) -> list[int]:
-        """The PCRs whose value the profile vouches for (not those declared per-VM)."""
-        return sorted(p for p, rule in self.pcrs.items() if rule.per_vm is None)
+        """The PCRs whose value the profile vouches for (not per-VM, not uncaptured)."""
+        return sorted(p for p, rule in self.pcrs.items() if rule.unchecked is None)
 
     @property
     def per_vm_pcrs(self) -> list[int]:
         return sorted(p for p, rule in self.pcrs.items() if rule.per_vm is not None)
+
+    @property
+    def uncaptured_pcrs(self) -> list[int]:
+        return sorted(p for p, rule in self.pcrs.items() if rule.not_captured is not None)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -206,12 +236,19 @@ def parse_profile(data: bytes, where: str) -> PlatformProfile:
 
 def _parse_rule(raw: object, where: str) -> PcrRule:
     if not isinstance(raw, Mapping) or len(raw) != 1:
-        raise FormatError(f'{where} must be an object with one member, "variants" or "perVm"')
+        raise FormatError(
+            f'{where} must be an object with one member, "variants", "perVm" or "notCaptured"'
+        )
     if "perVm" in raw:
         reason = raw["perVm"]
         if not isinstance(reason, str) or not reason.strip():
             raise FormatError(f"{where}: perVm must say why the value is per-VM")
         return PcrRule(per_vm=reason)
+    if "notCaptured" in raw:
+        how = raw["notCaptured"]
+        if not isinstance(how, str) or not how.strip():
+            raise FormatError(f"{where}: notCaptured must say how the value is captured")
+        return PcrRule(not_captured=how)
     exact_members(raw, ("variants",), where)
     raw_variants = raw["variants"]
     if not isinstance(raw_variants, list) or not 1 <= len(raw_variants) <= MAX_VARIANTS:
@@ -265,6 +302,9 @@ def check_profile(profile: PlatformProfile, quoted: Mapping[int, bytes]) -> list
         if rule.per_vm is not None:
             matches.append(PcrMatch(pcr, None, None, rule.per_vm))
             continue
+        if rule.not_captured is not None:
+            matches.append(PcrMatch(pcr, None, None, rule.not_captured, "not captured yet"))
+            continue
         got = quoted.get(pcr)
         for n, variant in enumerate(rule.variants, 1):
             if got == variant.value:
@@ -290,8 +330,9 @@ def merge_capture(
     """``profile`` with the variants of ``captured`` added, and one line per change.
 
     A value already accepted stays as it is (its first provenance is kept); a PCR the
-    profile declares per-VM stays per-VM. Both must agree on the firmware log, which is
-    a property of the platform, not of one boot.
+    profile declares per-VM stays per-VM; a PCR not captured yet gets its first variant.
+    Both must agree on the firmware log, which is a property of the platform, not of
+    one boot.
     """
     if profile.firmware_log != captured.firmware_log:
         raise InputError(
