@@ -35,7 +35,7 @@ def deploy() -> None:
 
 @click.group()
 def destroy() -> None:
-    """Delete what aicert created on a cloud (found by its tags or labels)."""
+    """Delete what aicert created on a cloud (found by its tags, labels or names)."""
 
 
 def require_profile(image_dir: Path, profile: str, why: str) -> None:
