@@ -11,8 +11,9 @@ The confinement is the plain sandbox's (:mod:`aicert.agent.sandbox`), expressed 
 OCI runtime spec (:mod:`aicert.agent.container_spec`) that the kernel enforces:
 
 - new PID, network, mount, IPC and UTS namespaces; the network namespace has only its
-  own loopback (crun brings it up), so multi-process training can rendezvous on
-  127.0.0.1 while nothing outside is reachable;
+  own loopback (crun brings it up), and the run's own ``/etc/hosts`` names localhost and
+  the hostname there, so multi-process training can rendezvous on loopback (by address
+  or by name) while nothing outside is reachable;
 - the environment's root is read-only, the inputs (and an evaluation's weights) are
   read-only binds, the output and the work directory (``$HOME``, ``/tmp``) the only
   writable places; binds are nosuid, nodev;
