@@ -22,9 +22,9 @@ The job's view inside the container (docs/job-file.md, "Environments")::
 The command runs as 65534:65534 with no supplementary groups (except the owning group of
 a GPU node that only its group may open), no capabilities, ``noNewPrivileges``, in new
 PID, network (loopback only), mount, IPC and UTS namespaces, with its open-files limit
-raised to the hard limit. The image's ``User`` and
-``WorkingDir`` are not used: the user is always the unprivileged one and the command
-runs in the code input's directory, as without an environment.
+raised to the hard limit. The image's ``User`` and ``WorkingDir`` are not used: the user
+is always the unprivileged one and the command runs in the code input's directory, as
+without an environment.
 """
 
 from __future__ import annotations
