@@ -11,8 +11,9 @@ The confinement is the plain sandbox's (:mod:`aicert.agent.sandbox`), expressed 
 OCI runtime spec (:mod:`aicert.agent.container_spec`) that the kernel enforces:
 
 - new PID, network, mount, IPC and UTS namespaces; the network namespace has only its
-  own loopback (crun brings it up), so multi-process training can rendezvous on
-  127.0.0.1 while nothing outside is reachable;
+  own loopback (crun brings it up), and the run's own ``/etc/hosts`` names localhost and
+  the hostname there, so multi-process training can rendezvous on loopback (by address
+  or by name) while nothing outside is reachable;
 - the environment's root is read-only, the inputs (and an evaluation's weights) are
   read-only binds, the output and the work directory (``$HOME``, ``/tmp``) the only
   writable places; binds are nosuid, nodev;
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -59,10 +61,12 @@ from aicert.agent.container_spec import (
     WEIGHTS,
     WORK,
     Bind,
+    Rlimit,
     RunnableEnvironment,
     RuntimeSpec,
     build_spec,
     gpu_devices,
+    hosts_file,
 )
 from aicert.agent.sandbox import SandboxSpec, exit_status, prepare
 from aicert.verifier.errors import ToolError
@@ -113,8 +117,24 @@ def require_unified_cgroups(mounts: Path = Path("/proc/self/mounts")) -> None:
         )
 
 
+def open_files_limit() -> Rlimit:
+    """RLIMIT_NOFILE with the soft limit raised to this process's hard limit.
+
+    systemd starts the agent with a soft limit of 1024, which PyTorch's DataLoader
+    workers exhaust (each shared tensor holds a descriptor); the command could raise it
+    itself, up to the same hard limit, so this only saves every job that step.
+    """
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return Rlimit("RLIMIT_NOFILE", hard, hard)
+
+
 def runtime_spec(
-    job: ContainerJob, *, init: Path, namespace_record: Path, dev: Path = Path("/dev")
+    job: ContainerJob,
+    *,
+    init: Path,
+    namespace_record: Path,
+    hosts: Path,
+    dev: Path = Path("/dev"),
 ) -> RuntimeSpec:
     """The OCI runtime spec of ``job``: binds, translated paths and variables, GPUs."""
     spec = job.sandbox
@@ -145,6 +165,8 @@ def runtime_spec(
         use_entrypoint=job.use_entrypoint,
         devices=gpu_devices(dev),
         init=init,
+        hosts=hosts,
+        rlimits=[open_files_limit()],
         create_hooks=[
             (sys.executable, "-I", "-m", "aicert.agent.container_hook", str(namespace_record))
         ],
@@ -178,8 +200,11 @@ class ContainerRun:
         self._bundle = Path(tempfile.mkdtemp(prefix="aicert-bundle-"))
         self._state = self._bundle / "state"
         self._record = self._bundle / "pid-namespace"
+        hosts = self._bundle / "hosts"
         try:
-            spec = runtime_spec(job, init=init, namespace_record=self._record)
+            hosts.write_text(hosts_file())
+            hosts.chmod(0o644)
+            spec = runtime_spec(job, init=init, namespace_record=self._record, hosts=hosts)
             (self._bundle / "config.json").write_text(json.dumps(spec.to_json(), indent=1))
             prepare(job.sandbox)
         except BaseException:

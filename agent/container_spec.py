@@ -17,12 +17,14 @@ The job's view inside the container (docs/job-file.md, "Environments")::
     /dev                     a fresh tmpfs: the default nodes (null, zero, full, random,
                              urandom, tty, ptmx) and the host's GPU nodes, nothing else
     /dev/shm                 a fresh tmpfs (PyTorch's DataLoader workers share tensors there)
+    /etc/hosts               the run's own, read-only: localhost and the hostname on loopback
 
 The command runs as 65534:65534 with no supplementary groups (except the owning group of
 a GPU node that only its group may open), no capabilities, ``noNewPrivileges``, in new
-PID, network (loopback only), mount, IPC and UTS namespaces. The image's ``User`` and
-``WorkingDir`` are not used: the user is always the unprivileged one and the command
-runs in the code input's directory, as without an environment.
+PID, network (loopback only), mount, IPC and UTS namespaces, with its open-files limit
+raised to the hard limit. The image's ``User`` and ``WorkingDir`` are not used: the user
+is always the unprivileged one and the command runs in the code input's directory, as
+without an environment.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ OUTPUT: Final = "/aicert/output"
 WORK: Final = "/aicert/work"
 INIT: Final = "/aicert/init"
 TMP: Final = "/tmp"  # noqa: S108 - inside the container, bound to the run's own work/tmp
+HOSTS: Final = "/etc/hosts"
+HOSTNAME: Final = "aicert"
 DEFAULT_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 GPU_DEVICE_GLOBS: Final = ("nvidia*", "nvidia-caps/*", "dri/*")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -122,6 +126,28 @@ class Device:
 
 
 @dataclass(frozen=True)
+class Rlimit:
+    """A resource limit of the command (``RLIMIT_NOFILE``, ...)."""
+
+    kind: str
+    soft: int
+    hard: int
+
+
+def hosts_file(hostname: str = HOSTNAME) -> str:
+    """The container's ``/etc/hosts``: localhost and ``hostname``, on loopback only.
+
+    The runtime owns this file, as Docker and Podman do, rather than the image: in a
+    network namespace with nothing but loopback, only these names mean anything, and
+    rendezvous code resolves them (torchrun's c10d store listens on the hostname, gloo
+    binds to the address the hostname resolves to).
+    """
+    return (
+        f"127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    )
+
+
+@dataclass(frozen=True)
 class RuntimeSpec:
     """Everything config.json says; :meth:`to_json` is the runtime-spec document."""
 
@@ -134,7 +160,10 @@ class RuntimeSpec:
     binds: tuple[Bind, ...]
     devices: tuple[Device, ...] = ()
     init: Path | None = None
-    hostname: str = "aicert"
+    hosts: Path | None = None
+    """A file holding :func:`hosts_file`, bound read-only at /etc/hosts."""
+    rlimits: tuple[Rlimit, ...] = ()
+    hostname: str = HOSTNAME
     extra_gids: tuple[int, ...] = field(default=())
     # Host commands crun runs once the namespaces exist, before the command starts.
     create_hooks: tuple[tuple[str, ...], ...] = ()
@@ -156,6 +185,7 @@ class RuntimeSpec:
                 "env": list(self.env),
                 "cwd": self.cwd,
                 "capabilities": no_caps,
+                "rlimits": [{"type": r.kind, "soft": r.soft, "hard": r.hard} for r in self.rlimits],
                 "noNewPrivileges": True,
             },
             "root": {"path": str(self.rootfs), "readonly": True},
@@ -219,6 +249,8 @@ class RuntimeSpec:
         ]
         if self.init is not None:
             binds.append(_mount(INIT, "bind", str(self.init), ["bind", "ro", "nosuid", "nodev"]))
+        if self.hosts is not None:
+            binds.append(_mount(HOSTS, "bind", str(self.hosts), ["bind", "ro", "nosuid", "nodev"]))
         return kernel + binds
 
 
@@ -292,6 +324,8 @@ def build_spec(
     use_entrypoint: bool = False,
     devices: Sequence[Device] = (),
     init: Path | None = None,
+    hosts: Path | None = None,
+    rlimits: Sequence[Rlimit] = (),
     create_hooks: Sequence[tuple[str, ...]] = (),
 ) -> RuntimeSpec:
     """The spec for ``command`` in ``root`` with ``binds``.
@@ -326,6 +360,8 @@ def build_spec(
         binds=tuple(binds),
         devices=tuple(devices),
         init=init,
+        hosts=hosts,
+        rlimits=tuple(rlimits),
         extra_gids=device_groups(devices),
         create_hooks=tuple(create_hooks),
     )

@@ -7,6 +7,7 @@ root, crun and tini, as the agent has in the image.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -176,6 +177,36 @@ def test_no_network(scratch: Path, rootfs: Path) -> None:
     assert report["interfaces"] == "lo,"
     assert report["routes"] == "0"
     assert report["own_loopback"] == "yes"  # its own loopback is up, for rendezvous
+
+
+def test_names_on_loopback_and_open_files(scratch: Path, rootfs: Path) -> None:
+    """What torchrun and gloo need: localhost and the hostname resolve and connect on the
+    container's own loopback; the open-files limit is the hard one."""
+    job = _job(
+        scratch,
+        rootfs,
+        """
+        r=$AICERT_OUTPUT/report
+        echo "hostname=$(hostname)" > $r
+        echo "address=$(hostname -i)" >> $r
+        echo "hosts_lines=$(wc -l < /etc/hosts)" >> $r
+        echo "soft=$(ulimit -Sn)" >> $r
+        echo "hard=$(ulimit -Hn)" >> $r
+        nc -l -p 8081 > $AICERT_OUTPUT/received & sleep 0.2
+        echo by-name | nc -w 2 aicert 8081; wait
+        if echo hi > /etc/hosts; then echo hosts_writable=yes >> $r
+        else echo hosts_writable=no >> $r; fi
+        """,
+    )
+    status, log = _run(job)
+    assert status == 0, log
+    report = _report(job)
+    assert report["hostname"] == "aicert"
+    assert report["address"] == "127.0.1.1"
+    assert report["hosts_lines"] == "3"  # the run's own, not the image's
+    assert (job.sandbox.output / "received").read_text() == "by-name\n"
+    assert report["soft"] == report["hard"] == str(resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    assert report["hosts_writable"] == "no"
 
 
 def test_read_only_inputs_writable_output_unprivileged(scratch: Path, rootfs: Path) -> None:

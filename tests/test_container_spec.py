@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import stat
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from aicert.agent.container_spec import (
     EnvironmentSpecError,
     build_spec,
     gpu_devices,
+    hosts_file,
 )
 from aicert.agent.sandbox import SandboxSpec
 from aicert.verifier.errors import ToolError
@@ -46,7 +48,11 @@ def _sandbox(scratch: Path, **env: str) -> SandboxSpec:
 def _spec(tmp_path: Path, dev: Path, **env: str) -> dict[str, object]:
     job = ContainerJob(_sandbox(Path("/scratch"), **env), ROOT)
     spec = runtime_spec(
-        job, init=Path("/usr/bin/tini-static"), namespace_record=tmp_path / "ns", dev=dev
+        job,
+        init=Path("/usr/bin/tini-static"),
+        namespace_record=tmp_path / "ns",
+        hosts=tmp_path / "hosts",
+        dev=dev,
     )
     document = spec.to_json()
     json.dumps(document)  # it is JSON as it stands
@@ -97,6 +103,23 @@ def test_confinement_fields(tmp_path: Path, empty_dev: Path) -> None:
     assert hooks[0]["args"][-2:] == ["aicert.agent.container_hook", str(tmp_path / "ns")]
 
 
+def test_hosts_and_open_files(tmp_path: Path, empty_dev: Path) -> None:
+    """What multi-process training needs: names on loopback, descriptors to share tensors."""
+    doc = _spec(tmp_path, empty_dev)
+    mounts = {m["destination"]: m for m in doc["mounts"]}  # type: ignore[attr-defined]
+    assert mounts["/etc/hosts"]["source"] == str(tmp_path / "hosts")
+    assert {"ro", "nosuid", "nodev"} <= set(mounts["/etc/hosts"]["options"])
+    assert doc["hostname"] == "aicert"
+    assert hosts_file().splitlines() == [
+        "127.0.0.1\tlocalhost",
+        "127.0.1.1\taicert",
+        "::1\tlocalhost ip6-localhost ip6-loopback",
+    ]
+    [nofile] = doc["process"]["rlimits"]  # type: ignore[index]
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert nofile == {"type": "RLIMIT_NOFILE", "soft": hard, "hard": hard}
+
+
 def test_environment_variables(tmp_path: Path, empty_dev: Path) -> None:
     doc = _spec(tmp_path, empty_dev, AICERT_CONFIG="/scratch/inputs/job-config/config.json")
     env = dict(item.split("=", 1) for item in doc["process"]["env"])  # type: ignore[index]
@@ -132,7 +155,9 @@ def test_a_variable_outside_every_bind_is_refused(tmp_path: Path, empty_dev: Pat
 
 def test_entrypoint_when_asked(tmp_path: Path, empty_dev: Path) -> None:
     job = ContainerJob(_sandbox(Path("/scratch")), ROOT, use_entrypoint=True)
-    spec = runtime_spec(job, init=Path("/tini"), namespace_record=tmp_path / "ns", dev=empty_dev)
+    spec = runtime_spec(
+        job, init=Path("/tini"), namespace_record=tmp_path / "ns", hosts=Path("/h"), dev=empty_dev
+    )
     assert spec.args == ("/aicert/init", "--", "/usr/bin/tini", "--", "python3", "train.py")
 
 

@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 from aicert.agent.oci.environment import pull_environment, receive_archive
 from aicert.agent.oci.errors import OciError
+from aicert.agent.oci.media import LAYER_ZSTD
 from oci_support import (
     OCI_INDEX,
     Entry,
+    Image,
     Registry,
     TokenService,
     file,
@@ -143,6 +145,43 @@ def test_blob_whose_bytes_differ(registry: Registry, tmp_path: Path) -> None:
     stored.write_bytes(bytes(data))
     with pytest.raises(OciError, match=r"layer 1/2 .* not the sha256:.* it was asked for"):
         pull(registry, reference, tmp_path / "env")
+    assert not (tmp_path / "env").exists()
+
+
+def zstd_image() -> Image:
+    """An image whose one layer is zstd-compressed (by the zstd tool), as BuildKit or
+    ``skopeo copy --dest-compress-format zstd`` push it."""
+    layer = layer_tar([file("usr/bin/train", b"#!/bin/sh\n", 0o755)])
+    image = make_image([layer], compress=False)
+    blob = run(["zstd", "-q", "-c"], input=layer).stdout
+    manifest = json.loads(image.manifest)
+    del image.blobs[manifest["layers"][0]["digest"]]
+    manifest["layers"][0] = {"mediaType": LAYER_ZSTD, "digest": sha256(blob), "size": len(blob)}
+    image.blobs[sha256(blob)] = blob
+    image.manifest = json.dumps(manifest).encode()
+    return image
+
+
+ZSTD_REFUSED = (
+    r"^layers\[0\] has media type 'application/vnd\.oci\.image\.layer\.v1\.tar\+zstd': "
+    r"zstd layers are not supported; push the image with gzip layers"
+)
+
+
+def test_zstd_layers_are_refused_before_any_blob_is_fetched(
+    registry: Registry, tmp_path: Path
+) -> None:
+    image = zstd_image()
+    reference = registry.push("zstd", image)
+    # Without its blobs the registry can serve only the manifest: a fetch would fail otherwise.
+    for digest in (image.config_digest, *image.layer_digests):
+        registry.stored_blob(digest).unlink()
+    with pytest.raises(OciError, match=ZSTD_REFUSED) as refused:
+        pull(registry, reference, tmp_path / "env")
+    assert "\n" not in str(refused.value)
+    assert not (tmp_path / "env").exists()
+    with pytest.raises(OciError, match=ZSTD_REFUSED):
+        receive_archive(io.BytesIO(layout_archive(image)), tmp_path / "env", max_bytes=BIG)
     assert not (tmp_path / "env").exists()
 
 

@@ -107,6 +107,19 @@ def test_manifest_fields() -> None:
             {
                 "layers": [
                     {
+                        "mediaType": "application/vnd.oci.image.layer.v1.tar+zstd",
+                        "digest": D2,
+                        "size": 1,
+                    }
+                ]
+            },
+            r"^layers\[0\] has media type 'application/vnd\.oci\.image\.layer\.v1\.tar\+zstd': "
+            "zstd layers are not supported",
+        ),
+        (
+            {
+                "layers": [
+                    {
                         "mediaType": "application/vnd.oci.image.layer.v1.tar",
                         "digest": D2,
                         "size": 1,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import importlib.util
 import io
 import os
 import stat
@@ -19,8 +18,6 @@ from aicert.agent.oci.unpack import RootfsWriter, member_parts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from oci_support import Entry, directory, file, hardlink, layer_tar, sha256, symlink
-
-from aicert.process import run
 
 BIG = 1 << 30
 
@@ -233,18 +230,6 @@ def test_hostile_layer_sequences_never_touch_anything_outside(
     for path in root.rglob("*") if root.exists() else ():
         mode = path.lstat().st_mode
         assert stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)
-
-
-def test_zstd_layers(tmp_path: Path) -> None:
-    layer = layer_tar([file("z", b"zstd layer")])
-    blob = run(["zstd", "-q", "-c"], input=layer).stdout
-    writer = RootfsWriter(tmp_path / "rootfs", BIG)
-    if importlib.util.find_spec("zstandard") is None:
-        with pytest.raises(OciError, match=r"no zstd support \(python3-zstandard"):
-            writer.apply_layer(io.BytesIO(blob), "zstd", sha256(layer), "layer 0")
-    else:
-        writer.apply_layer(io.BytesIO(blob), "zstd", sha256(layer), "layer 0")
-        assert (tmp_path / "rootfs" / "z").read_bytes() == b"zstd layer"
 
 
 def test_oversized_extended_headers_are_refused_before_reading(tmp_path: Path) -> None:

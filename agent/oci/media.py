@@ -5,6 +5,11 @@ field. Sizes are bounded before parsing; every descriptor must carry a SHA-256 d
 and a size. Docker's schema 2 manifest and manifest list are the same structures
 under other media types and are accepted too; schema 1 is not. Unknown fields are
 ignored, as the image specification requires of readers.
+
+Layers are plain or gzip-compressed tar. A zstd layer is refused by its media type, as
+soon as the manifest is read and before any blob is fetched: the measured image has no
+zstd decoder (the standard library has none before Python 3.14), and gzip is what
+``aicert-build environment``, Docker and Podman write by default (docs/environments.md).
 """
 
 from __future__ import annotations
@@ -39,10 +44,10 @@ CONFIG_TYPES: Final = (OCI_CONFIG, DOCKER_CONFIG)
 LAYER_TYPES: Final = {
     "application/vnd.oci.image.layer.v1.tar": "",
     "application/vnd.oci.image.layer.v1.tar+gzip": "gzip",
-    "application/vnd.oci.image.layer.v1.tar+zstd": "zstd",
     "application/vnd.docker.image.rootfs.diff.tar": "",
     "application/vnd.docker.image.rootfs.diff.tar.gzip": "gzip",
 }
+LAYER_ZSTD: Final = "application/vnd.oci.image.layer.v1.tar+zstd"
 PLATFORM: Final = ("linux", "amd64")
 
 
@@ -55,7 +60,7 @@ class Descriptor:
 
 @dataclass(frozen=True)
 class Layer(Descriptor):
-    compression: str  # "", "gzip" or "zstd"
+    compression: str  # "" or "gzip"
 
 
 @dataclass(frozen=True)
@@ -194,6 +199,11 @@ def parse_manifest(data: bytes) -> ImageManifest:
     layers = []
     for i, raw in enumerate(raw_layers):
         media_type, digest, size = _descriptor(raw, f"layers[{i}]")
+        if media_type == LAYER_ZSTD:
+            raise OciError(
+                f"layers[{i}] has media type {LAYER_ZSTD!r}: zstd layers are not supported; "
+                "push the image with gzip layers (skopeo copy --dest-compress-format gzip)"
+            )
         if media_type not in LAYER_TYPES:
             raise OciError(f"layers[{i}] has media type {media_type[:100]!r}, not a tar layer")
         layers.append(Layer(media_type, digest, size, LAYER_TYPES[media_type]))

@@ -18,7 +18,6 @@ import contextlib
 import errno
 import gzip
 import hashlib
-import importlib
 import os
 import shutil
 import stat
@@ -104,16 +103,6 @@ def _decompressed(source: Reader, compression: str, what: str) -> Iterator[IO[by
     elif compression == "gzip":
         with gzip.GzipFile(fileobj=source, mode="rb") as stream:  # type: ignore[call-overload]
             yield stream
-    elif compression == "zstd":
-        try:
-            zstandard = importlib.import_module("zstandard")  # python3-zstandard, optional
-        except ImportError:
-            raise OciError(
-                f"{what} is zstd-compressed and this agent has no zstd support "
-                "(python3-zstandard); use a gzip or uncompressed layer"
-            ) from None
-        with zstandard.ZstdDecompressor().stream_reader(source) as stream:
-            yield stream
     else:
         raise OciError(f"{what} has unknown compression {compression!r}")
 
@@ -196,7 +185,7 @@ class RootfsWriter:
         except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
             raise OciError(f"{what} is not a well-formed layer: {exc}") from None
         except OSError as exc:
-            if type(exc) is OSError and exc.errno is None:  # zstandard's and tarfile's own
+            if type(exc) is OSError and exc.errno is None:  # a decoder's, not the disk's
                 raise OciError(f"{what} is not a well-formed layer: {exc}") from None
             raise _os_error(exc) from None
         actual = f"sha256:{hashed.hasher.hexdigest()}"
