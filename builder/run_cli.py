@@ -11,6 +11,7 @@ import click
 from aicert.builder.job_file import MAX_SCRATCH_GIB, JobFile, load_job_file, with_nonce
 from aicert.builder.job_plan import plan_job, render_plan
 from aicert.builder.job_runner import JobOutcome, check_output_dir, run_on
+from aicert.builder.platforms.azure.sizes import VmSizeError, check_vm_size
 from aicert.builder.platforms.local.platform import LocalPlatform
 from aicert.builder.platforms.local.run import (
     DEFAULT_SCRATCH_BYTES,
@@ -131,7 +132,8 @@ DEFAULT_AWS_SCRATCH_GIB = 128
 @click.option(
     "--vm-size",
     default=None,
-    help="Azure: VM size; it must support Trusted Launch [default: the job file's "
+    help="Azure: VM size; it must support Trusted Launch (docs/azure.md lists the series "
+    "refused before anything is created) [default: the job file's "
     f"[azure] vm_size, else {DEFAULT_AZURE_VM_SIZE}]; GCP: machine type [n2-standard-4].",
 )
 @click.option(
@@ -342,6 +344,11 @@ def run_command(
         missing = [name for name, value in required.items() if not value]
         if missing:
             raise click.UsageError(f"--platform azure needs {', '.join(missing)}")
+        if vm_size is not None:
+            try:
+                check_vm_size(vm_size)
+            except VmSizeError as exc:
+                raise click.UsageError(f"--vm-size: {exc.message}") from None
         recipe = recipe or image / "recipe.json"
         outcome = _run_on_azure(
             ctx,
