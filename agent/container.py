@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import IO, Final
 
 from aicert.agent.container_spec import (
+    HOST_LIBDIR,
     INPUTS,
     OUTPUT,
     TMP,
@@ -62,6 +63,7 @@ from aicert.agent.container_spec import (
     RunnableEnvironment,
     RuntimeSpec,
     build_spec,
+    driver_binds,
     gpu_devices,
 )
 from aicert.agent.sandbox import SandboxSpec, exit_status, prepare
@@ -114,10 +116,17 @@ def require_unified_cgroups(mounts: Path = Path("/proc/self/mounts")) -> None:
 
 
 def runtime_spec(
-    job: ContainerJob, *, init: Path, namespace_record: Path, dev: Path = Path("/dev")
+    job: ContainerJob,
+    *,
+    init: Path,
+    namespace_record: Path,
+    dev: Path = Path("/dev"),
+    libdir: Path = HOST_LIBDIR,
 ) -> RuntimeSpec:
-    """The OCI runtime spec of ``job``: binds, translated paths and variables, GPUs."""
+    """The OCI runtime spec of ``job``: binds, translated paths and variables, GPUs and,
+    with GPUs, the driver's libraries."""
     spec = job.sandbox
+    devices = gpu_devices(dev)
     binds = [Bind(Path(spec.env["AICERT_INPUTS"]), INPUTS, writable=False)]
     if "AICERT_WEIGHTS" in spec.env:
         binds.append(Bind(Path(spec.env["AICERT_WEIGHTS"]), WEIGHTS, writable=False))
@@ -143,7 +152,8 @@ def runtime_spec(
         uid=spec.uid,
         gid=spec.gid,
         use_entrypoint=job.use_entrypoint,
-        devices=gpu_devices(dev),
+        devices=devices,
+        driver=driver_binds(libdir) if devices else (),
         init=init,
         create_hooks=[
             (sys.executable, "-I", "-m", "aicert.agent.container_hook", str(namespace_record))
