@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+from aicert.builder.mkosi import PROFILES, profile_platform
 from aicert.builder.recipe import load_recipe
 from aicert.verifier.errors import InputError
 from aicert.verifier.input_file import MAX_PEM_BYTES, read_input_file
@@ -64,10 +65,10 @@ def _require_azure_profile(recipe_path: Path) -> None:
     """Refuse an image built for another platform: it would not boot as Azure expects."""
     inputs = load_recipe(recipe_path).get("inputs")
     profile = inputs.get("profile") if isinstance(inputs, dict) else None
-    if profile != AZURE_PROFILE:
+    if profile not in PROFILES or profile_platform(profile) != AZURE_PROFILE:
         raise InputError(
             f"{recipe_path} is the recipe of a {profile!r} image; deploy azure publishes only "
-            f"images built with 'aicert-build image --profile {AZURE_PROFILE}'"
+            f"images built with 'aicert-build image --profile {AZURE_PROFILE}' (or azure+gpu)"
         )
 
 
