@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import IO, Final
 
 from aicert.agent.container_spec import (
+    HOST_LIBDIR,
     INPUTS,
     OUTPUT,
     TMP,
@@ -65,6 +66,7 @@ from aicert.agent.container_spec import (
     RunnableEnvironment,
     RuntimeSpec,
     build_spec,
+    driver_binds,
     gpu_devices,
     hosts_file,
 )
@@ -135,9 +137,12 @@ def runtime_spec(
     namespace_record: Path,
     hosts: Path,
     dev: Path = Path("/dev"),
+    libdir: Path = HOST_LIBDIR,
 ) -> RuntimeSpec:
-    """The OCI runtime spec of ``job``: binds, translated paths and variables, GPUs."""
+    """The OCI runtime spec of ``job``: binds, translated paths and variables, GPUs and,
+    with GPUs, the driver's libraries."""
     spec = job.sandbox
+    devices = gpu_devices(dev)
     binds = [Bind(Path(spec.env["AICERT_INPUTS"]), INPUTS, writable=False)]
     if "AICERT_WEIGHTS" in spec.env:
         binds.append(Bind(Path(spec.env["AICERT_WEIGHTS"]), WEIGHTS, writable=False))
@@ -163,7 +168,8 @@ def runtime_spec(
         uid=spec.uid,
         gid=spec.gid,
         use_entrypoint=job.use_entrypoint,
-        devices=gpu_devices(dev),
+        devices=devices,
+        driver=driver_binds(libdir) if devices else (),
         init=init,
         hosts=hosts,
         rlimits=[open_files_limit()],

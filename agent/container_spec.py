@@ -18,6 +18,15 @@ The job's view inside the container (docs/job-file.md, "Environments")::
                              urandom, tty, ptmx) and the host's GPU nodes, nothing else
     /dev/shm                 a fresh tmpfs (PyTorch's DataLoader workers share tensors there)
     /etc/hosts               the run's own, read-only: localhost and the hostname on loopback
+    /aicert/driver/lib       with GPUs: the image's NVIDIA driver libraries, read-only,
+                             first on $LD_LIBRARY_PATH (libcuda, NVML, the PTX JIT)
+
+CUDA's user space comes from the environment, but libcuda and NVML belong to the kernel
+driver and must match it, so they come from the measured image: bind mounts in this
+spec, not a CDI spec. crun reads no CDI; a CDI spec would need NVIDIA's container
+toolkit (not in Debian) to write it and still be applied by the agent as exactly these
+mounts and device entries. The libraries are bound under /aicert (a tmpfs of the run),
+so nothing is added to the environment's unpacked root.
 
 The command runs as 65534:65534 with no supplementary groups (except the owning group of
 a GPU node that only its group may open), no capabilities, ``noNewPrivileges``, in new
@@ -50,6 +59,13 @@ HOSTS: Final = "/etc/hosts"
 HOSTNAME: Final = "aicert"
 DEFAULT_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 GPU_DEVICE_GLOBS: Final = ("nvidia*", "nvidia-caps/*", "dri/*")
+DRIVER_LIB: Final = "/aicert/driver/lib"
+DRIVER_EXTRA: Final = "/aicert/driver/extra"
+HOST_LIBDIR: Final = Path("/usr/lib/x86_64-linux-gnu")
+# Debian keeps the driver's libraries in a directory of their own (nvidia/current);
+# only the CC-mode PKCS #11 helper that libcuda loads lies beside the system's libraries.
+HOST_DRIVER_DIR: Final = "nvidia/current"
+HOST_DRIVER_EXTRA_GLOB: Final = "libnvidia-pkcs11*.so.*"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Kernel interfaces a job has no business reading or changing (the runtime-spec's usual set).
 _MASKED: Final = (
@@ -283,6 +299,19 @@ def gpu_devices(dev: Path = Path("/dev")) -> tuple[Device, ...]:
     return tuple(found)
 
 
+def driver_binds(libdir: Path = HOST_LIBDIR) -> tuple[Bind, ...]:
+    """Read-only binds of the host's NVIDIA driver libraries; none without the driver."""
+    driver = libdir / HOST_DRIVER_DIR
+    if not driver.is_dir():
+        return ()
+    extras = (
+        Bind(path, f"{DRIVER_EXTRA}/{path.name}", writable=False)
+        for path in sorted(libdir.glob(HOST_DRIVER_EXTRA_GLOB))
+        if path.is_file() and not path.is_symlink()
+    )
+    return (Bind(driver, DRIVER_LIB, writable=False), *extras)
+
+
 def device_groups(devices: Iterable[Device]) -> tuple[int, ...]:
     """The groups the command needs to open nodes that only their group may use."""
     return tuple(sorted({d.gid for d in devices if not d.others_can_use and d.gid != 0}))
@@ -323,6 +352,7 @@ def build_spec(
     gid: int,
     use_entrypoint: bool = False,
     devices: Sequence[Device] = (),
+    driver: Sequence[Bind] = (),
     init: Path | None = None,
     hosts: Path | None = None,
     rlimits: Sequence[Rlimit] = (),
@@ -333,7 +363,8 @@ def build_spec(
     ``cwd`` and the ``Path`` values of ``env`` are host paths and are translated to the
     container's (they must lie in a bound directory); string values are used as given.
     The image's Env comes first, then PATH and LANG defaults where it sets none, then the
-    run's own variables, which always win.
+    run's own variables, which always win. ``driver`` (:func:`driver_binds`) is bound
+    as well, and its directories go first on LD_LIBRARY_PATH, before the image's.
     """
     if uid == 0 or gid == 0:
         raise EnvironmentSpecError("refusing to run the command as root")
@@ -343,6 +374,11 @@ def build_spec(
     variables = _check_env(root.env)
     variables.setdefault("PATH", DEFAULT_PATH)
     variables.setdefault("LANG", "C.UTF-8")
+    if driver:
+        # libcuda must be the kernel driver's own: it goes before any copy in the image.
+        dirs = dict.fromkeys(str(PurePosixPath(b.target).parent) for b in driver[1:])
+        search = [driver[0].target, *dirs, *filter(None, [variables.get("LD_LIBRARY_PATH")])]
+        variables["LD_LIBRARY_PATH"] = ":".join(search)
     for name, value in env.items():
         variables[name] = paths.inside(value) if isinstance(value, Path) else value
     args = (*root.entrypoint, *command) if use_entrypoint else tuple(command)
@@ -357,7 +393,7 @@ def build_spec(
         cwd=paths.inside(cwd),
         uid=uid,
         gid=gid,
-        binds=tuple(binds),
+        binds=(*binds, *driver),
         devices=tuple(devices),
         init=init,
         hosts=hosts,

@@ -3,8 +3,10 @@
 nvidia-smi is part of the driver's user space (in the ``gpu`` image profile), so no
 extra library is needed for the inventory, and its XML is one document for every GPU.
 Its output is treated as untrusted input: bounded in size, no DTD internal subset or
-entity declaration, and the fields kept must be short printable text. No nvidia-smi
-means no GPU: an empty inventory, cleanly. NVIDIA's XML shape (``nvsmi_device_v12.dtd``):
+entity declaration, and the fields kept must be short printable text. No nvidia-smi, or
+no NVIDIA display controller on the PCI bus, means no GPU: an empty inventory, cleanly
+(in the ``gpu`` image without a GPU no nvidia module loads, and nvidia-smi would fail
+for want of a driver). NVIDIA's XML shape (``nvsmi_device_v12.dtd``):
 ``nvidia_smi_log`` holds ``driver_version`` and one ``gpu`` per device with
 ``product_name``, ``uuid`` and ``vbios_version``. The confidential-computing state is
 system-wide in NVML (``nvmlSystemGetConfComputeState``: ``ccFeature``, ``devToolsMode``);
@@ -17,6 +19,7 @@ from __future__ import annotations
 import shutil
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from pathlib import Path
 
 from aicert.verifier.errors import FormatError
 
@@ -26,6 +29,11 @@ MAX_XML_BYTES = 4 * 1024 * 1024
 MAX_GPUS = 64
 MAX_FIELD = 128
 NVIDIA_SMI_TIMEOUT_S = 60
+PCI_DEVICES = Path("/sys/bus/pci/devices")
+NVIDIA_PCI_VENDOR = "0x10de"
+# PCI base class 0x03, display controller: NVIDIA's GPUs present themselves as VGA (0x0300)
+# or 3D (0x0302) controllers; NVSwitches (0x0680) and audio functions are not GPUs.
+DISPLAY_CLASS_PREFIX = "0x03"
 
 
 @dataclass(frozen=True)
@@ -102,9 +110,33 @@ def _field(parent: ET.Element, name: str, where: str) -> str:
     return text
 
 
-def read_gpus() -> tuple[GpuInfo, ...]:
-    """The GPUs of this machine; none when the driver's nvidia-smi is not installed."""
-    if shutil.which("nvidia-smi") is None:
+def nvidia_pci_gpus(pci: Path = PCI_DEVICES) -> tuple[str, ...]:
+    """The PCI addresses of the NVIDIA display controllers under ``pci``, sorted."""
+    if not pci.is_dir():
+        return ()
+    found = []
+    for device in sorted(pci.iterdir()):
+        try:
+            vendor = (device / "vendor").read_text().strip()
+            kind = (device / "class").read_text().strip()
+        except OSError:
+            continue
+        if vendor == NVIDIA_PCI_VENDOR and kind.startswith(DISPLAY_CLASS_PREFIX):
+            found.append(device.name)
+    return tuple(found)
+
+
+def read_gpus(pci: Path = PCI_DEVICES) -> tuple[GpuInfo, ...]:
+    """The GPUs of this machine; none without the driver's nvidia-smi or an NVIDIA GPU.
+
+    With GPUs, their device nodes exist afterwards: nvidia-smi makes /dev/nvidiactl and
+    /dev/nvidiaN, and ``nvidia-modprobe -u -c=0`` loads nvidia-uvm and makes
+    /dev/nvidia-uvm, which CUDA opens and which the job's container cannot make itself.
+    """
+    if shutil.which("nvidia-smi") is None or not nvidia_pci_gpus(pci):
         return ()
     proc = run(["nvidia-smi", "-q", "-x"], timeout=NVIDIA_SMI_TIMEOUT_S)
-    return parse_nvidia_smi_xml(proc.stdout)
+    gpus = parse_nvidia_smi_xml(proc.stdout)
+    if gpus and shutil.which("nvidia-modprobe") is not None:
+        run(["nvidia-modprobe", "-u", "-c=0"], timeout=NVIDIA_SMI_TIMEOUT_S)
+    return gpus

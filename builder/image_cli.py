@@ -44,7 +44,8 @@ _profile_option = click.option(
     type=click.Choice(PROFILES),
     default=DEFAULT_PROFILE,
     show_default=True,
-    help="Image profile (mkosi.conf.d/).",
+    help="Image profile (mkosi.conf.d/); 'gpu' is an add-on over qemu, 'azure+gpu' over azure "
+    "(docs/gpu.md).",
 )
 
 

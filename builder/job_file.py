@@ -59,6 +59,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from aicert.builder.platforms.azure.sizes import VmSizeError, check_vm_size
 from aicert.verifier.errors import FormatError, InputError
 from aicert.verifier.input_file import MAX_JOB_FILE_BYTES, read_input_file
 
@@ -330,6 +331,11 @@ def _azure(raw: object, where: _Where) -> AzurePlacement:
     vm_size = raw.get("vm_size")
     if vm_size is not None and not (isinstance(vm_size, str) and VM_SIZE.fullmatch(vm_size)):
         raise where.fail("azure.vm_size", "an Azure VM size such as Standard_NC4as_T4_v3")
+    if vm_size is not None:
+        try:
+            check_vm_size(vm_size)
+        except VmSizeError as exc:
+            raise where.fail("azure.vm_size", exc.message) from None
     scratch_gib = raw.get("scratch_gib")
     if scratch_gib is not None and not (
         type(scratch_gib) is int and 1 <= scratch_gib <= MAX_SCRATCH_GIB

@@ -26,7 +26,11 @@ from aicert.verifier.errors import InputError, ToolError
 from aicert.process import run
 
 MKOSI_VERSION = "25.3"
-PROFILES = ("qemu", "azure", "gcp", "aws", "debug")
+# A profile is one platform drop-in, optionally with add-on drop-ins laid over it
+# ("azure+gpu"); an add-on named alone ("gpu") goes over the default platform.
+PLATFORM_PROFILES = ("qemu", "azure", "gcp", "aws", "debug")
+ADDON_PROFILES = ("gpu",)
+PROFILES = (*PLATFORM_PROFILES, "gpu", "azure+gpu")
 DEFAULT_PROFILE = "qemu"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -63,6 +67,7 @@ class BuildParameters:
     def template_values(self) -> dict[str, object]:
         return {
             "profile": self.profile,
+            "addons": profile_parts(self.profile)[1:],
             "mirror": self.mirror,
             "security_mirror": self.security_mirror,
             "source_date_epoch": self.source_date_epoch,
@@ -70,12 +75,26 @@ class BuildParameters:
         }
 
 
+def profile_parts(profile: str) -> tuple[str, ...]:
+    """The drop-ins of ``profile``, platform first: "gpu" -> ("qemu", "gpu")."""
+    parts = tuple(profile.split("+"))
+    if parts[0] in ADDON_PROFILES:
+        parts = (DEFAULT_PROFILE, *parts)
+    return parts
+
+
+def profile_platform(profile: str) -> str:
+    """The platform a profile's image boots on: "azure+gpu" -> "azure"."""
+    return profile_parts(profile)[0]
+
+
 def check_profile(profile: str, root: Path = REPO_ROOT) -> str:
     if profile not in PROFILES:
         raise InputError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
-    path = root / PROFILE_DIR.name / f"{profile}.conf"
-    if not path.is_file():
-        raise InputError(f"profile file {path} is missing")
+    for part in profile_parts(profile):
+        path = root / PROFILE_DIR.name / f"{part}.conf"
+        if not path.is_file():
+            raise InputError(f"profile file {path} is missing")
     return profile
 
 
@@ -112,10 +131,9 @@ def render_config(params: BuildParameters, dest: Path, root: Path = REPO_ROOT) -
         target.write_text(text)
     profile_dir = dest / "mkosi.conf.d"
     profile_dir.mkdir(exist_ok=True)
-    shutil.copy2(
-        root / PROFILE_DIR.name / f"{params.profile}.conf",
-        profile_dir / f"50-{params.profile}.conf",
-    )
+    # The platform at 50, add-ons after it, so an add-on's settings come last.
+    for rank, part in enumerate(profile_parts(params.profile), start=5):
+        shutil.copy2(root / PROFILE_DIR.name / f"{part}.conf", profile_dir / f"{rank}0-{part}.conf")
     preferences = dest / LOCK_PREFERENCES
     preferences.parent.mkdir(parents=True, exist_ok=True)
     preferences.write_text(params.lock.apt_preferences())

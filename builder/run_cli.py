@@ -148,7 +148,8 @@ COMMON_OPTIONS = frozenset(
 @click.option(
     "--vm-size",
     default=None,
-    help="Azure: VM size; it must support Trusted Launch [default: the job file's "
+    help="Azure: VM size; it must support Trusted Launch (docs/azure.md lists the series "
+    "refused before anything is created) [default: the job file's "
     f"[azure] vm_size, else {azure_cli.DEFAULT_AZURE_VM_SIZE}]; GCP: machine type [n2-standard-4].",
 )
 @click.option(

@@ -43,6 +43,7 @@ from aicert.builder.platforms.azure.errors import (
     CloudUnsupportedError,
 )
 from aicert.builder.platforms.azure.upload import RetryPolicy
+from aicert.builder.platforms.commands import require_profile
 from aicert.builder.recipe import RECIPE_FORMAT
 from aicert.verifier.errors import InputError
 from azure.core.credentials import AccessToken
@@ -601,13 +602,16 @@ def test_cli_login_failure_is_one_line_unless_verbose(
     assert bool(azure_warnings) == verbose
 
 
-def test_cli_refuses_an_image_built_for_another_platform(fake: FakeAzure, small_disk: Path) -> None:
+@pytest.mark.parametrize("profile", ["qemu", "gpu"])
+def test_cli_refuses_an_image_built_for_another_platform(
+    fake: FakeAzure, small_disk: Path, profile: str
+) -> None:
     args = ["deploy", "azure", "--subscription", fake.subscription, "--resource-group", RG,
-            "--location", "westeurope", "--image", _image_dir(small_disk, "qemu")]  # fmt: skip
+            "--location", "westeurope", "--image", _image_dir(small_disk, profile)]  # fmt: skip
     out = CliRunner().invoke(build_main, args, obj=cli_context(fake))
     assert out.exit_code == 3
     (line,) = out.stderr.strip().splitlines()
-    assert "a 'qemu' image; deploy azure publishes only images built with" in line
+    assert f"a '{profile}' image; deploy azure publishes only images built with" in line
     assert fake.resources == {}
 
 
@@ -695,3 +699,12 @@ def test_cli_reads_the_secure_boot_certificate(
     (version,) = fake.of_type(VERSIONS)
     db = version["properties"]["securityProfile"]["uefiSettings"]["additionalSignatures"]["db"]
     assert db[0]["value"] == [base64.b64encode(cert.public_bytes(Encoding.DER)).decode()]
+
+
+@pytest.mark.parametrize("profile", ["azure", "azure+gpu"])
+def test_azure_images_with_or_without_the_gpu_add_on_may_be_published(
+    small_disk: Path, profile: str
+) -> None:
+    require_profile(
+        Path(_image_dir(small_disk, profile)), "azure", "it would not boot as Azure expects"
+    )

@@ -416,3 +416,42 @@ def test_bad_input_is_refused_before_anything_is_created(
         run_azure(spec, _job(tmp_path), clients=clients, say=lambda _l: None)
     assert fake.types() == GALLERY_TYPES
     assert fake.count("PUT", "/providers/Microsoft.(Network/|Compute/virtualMachines)") == 0
+
+
+@pytest.mark.parametrize(
+    ("size", "reason"),
+    [
+        ("Standard_NCC40ads_H100_v5", "confidential VM only"),
+        ("Standard_A1_v2", "Generation 1 only"),
+        ("Standard_NC6s_v3", "retired"),
+        ("NC4as_T4_v3", "not an Azure VM size name"),
+    ],
+)
+def test_a_vm_size_that_cannot_run_the_image_is_a_usage_error_before_any_request(
+    tmp_path: Path, size: str, reason: str
+) -> None:
+    _job(tmp_path)
+    args = [
+        "run",
+        str(tmp_path / "job.toml"),
+        "--platform",
+        "azure",
+        "--subscription",
+        "sub",
+        "--resource-group",
+        RG,
+        "--location",
+        "westeurope",
+        "--image-version",
+        "/subscriptions/sub/x",
+        "--caller-ip",
+        "203.0.113.7",
+        "--vm-size",
+        size,
+    ]
+    # No cloud context: the size is refused before any client exists.
+    result = CliRunner().invoke(build_main, args)
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert "--vm-size: " in line
+    assert reason in line

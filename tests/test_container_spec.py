@@ -16,6 +16,7 @@ from aicert.agent.container_spec import (
     EnvironmentRoot,
     EnvironmentSpecError,
     build_spec,
+    driver_binds,
     gpu_devices,
     hosts_file,
 )
@@ -45,7 +46,7 @@ def _sandbox(scratch: Path, **env: str) -> SandboxSpec:
     )
 
 
-def _spec(tmp_path: Path, dev: Path, **env: str) -> dict[str, object]:
+def _spec(tmp_path: Path, dev: Path, libdir: Path | None = None, **env: str) -> dict[str, object]:
     job = ContainerJob(_sandbox(Path("/scratch"), **env), ROOT)
     spec = runtime_spec(
         job,
@@ -53,6 +54,7 @@ def _spec(tmp_path: Path, dev: Path, **env: str) -> dict[str, object]:
         namespace_record=tmp_path / "ns",
         hosts=tmp_path / "hosts",
         dev=dev,
+        libdir=libdir or tmp_path / "no-driver",
     )
     document = spec.to_json()
     json.dumps(document)  # it is JSON as it stands
@@ -195,6 +197,67 @@ def test_gpu_nodes_are_passed_in(tmp_path: Path, empty_dev: Path) -> None:
     assert len(devices) == 6
     # Nodes only their group may open: the command gets exactly those groups.
     assert doc["process"]["user"]["additionalGids"] == [44, 105]  # type: ignore[index]
+
+
+def _driver_libdir(tmp_path: Path) -> Path:
+    """A host library folder laid out as Debian's driver packages install it."""
+    libdir = tmp_path / "lib"
+    current = libdir / "nvidia" / "current"
+    current.mkdir(parents=True)
+    (current / "libcuda.so.550.163.01").write_bytes(b"\x7fELF")
+    (current / "libcuda.so.1").symlink_to("libcuda.so.550.163.01")
+    (libdir / "libnvidia-pkcs11-openssl3.so.550.163.01").write_bytes(b"\x7fELF")
+    (libdir / "libnvidia-pkcs11.so.550.163.01").symlink_to(
+        "libnvidia-pkcs11-openssl3.so.550.163.01"
+    )
+    (libdir / "libc.so.6").write_bytes(b"\x7fELF")
+    return libdir
+
+
+def test_with_gpus_the_driver_libraries_are_bound_read_only_and_searched_first(
+    tmp_path: Path, empty_dev: Path
+) -> None:
+    _mknod(empty_dev / "nvidia0", 195, 0, 0o666)
+    _mknod(empty_dev / "nvidiactl", 195, 255, 0o666)
+    libdir = _driver_libdir(tmp_path)
+    doc = _spec(tmp_path, empty_dev, libdir=libdir)
+    mounts = {m["destination"]: m for m in doc["mounts"]}  # type: ignore[attr-defined]
+    lib = mounts["/aicert/driver/lib"]
+    assert lib["source"] == str(libdir / "nvidia" / "current")
+    assert "ro" in lib["options"]
+    assert "rw" not in lib["options"]
+    extra = mounts["/aicert/driver/extra/libnvidia-pkcs11-openssl3.so.550.163.01"]
+    assert extra["source"] == str(libdir / "libnvidia-pkcs11-openssl3.so.550.163.01")
+    assert "ro" in extra["options"]
+    # Only the driver's own files: no symbolic link, no system library.
+    driver_targets = [d for d in mounts if d.startswith("/aicert/driver/")]
+    assert len(driver_targets) == 2
+    env = dict(e.split("=", 1) for e in doc["process"]["env"])  # type: ignore[index]
+    assert env["LD_LIBRARY_PATH"] == "/aicert/driver/lib:/aicert/driver/extra"
+
+
+def test_the_images_library_path_comes_after_the_drivers(tmp_path: Path) -> None:
+    root = EnvironmentRoot(rootfs=tmp_path / "rootfs", env=("LD_LIBRARY_PATH=/opt/lib",))
+    spec = build_spec(
+        root,
+        command=["python3"],
+        cwd=tmp_path,
+        binds=[Bind(tmp_path, "/aicert/inputs", writable=False)],
+        env={},
+        uid=65534,
+        gid=65534,
+        driver=driver_binds(_driver_libdir(tmp_path)),
+    )
+    assert "LD_LIBRARY_PATH=/aicert/driver/lib:/aicert/driver/extra:/opt/lib" in spec.env
+
+
+def test_without_gpus_no_driver_library_is_bound(tmp_path: Path, empty_dev: Path) -> None:
+    doc = _spec(tmp_path, empty_dev, libdir=_driver_libdir(tmp_path))
+    mounts = [m["destination"] for m in doc["mounts"]]  # type: ignore[attr-defined]
+    assert not [d for d in mounts if d.startswith("/aicert/driver")]
+    env = dict(e.split("=", 1) for e in doc["process"]["env"])  # type: ignore[index]
+    assert "LD_LIBRARY_PATH" not in env
+    assert driver_binds(tmp_path / "no-driver") == ()
 
 
 def test_refusals() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from aicert.agent import gpu_inventory
-from aicert.agent.gpu_inventory import GpuInfo, parse_nvidia_smi_xml, read_gpus
+from aicert.agent.gpu_inventory import GpuInfo, nvidia_pci_gpus, parse_nvidia_smi_xml, read_gpus
 from aicert.verifier.errors import FormatError
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -120,16 +120,71 @@ def test_no_nvidia_smi_means_no_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert read_gpus() == ()
 
 
+def _pci(tmp_path: Path, *devices: tuple[str, str, str]) -> Path:
+    """A sysfs-like PCI device folder: (address, vendor, class) per device."""
+    pci = tmp_path / "pci"
+    for address, vendor, kind in devices:
+        (pci / address).mkdir(parents=True)
+        (pci / address / "vendor").write_text(f"{vendor}\n")
+        (pci / address / "class").write_text(f"{kind}\n")
+    pci.mkdir(exist_ok=True)
+    return pci
+
+
+def _tool(folder: Path, name: str, body: str) -> None:
+    tool = folder / name
+    tool.write_text(f"#!/bin/sh\n{body}\n")
+    tool.chmod(0o755)
+
+
 def test_nvidia_smi_output_is_read_through_the_tool(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A stand-in nvidia-smi (a script printing the sample) on PATH: the real run() path.
-    tool = tmp_path / "nvidia-smi"
-    tool.write_text(
-        f"#!/bin/sh\n[ \"$1 $2\" = '-q -x' ] || exit 9\ncat {SAMPLES / 'h100-no-cc.xml'}\n"
+    # Stand-ins for nvidia-smi (printing the sample) and nvidia-modprobe (recording its
+    # arguments) on PATH: the real run() path.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _tool(
+        bin_dir,
+        "nvidia-smi",
+        f"[ \"$1 $2\" = '-q -x' ] || exit 9\ncat {SAMPLES / 'h100-no-cc.xml'}",
     )
-    tool.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
-    (gpu,) = read_gpus()
+    _tool(bin_dir, "nvidia-modprobe", f'echo "$@" >{tmp_path / "modprobe.args"}')
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    pci = _pci(
+        tmp_path, ("0000:00:01.0", "0x1af4", "0x010000"), ("0000:01:00.0", "0x10de", "0x030200")
+    )
+    (gpu,) = read_gpus(pci)
     assert gpu.cc_mode == "off"
     assert gpu.uuid == "GPU-5f1c3b2a-8d41-4c7e-9a3b-0e2f6d7c8a91"
+    # The unified-memory node, which CUDA in the job's container needs, was made.
+    assert (tmp_path / "modprobe.args").read_text() == "-u -c=0\n"
+
+
+def test_the_driver_without_an_nvidia_gpu_means_no_gpu_and_nvidia_smi_is_not_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The gpu image on a VM without a GPU: nvidia-smi is installed but no nvidia module
+    # loads, so it would fail (exit 9, "couldn't communicate with the NVIDIA driver").
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _tool(bin_dir, "nvidia-smi", "echo 'NVIDIA-SMI has failed' >&2\nexit 9")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    # A virtio disk and an NVIDIA function that is not a display controller (HD audio).
+    pci = _pci(
+        tmp_path, ("0000:00:01.0", "0x1af4", "0x010000"), ("0000:01:00.1", "0x10de", "0x040300")
+    )
+    assert nvidia_pci_gpus(pci) == ()
+    assert read_gpus(pci) == ()
+    assert read_gpus(tmp_path / "no-pci-bus") == ()
+
+
+def test_nvidia_display_controllers_are_found_by_vendor_and_class(tmp_path: Path) -> None:
+    pci = _pci(
+        tmp_path,
+        ("0000:02:00.0", "0x10de", "0x030200"),
+        ("0000:01:00.0", "0x10de", "0x030000"),
+        ("0000:03:00.0", "0x10de", "0x068000"),
+        ("0000:04:00.0", "0x1002", "0x030000"),
+    )
+    assert nvidia_pci_gpus(pci) == ("0000:01:00.0", "0000:02:00.0")

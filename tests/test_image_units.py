@@ -283,8 +283,8 @@ def test_render_config_digest_follows_inputs(tmp_path: Path) -> None:
 
 
 def test_unknown_profile_is_input_error(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="unknown profile 'gpu'; choose one of: qemu, azure, "):
-        render_config(_params(tmp_profile="gpu"), tmp_path / "a")
+    with pytest.raises(InputError, match="unknown profile 'nvidia'; choose one of: qemu, azure, "):
+        render_config(_params(tmp_profile="nvidia"), tmp_path / "a")
 
 
 # ------------------------------------------------------------------- build_image: bad input
@@ -296,7 +296,7 @@ def _no_partial_output(parent: Path, name: str) -> None:
 
 
 def test_build_unknown_profile_fails_before_any_output(tmp_path: Path) -> None:
-    request = ImageRequest(output=tmp_path / "img", profile="gpu", package_cache=tmp_path / "pc")
+    request = ImageRequest(output=tmp_path / "img", profile="nvidia", package_cache=tmp_path / "pc")
     with pytest.raises(InputError, match="unknown profile"):
         build_image(request, print)
     _no_partial_output(tmp_path, "img")

@@ -133,6 +133,10 @@ BASE = 'command = ["./run"]\noutput = "out"\n'
         ("azure = 3\n" + BASE + '[code]\npath = "a"\n', "azure"),
         (BASE + '[code]\npath = "a"\n[azure]\nregion = "x"\n', "azure.region"),
         (BASE + '[code]\npath = "a"\n[azure]\nvm_size = "NC4as"\n', "azure.vm_size"),
+        (
+            BASE + '[code]\npath = "a"\n[azure]\nvm_size = "Standard_NCC40ads_H100_v5"\n',
+            "azure.vm_size",
+        ),
         (BASE + '[code]\npath = "a"\n[azure]\nscratch_gib = 0\n', "azure.scratch_gib"),
         (BASE + '[code]\npath = "a"\n[azure]\nscratch_gib = true\n', "azure.scratch_gib"),
         (BASE + '[code]\npath = "a"\n[azure]\nscratch_gib = 1.5\n', "azure.scratch_gib"),

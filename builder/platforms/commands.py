@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import click
 from aicert.builder.job_file import JobFile
 from aicert.builder.job_runner import JobOutcome
+from aicert.builder.mkosi import PROFILES, profile_platform
 from aicert.builder.recipe import load_recipe
 from aicert.verifier.errors import InputError
 
@@ -43,10 +44,12 @@ def require_profile(image_dir: Path, profile: str, why: str) -> None:
     recipe_path = image_dir / "recipe.json"
     inputs = load_recipe(recipe_path).get("inputs")
     built = inputs.get("profile") if isinstance(inputs, dict) else None
-    if built != profile:
+    if built not in PROFILES or profile_platform(built) != profile:
+        over = [name for name in PROFILES if name != profile and profile_platform(name) == profile]
+        also = f" or {', '.join(over)}" if over else ""
         raise InputError(
             f"{recipe_path} is the recipe of a {built!r} image; deploy {profile} publishes "
-            f"only images built with 'aicert-build image --profile {profile}' ({why})"
+            f"only images built with 'aicert-build image --profile {profile}'{also} ({why})"
         )
 
 

@@ -35,6 +35,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from aicert import __version__
 
+from .sizes import VmSizeError, check_vm_size
+
 AZURE_PROFILE = "azure"
 # Kept in step with DEFAULT_VM_SIZE and DEFAULT_SCRATCH_GIB of .run and .vm, whose
 # modules import the Azure SDK.
@@ -212,6 +214,11 @@ def run_job(
             "--caller-ip": options.caller_ip,
         },
     )
+    if options.vm_size is not None:
+        try:
+            check_vm_size(options.vm_size)
+        except VmSizeError as exc:
+            raise click.UsageError(f"--vm-size: {exc.message}") from None
     from .platform import AzurePlatform  # noqa: PLC0415 - optional, slow import
     from .run import AzureRun  # noqa: PLC0415
 
