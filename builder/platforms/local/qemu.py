@@ -309,7 +309,7 @@ class Vm:
             text = self.console_text()
             start = text.find(READY_PREFIX)
             if start >= 0 and "\n" in text[start:]:
-                return parse_ready_line(text), time.monotonic() - self._started
+                return parse_ready_line(text), self.seconds_since_start()
             if self.accel == "kvm" and self._auto_accel and self._kvm_failed():
                 self._restart_under_tcg()
                 deadline = time.monotonic() + timeout
@@ -324,6 +324,24 @@ class Vm:
                     + self._failure_detail(text)
                 )
             time.sleep(0.5)
+
+    def seconds_since_start(self) -> float:
+        """Wall time since QEMU was started (restarted, after a failed KVM attempt)."""
+        return time.monotonic() - self._started
+
+    def cpu_seconds(self) -> float:
+        """CPU time QEMU has used so far (user + system, all its threads): less
+        sensitive than wall time to other load on the host, though not immune to it
+        (a descheduled vCPU leaves the other spinning on its locks)."""
+        if self._proc is None:
+            raise ToolError("the VM is not running")
+        try:
+            stat = Path(f"/proc/{self._proc.pid}/stat").read_text()
+        except OSError as exc:
+            raise ToolError(f"cannot read QEMU's CPU time: {exc.strerror}") from exc
+        # Fields after the parenthesised command name: utime and stime are the 12th and 13th.
+        fields = stat.rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def agent_failure(self) -> str | None:
         """The first error line an aicert-agent command printed on the console, if any."""
