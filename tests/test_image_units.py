@@ -458,6 +458,7 @@ def test_qemu_command_line_is_the_reference_machine(tmp_path: Path) -> None:
     assert "-device tpm-crb,tpmdev=tpm0" in argv
     assert f"snapshot=on,file={disk}" in argv
     assert "virtio-net-pci,netdev=net0,romfile=" in argv
+    assert "-device virtio-rng-pci" in argv
     assert "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:18443-:8443" in argv
     responder = f"{sys.executable} -m aicert.builder.platforms.local.pki_responder {issuer}"
     assert f",guestfwd=tcp:10.0.2.100:80-cmd:{responder} " in argv + " "
