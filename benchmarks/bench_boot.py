@@ -57,7 +57,8 @@ MILESTONES = (
     ("switch", "running in system mode"),
     ("scratch", "EXT4-fs ("),
 )
-PRINTK = re.compile(r"^\[\s*(\d+\.\d+)\] (.*)$", re.MULTILINE)
+# Not anchored: systemd prefixes some lines with terminal escapes.
+PRINTK = re.compile(r"\[\s*(\d+\.\d+)\] ([^\n]*)")
 KERNEL_START = "Linux version"
 
 
