@@ -177,8 +177,13 @@ def format_scratch(device: Path) -> None:
 
     No ``-F``: should anything appear on the device after the probe, mkfs.ext4 asks
     before overwriting it, reads no answer from the service's stdin and gives up.
+    ``lazy_journal_init`` skips zeroing the journal (64 MiB of the 69 MiB mkfs writes on
+    8 GiB, on the boot's critical path). mke2fs's caveat, a crash before the journal was
+    once overwritten, does not apply: the disk arrives zeroed, and a crashed boot's job
+    is lost anyway (one job per boot).
     """
-    run(["mkfs.ext4", "-q", "-L", SCRATCH_LABEL, "-m", "0", "-E", "nodiscard", device])
+    options = "nodiscard,lazy_itable_init=1,lazy_journal_init=1"
+    run(["mkfs.ext4", "-q", "-L", SCRATCH_LABEL, "-m", "0", "-E", options, device])
 
 
 def prepare_scratch(

@@ -66,7 +66,8 @@ def parse_ready_line(text: str) -> ReadinessReport:
         raise FormatError("AICERT-READY payload has fields of the wrong type")
     pcrs: dict[int, bytes] = {}
     for key, value in pcrs_raw.items():
-        if not (isinstance(key, str) and key.isdigit() and int(key) < PCR_COUNT):
+        # isascii: str.isdigit() also accepts digits such as '²' that int() refuses.
+        if not (isinstance(key, str) and key.isascii() and key.isdigit() and int(key) < PCR_COUNT):
             raise FormatError(f"AICERT-READY payload names an invalid PCR {key!r}")
         if not isinstance(value, str):
             raise FormatError(f"AICERT-READY PCR {key} is not a hex string")

@@ -62,7 +62,8 @@ def profile_from_report(report: ReadinessReport, vm: qemu.Vm, image: Path) -> Pl
         f"swtpm {package_version('swtpm')}; machine {qemu.MACHINE}, accel {vm.accel}, "
         f"-m {vm.spec.memory_mib} -smp {vm.spec.cpus}; devices: tpm-crb, "
         "virtio-blk-pci (bootindex 0), virtio-blk-pci scratch disk (blank, serial "
-        f"{qemu.SCRATCH_SERIAL}), virtio-net-pci with romfile= (no option ROM)"
+        f"{qemu.SCRATCH_SERIAL}), virtio-net-pci with romfile= (no option ROM), "
+        "virtio-rng-pci"
     )
     return single_variant_profile(
         "qemu",

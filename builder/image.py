@@ -54,6 +54,10 @@ LOCK_PATH = IMAGE_DIR / "package-lock.json"
 # rather than fail deep inside mkosi.
 MIN_FREE_BYTES = 3 << 30
 OUTPUT_FILES = ("disk.raw", "uki.efi", "recipe.json")
+# mkosi's default tools tree, as it names it in its output directory.
+TOOLS_TREE = "tools"
+# Where a finished build leaves the tools tree, in its incremental cache, for the next.
+KEPT_TOOLS_TREE = "tools-tree"
 
 
 @dataclass(frozen=True)
@@ -137,12 +141,14 @@ def build_image(request: ImageRequest, on_line: Callable[[str], None]) -> BuildR
             cache=_incremental_dir(request, profile, lock, tmp),
             package_cache=request.package_cache,
         )
+        _reuse_tools_tree(dirs)
         run_mkosi(dirs, on_line)
         packages = {
             "image": manifest_packages(dirs.output / "image.manifest"),
             "initrd": manifest_packages(dirs.output / "initrd.manifest"),
-            "tools": dpkg_status_packages(dirs.output / "tools/var/lib/dpkg/status"),
+            "tools": dpkg_status_packages(dirs.output / TOOLS_TREE / "var/lib/dpkg/status"),
         }
+        _keep_tools_tree(dirs)
         for part, installed in packages.items():
             lock.check_manifest(part, installed)
         result = tmp / "result"
@@ -182,6 +188,27 @@ def _incremental_dir(request: ImageRequest, profile: str, lock: PackageLock, tmp
         return tmp / "incremental"
     key = hashlib.sha256(lock.to_json().encode()).hexdigest()[:16]
     return request.incremental_cache / f"{profile}-{key}"
+
+
+def _reuse_tools_tree(dirs: MkosiDirs) -> None:
+    """Put the tools tree that the last build kept back into mkosi's output directory.
+
+    mkosi uses a tools tree it finds there while its cache of it is current (otherwise
+    it removes it and builds another), instead of copying 1.6 GB out of that cache;
+    deleting the copy after each build cost more still (on a file system mounted with
+    ``discard``, one discard per file). A rename, so only within one file system."""
+    kept = dirs.cache / KEPT_TOOLS_TREE
+    if kept.is_dir():
+        dirs.output.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            os.rename(kept, dirs.output / TOOLS_TREE)
+
+
+def _keep_tools_tree(dirs: MkosiDirs) -> None:
+    """After a successful mkosi run (so never a half-built tree), keep its tools tree."""
+    with contextlib.suppress(OSError):
+        dirs.cache.mkdir(parents=True, exist_ok=True)
+        os.rename(dirs.output / TOOLS_TREE, dirs.cache / KEPT_TOOLS_TREE)
 
 
 def _install(result: Path, output: Path, tmp: Path) -> None:

@@ -346,6 +346,48 @@ def test_install_replaces_previous_build_whole(tmp_path: Path) -> None:
     assert (tmp / "previous" / "stale").exists()
 
 
+def _dirs(tmp_path: Path, output: str) -> mkosi_mod.MkosiDirs:
+    return mkosi_mod.MkosiDirs(
+        config=tmp_path / "config",
+        output=tmp_path / output,
+        workspace=tmp_path / "ws",
+        cache=tmp_path / "cache",
+        package_cache=tmp_path / "pc",
+    )
+
+
+def test_tools_tree_is_kept_for_the_next_build(tmp_path: Path) -> None:
+    first = _dirs(tmp_path, "out1")
+    image_mod._reuse_tools_tree(first)
+    assert not (first.output / image_mod.TOOLS_TREE).exists(), "nothing kept yet"
+    (first.output / image_mod.TOOLS_TREE / "usr").mkdir(parents=True)
+    (first.output / image_mod.TOOLS_TREE / "usr" / "marker").write_text("tools")
+    image_mod._keep_tools_tree(first)
+    assert not (first.output / image_mod.TOOLS_TREE).exists()
+    second = _dirs(tmp_path, "out2")
+    image_mod._reuse_tools_tree(second)
+    assert (second.output / image_mod.TOOLS_TREE / "usr" / "marker").read_text() == "tools"
+    assert not (second.cache / image_mod.KEPT_TOOLS_TREE).exists()
+
+
+def test_failed_mkosi_run_keeps_no_tools_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def half_built(dirs: mkosi_mod.MkosiDirs, on_line: object) -> None:
+        (dirs.output / image_mod.TOOLS_TREE / "usr").mkdir(parents=True)
+        raise ToolError("mkosi failed")
+
+    monkeypatch.setattr(image_mod, "ensure_mkosi", lambda: None)
+    monkeypatch.setattr(image_mod, "run_mkosi", half_built)
+    request = ImageRequest(
+        output=tmp_path / "img", package_cache=tmp_path / "pc", incremental_cache=tmp_path / "inc"
+    )
+    with pytest.raises(ToolError, match="mkosi failed"):
+        build_image(request, print)
+    assert not list((tmp_path / "inc").rglob(image_mod.KEPT_TOOLS_TREE))
+    _no_partial_output(tmp_path, "img")
+
+
 # ------------------------------------------------------------------- recipe and comparison
 
 
@@ -468,6 +510,7 @@ def test_qemu_command_line_is_the_reference_machine(tmp_path: Path) -> None:
     assert "-device tpm-crb,tpmdev=tpm0" in argv
     assert f"snapshot=on,file={disk}" in argv
     assert "virtio-net-pci,netdev=net0,romfile=" in argv
+    assert "-device virtio-rng-pci" in argv
     assert "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:18443-:8443" in argv
     responder = f"{sys.executable} -m aicert.builder.platforms.local.pki_responder {issuer}"
     assert f",guestfwd=tcp:10.0.2.100:80-cmd:{responder} " in argv + " "
