@@ -20,6 +20,7 @@ from aicert.verifier.errors import FormatError
 READY_PREFIX = "AICERT-READY "
 PCR_COUNT = 24
 SHA256_SIZE = 32
+_PCR_KEYS = frozenset(str(i) for i in range(PCR_COUNT))
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,8 @@ def parse_ready_line(text: str) -> ReadinessReport:
         raise FormatError("AICERT-READY payload has fields of the wrong type")
     pcrs: dict[int, bytes] = {}
     for key, value in pcrs_raw.items():
-        # isascii: str.isdigit() also accepts digits such as '²' that int() refuses.
-        if not (isinstance(key, str) and key.isascii() and key.isdigit() and int(key) < PCR_COUNT):
+        # One spelling per PCR, as to_line writes it: "9", never "09" or "²9".
+        if not (isinstance(key, str) and key in _PCR_KEYS):
             raise FormatError(f"AICERT-READY payload names an invalid PCR {key!r}")
         if not isinstance(value, str):
             raise FormatError(f"AICERT-READY PCR {key} is not a hex string")

@@ -144,6 +144,14 @@ def test_parse_ready_line_rejects_short_pcr_and_bad_base64() -> None:
         readiness_line.parse_ready_line("AICERT-READY " + json.dumps(body))
 
 
+@pytest.mark.parametrize("spelling", ["09", "+9", " 9", "9.0", "\u00b29"])
+def test_parse_ready_line_knows_one_spelling_per_pcr(spelling: str) -> None:
+    body = json.loads(_report().to_line().split(" ", 1)[1])
+    body["pcrs"][spelling] = body["pcrs"].pop("9")
+    with pytest.raises(FormatError, match="invalid PCR"):
+        readiness_line.parse_ready_line("AICERT-READY " + json.dumps(body))
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=300))
 def test_parse_ready_line_random_text_raises_only_format_error(tail: str) -> None:
