@@ -21,7 +21,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from aicert.verifier.errors import FormatError
+from aicert.verifier.errors import FormatError, ToolError
 
 from aicert.process import run
 
@@ -119,8 +119,11 @@ def nvidia_pci_gpus(pci: Path = PCI_DEVICES) -> tuple[str, ...]:
         try:
             vendor = (device / "vendor").read_text().strip()
             kind = (device / "class").read_text().strip()
-        except OSError:
-            continue
+        except OSError as exc:
+            # Skipping it could record "no GPU" for a VM whose job then uses one.
+            raise ToolError(
+                f"cannot read PCI device {device.name} ({exc.filename}): {exc.strerror}"
+            ) from None
         if vendor == NVIDIA_PCI_VENDOR and kind.startswith(DISPLAY_CLASS_PREFIX):
             found.append(device.name)
     return tuple(found)

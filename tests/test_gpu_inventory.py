@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from aicert.agent import gpu_inventory
 from aicert.agent.gpu_inventory import GpuInfo, nvidia_pci_gpus, parse_nvidia_smi_xml, read_gpus
-from aicert.verifier.errors import FormatError
+from aicert.verifier.errors import FormatError, ToolError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -188,3 +188,10 @@ def test_nvidia_display_controllers_are_found_by_vendor_and_class(tmp_path: Path
         ("0000:04:00.0", "0x1002", "0x030000"),
     )
     assert nvidia_pci_gpus(pci) == ("0000:01:00.0", "0000:02:00.0")
+
+
+def test_a_pci_device_that_cannot_be_read_is_an_error_not_no_gpu(tmp_path: Path) -> None:
+    pci = _pci(tmp_path, ("0000:01:00.0", "0x10de", "0x030000"))
+    (pci / "0000:01:00.0" / "class").unlink()
+    with pytest.raises(ToolError, match=r"cannot read PCI device 0000:01:00\.0"):
+        nvidia_pci_gpus(pci)
