@@ -8,7 +8,8 @@
 #   DEST/bpo/root, DEST/bpo/bin/systemd-measure   bookworm-backports: systemd-stub and
 #       systemd-measure 254 (built for bookworm: the host's libc serves).
 #   with --with-kernel, also DEST/kernel/vmlinuz: trixie's linux-image-amd64 kernel
-#       (about 110 MB to download), which the UKI boot tests start in QEMU.
+#       (about 110 MB to download), which the UKI boot tests start in QEMU, and
+#       DEST/kernel/michael_mic.ko.xz, one of its modules, signed by Debian.
 #
 # Usage: scripts/fetch-ukify.sh [--with-kernel] [DEST]   (default: .cache/uki-oracles)
 # Prints DEST on success. Exit status 2 means a Debian mirror is unreachable.
@@ -75,14 +76,19 @@ if [ ! -f "$dest/.complete" ]; then
     touch "$dest/.complete"
 fi
 
-if [ "$with_kernel" = 1 ] && [ ! -f "$dest/kernel/.complete" ]; then
+# The kernel, and one of its modules for the module-signature boot test (michael_mic:
+# no dependencies, no hardware, 12 KB).
+test_module=michael_mic.ko.xz
+if [ "$with_kernel" = 1 ] && { [ ! -f "$dest/kernel/.complete" ] || [ ! -f "$dest/kernel/$test_module" ]; }; then
     apt_config trixie "$dest/kernel"
     # linux-image-amd64 only depends on the current versioned kernel package.
     kernel_pkg=$(APT_CONFIG="$dest/kernel/apt/apt.conf" apt-cache depends linux-image-amd64 |
         awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
     fetch "$dest/kernel" "$kernel_pkg"
     cp "$dest/kernel/root/boot/vmlinuz-${kernel_pkg#linux-image-}" "$dest/kernel/vmlinuz"
-    # Keep only the kernel image: the modules are not needed and take 400 MB.
+    cp "$dest/kernel/root/usr/lib/modules/${kernel_pkg#linux-image-}/kernel/crypto/$test_module" \
+        "$dest/kernel/$test_module"
+    # Keep only these two: the other modules take 400 MB.
     rm -rf "$dest/kernel/root" "$dest/kernel/apt/debs"
     touch "$dest/kernel/.complete"
 fi

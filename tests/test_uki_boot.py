@@ -6,14 +6,22 @@ it is built by ukify with systemd-stub 252 (host), 254 (bookworm-backports) or 2
 (trixie), and booted as \\EFI\\BOOT\\BOOTX64.EFI with Secure Boot off, and, for 257, on
 (signed with Debian OVMF's snakeoil key, enrolled in OVMF_VARS_4M.snakeoil.fd).
 No systemd runs in that initrd, so PCR 11 holds only the stub's events.
+
+A second initrd (tests/data/uki/module_init.c) checks what the gpu profile's module
+signatures rely on: with Secure Boot on, Debian's kernel locks itself down and loads a
+module signed by a key in the UEFI db (image/mkosi.gpu/sign_modules.py, docs/gpu.md),
+and refuses one unsigned or signed by another key.
 """
 
 from __future__ import annotations
 
+import lzma
 import re
 import shutil
+import struct
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,7 +29,10 @@ from aicert.builder.platforms.local.swtpm import Swtpm
 from aicert.verifier.boot.uki import BootPcrPrediction, ExpectedEvent, predict_boot_pcrs
 from aicert.verifier.logs.tcg_log import events_for_pcr, parse_event_log
 from aicert.verifier.tpm.pcr import SHA256, extend_all
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from aicert.process import require_tool, run
 
@@ -29,6 +40,8 @@ pytestmark = pytest.mark.system
 
 REPO = Path(__file__).resolve().parent.parent
 INIT_SOURCE = REPO / "tests/data/uki/pcr_init.c"
+MODULE_INIT_SOURCE = REPO / "tests/data/uki/module_init.c"
+SIGN_MODULES = REPO / "image/mkosi.gpu/sign_modules.py"
 OVMF = Path("/usr/share/OVMF")
 SNAKEOIL_KEY = Path("/usr/share/ovmf/PkKek-1-snakeoil.key")
 SNAKEOIL_CERT = Path("/usr/share/ovmf/PkKek-1-snakeoil.pem")
@@ -42,18 +55,29 @@ def oracles(uki_oracles: Path) -> Path:
     return uki_oracles
 
 
-@pytest.fixture(scope="module")
-def initrd(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("initrd")
+def make_initrd(d: Path, init_source: Path, files: dict[str, bytes]) -> Path:
+    """An initrd whose /init is ``init_source`` compiled statically, plus ``files``."""
     tree = d / "tree"
     for sub in ("dev", "sys"):
         (tree / sub).mkdir(parents=True)
-    run([require_tool("gcc"), "-static", "-Os", "-o", tree / "init", INIT_SOURCE])
-    members = b"\n".join([b".", b"./dev", b"./init", b"./sys"]) + b"\n"
-    archive = run([require_tool("cpio"), "-o", "-H", "newc", "--quiet"], cwd=tree, input=members)
+    run([require_tool("gcc"), "-static", "-Os", "-o", tree / "init", init_source])
+    for name, data in files.items():
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).write_bytes(data)
+    members = sorted(["."] + [f"./{p.relative_to(tree)}" for p in tree.rglob("*")])
+    archive = run(
+        [require_tool("cpio"), "-o", "-H", "newc", "--quiet"],
+        cwd=tree,
+        input="\n".join(members).encode() + b"\n",
+    )
     out = d / "initrd.cpio"
     out.write_bytes(archive.stdout)
     return out
+
+
+@pytest.fixture(scope="module")
+def initrd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_initrd(tmp_path_factory.mktemp("initrd"), INIT_SOURCE, {})
 
 
 def build_uki(oracles: Path, stub: Path, initrd: Path, out: Path, *extra: str) -> bytes:
@@ -79,6 +103,22 @@ class BootReport:
     pcrs: dict[int, bytes]
     log: bytes
     console: str
+
+
+def write_plain_snakeoil_key(work: Path) -> Path:
+    """The snakeoil db key without its passphrase, as sbsign and the module signer take it."""
+    key = serialization.load_pem_private_key(
+        SNAKEOIL_KEY.read_bytes(), password=SNAKEOIL_PASSPHRASE
+    )
+    plain_key = work / "db.key"
+    plain_key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return plain_key
 
 
 def boot(uki: bytes, work: Path, *, secure_boot: bool) -> BootReport:
@@ -182,17 +222,7 @@ def test_boot_with_secure_boot_matches_prediction(
         if not path.exists():
             pytest.skip(f"{path} missing (Debian's ovmf package ships it)")
     require_tool("sbsign", hint="install sbsigntool (scripts/install-host-deps.sh)")
-    key = serialization.load_pem_private_key(
-        SNAKEOIL_KEY.read_bytes(), password=SNAKEOIL_PASSPHRASE
-    )
-    plain_key = tmp_path / "db.key"
-    plain_key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    plain_key = write_plain_snakeoil_key(tmp_path)
     uki = build_uki(
         oracles,
         oracles / "root/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
@@ -207,3 +237,107 @@ def test_boot_with_secure_boot_matches_prediction(
     # The kernel's Authenticode digest is missing from PCR 4: the stub approved it itself.
     assert_boot_matches(predict_boot_pcrs(uki, secure_boot=True), report)
     assert report.pcrs[4] != predict_boot_pcrs(uki, secure_boot=False).pcrs[4]
+
+
+MODULE_MAGIC = b"~Module signature appended~\n"
+
+
+def strip_module_signature(module: bytes) -> bytes:
+    """The module without its appended signature (struct module_signature ends in the
+    signature's length, big-endian, before the magic string)."""
+    assert module.endswith(MODULE_MAGIC)
+    (sig_len,) = struct.unpack(">I", module[-len(MODULE_MAGIC) - 4 : -len(MODULE_MAGIC)])
+    return module[: -len(MODULE_MAGIC) - 12 - sig_len]
+
+
+def signed_copy(unsigned: bytes, key: Path, cert: Path, work: Path) -> bytes:
+    """``unsigned`` signed by the project's signer, exactly as the gpu image build signs."""
+    work.mkdir()
+    module = work / "michael_mic.ko"
+    module.write_bytes(unsigned)
+    run([sys.executable, SIGN_MODULES, "sign", key, cert, work / "signatures.json", module])
+    return module.read_bytes()
+
+
+def self_signed_rsa(work: Path) -> tuple[Path, Path]:
+    """A key and certificate that no UEFI db holds."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "not in db")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    key_path, cert_path = work / "other.key", work / "other.pem"
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+@pytest.mark.parametrize("secure_boot", [True, False], ids=["secure-boot", "no-secure-boot"])
+def test_db_signed_module_loads_under_lockdown(
+    oracles: Path, tmp_path: Path, secure_boot: bool
+) -> None:
+    for path in (OVMF / "OVMF_CODE_4M.secboot.fd", OVMF / "OVMF_VARS_4M.snakeoil.fd"):
+        if not path.exists():
+            pytest.skip(f"{path} missing (Debian's ovmf package ships it)")
+    require_tool("sbsign", hint="install sbsigntool (scripts/install-host-deps.sh)")
+    plain_key = write_plain_snakeoil_key(tmp_path)
+    debian = lzma.decompress((oracles / "kernel/michael_mic.ko.xz").read_bytes())
+    unsigned = strip_module_signature(debian)
+    other_key, other_cert = self_signed_rsa(tmp_path)
+    modules = {
+        "modules/debian.ko": debian,
+        "modules/unsigned.ko": unsigned,
+        "modules/project.ko": signed_copy(unsigned, plain_key, SNAKEOIL_CERT, tmp_path / "p"),
+        "modules/other.ko": signed_copy(unsigned, other_key, other_cert, tmp_path / "o"),
+    }
+    (tmp_path / "initrd").mkdir()
+    module_initrd = make_initrd(tmp_path / "initrd", MODULE_INIT_SOURCE, modules)
+    sign = (
+        [
+            f"--secureboot-private-key={plain_key}",
+            f"--secureboot-certificate={SNAKEOIL_CERT}",
+            "--signtool=sbsign",
+        ]
+        if secure_boot
+        else []
+    )
+    uki = build_uki(
+        oracles,
+        oracles / "root/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
+        module_initrd,
+        tmp_path / "uki.efi",
+        *sign,
+    )
+    console = boot(uki, tmp_path / "vm", secure_boot=secure_boot).console
+    results = dict(re.findall(r"^AICERT-MODULE (\w+) (.+?)\r?$", console, re.MULTILINE))
+    lockdown = re.search(r"^AICERT-LOCKDOWN (.*?)\r?$", console, re.MULTILINE)
+    assert lockdown is not None, console[-3000:]
+    if secure_boot:
+        # Debian's kernel locks down (integrity) when booted with Secure Boot on ...
+        assert "[integrity]" in lockdown.group(1)
+        # ... enforces module signatures, and takes Debian's own key and the db keys (the
+        # platform keyring, a Debian patch) only.
+        assert results == {
+            "debian": "loaded",
+            "unsigned": "refused EKEYREJECTED",
+            "project": "loaded",
+            "other": "refused EKEYREJECTED",
+        }
+    else:
+        # Not locked down: every copy loads (the unsigned ones taint the kernel).
+        assert "[none]" in lockdown.group(1)
+        assert set(results.values()) == {"loaded"}, results

@@ -1,0 +1,196 @@
+"""image/mkosi.gpu/sign_modules.py: the gpu image's kernel module signatures.
+
+The kernel's acceptance of these signatures under Secure Boot is in
+tests/test_uki_boot.py (test_db_signed_module_loads_under_lockdown); here: the bytes,
+their reproducibility, the graft of published signatures, and every refusal."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from aicert.verifier.errors import ToolError
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from aicert.process import require_tool, run
+
+SIGN_MODULES = Path(__file__).resolve().parent.parent / "image/mkosi.gpu/sign_modules.py"
+MAGIC = b"~Module signature appended~\n"
+# An ELF header and some bytes: the signer reads a module as opaque bytes.
+MODULE = b"\x7fELF\x02\x01\x01" + bytes(range(256)) * 40
+
+
+def _keypair(
+    tmp: Path, name: str, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+) -> tuple[Path, Path]:
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    key_path, cert_path = tmp / f"{name}.key", tmp / f"{name}.pem"
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+@pytest.fixture(scope="module")
+def signer(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("signer")
+    return _keypair(tmp, "project", rsa.generate_private_key(public_exponent=65537, key_size=2048))
+
+
+def _sign_modules(*args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, SIGN_MODULES, *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def _module(tmp: Path, name: str = "nvidia.ko", data: bytes = MODULE) -> Path:
+    tmp.mkdir(exist_ok=True)
+    path = tmp / name
+    path.write_bytes(data)
+    return path
+
+
+def test_the_signature_is_sign_files_trailer_and_verifies(
+    signer: tuple[Path, Path], tmp_path: Path
+) -> None:
+    key, cert = signer
+    module = _module(tmp_path)
+    proc = _sign_modules("sign", key, cert, tmp_path / "sigs.json", module)
+    assert proc.returncode == 0, proc.stderr
+    signed = module.read_bytes()
+    assert signed.startswith(MODULE)
+    assert signed.endswith(MAGIC)
+    algo, hash_, id_type, signer_len, key_id_len, sig_len = struct.unpack(
+        ">BBBBB3xI", signed[-len(MAGIC) - 12 : -len(MAGIC)]
+    )
+    assert (algo, hash_, id_type, signer_len, key_id_len) == (0, 0, 2, 0, 0)
+    assert len(signed) == len(MODULE) + sig_len + 12 + len(MAGIC)
+    pkcs7 = tmp_path / "sig.p7"
+    pkcs7.write_bytes(signed[len(MODULE) : len(MODULE) + sig_len])
+    content = tmp_path / "unsigned.ko"
+    content.write_bytes(MODULE)
+    # OpenSSL, independently: a detached PKCS #7 signature by the certificate's key.
+    openssl = require_tool("openssl")
+    common = ["-binary", "-inform", "DER", "-in", pkcs7, "-content", content, "-noverify"]
+    run([openssl, "smime", "-verify", *common, "-certfile", cert, "-nointern"])
+    content.write_bytes(MODULE + b"x")
+    with pytest.raises(ToolError):
+        run([openssl, "smime", "-verify", *common, "-certfile", cert, "-nointern"])
+    record = json.loads((tmp_path / "sigs.json").read_text())
+    assert record["format"] == "aicert-module-signatures/1"
+    assert set(record["modules"]) == {"nvidia.ko"}
+    assert x509.load_pem_x509_certificate(record["certificate"].encode()) == (
+        x509.load_pem_x509_certificate(cert.read_bytes())
+    )
+
+
+def test_two_signings_give_the_same_bytes_and_a_graft_gives_them_again(
+    signer: tuple[Path, Path], tmp_path: Path
+) -> None:
+    key, cert = signer
+    first = _module(tmp_path / "a")
+    second = _module(tmp_path / "b")
+    for module in (first, second):
+        assert _sign_modules("sign", key, cert, module.parent / "s.json", module).returncode == 0
+    assert first.read_bytes() == second.read_bytes()
+    assert (first.parent / "s.json").read_bytes() == (second.parent / "s.json").read_bytes()
+    grafted = _module(tmp_path / "c")
+    proc = _sign_modules("apply", first.parent / "s.json", grafted)
+    assert proc.returncode == 0, proc.stderr
+    assert grafted.read_bytes() == first.read_bytes()
+
+
+def test_a_graft_onto_another_module_is_refused(signer: tuple[Path, Path], tmp_path: Path) -> None:
+    key, cert = signer
+    module = _module(tmp_path / "a")
+    assert _sign_modules("sign", key, cert, tmp_path / "s.json", module).returncode == 0
+    other = _module(tmp_path / "b", data=MODULE + b"\0")
+    proc = _sign_modules("apply", tmp_path / "s.json", other)
+    assert proc.returncode == 1
+    assert "differs from the module" in proc.stderr
+    assert other.read_bytes() == MODULE + b"\0"
+    missing = _module(tmp_path / "c", name="nvidia-uvm.ko")
+    proc = _sign_modules("apply", tmp_path / "s.json", missing)
+    assert proc.returncode == 1
+    assert "no signature for nvidia-uvm.ko" in proc.stderr
+
+
+def test_an_ecdsa_key_is_refused_because_its_signatures_vary(tmp_path: Path) -> None:
+    key, cert = _keypair(tmp_path, "ec", ec.generate_private_key(ec.SECP256R1()))
+    for args in (("check", key, cert), ("sign", key, cert, tmp_path / "s.json", _module(tmp_path))):
+        proc = _sign_modules(*args)
+        assert proc.returncode == 1
+        assert "is not an RSA key" in proc.stderr
+        assert proc.stderr.count("\n") == 1
+
+
+def test_a_certificate_of_another_key_is_refused(signer: tuple[Path, Path], tmp_path: Path) -> None:
+    key, _ = signer
+    _, other_cert = _keypair(tmp_path, "other", rsa.generate_private_key(65537, 2048))
+    proc = _sign_modules("check", key, other_cert)
+    assert proc.returncode == 1
+    assert "is not the certificate of" in proc.stderr
+
+
+def test_an_encrypted_key_is_refused_with_how_to_decrypt(tmp_path: Path) -> None:
+    key = rsa.generate_private_key(65537, 2048)
+    _, cert = _keypair(tmp_path, "enc", key)
+    encrypted = tmp_path / "enc-locked.key"
+    encrypted.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"pw"),
+        )
+    )
+    proc = _sign_modules("check", encrypted, cert)
+    assert proc.returncode == 1
+    assert "openssl pkey" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [(MODULE + b"sig" + MAGIC, "is already signed"), (b"MZ" + MODULE, "no ELF header")],
+    ids=["signed", "not-elf"],
+)
+def test_a_module_that_cannot_be_signed_is_refused(
+    signer: tuple[Path, Path], tmp_path: Path, data: bytes, message: str
+) -> None:
+    key, cert = signer
+    module = _module(tmp_path, data=data)
+    proc = _sign_modules("sign", key, cert, tmp_path / "s.json", module)
+    assert proc.returncode == 1
+    assert message in proc.stderr
+    assert module.read_bytes() == data
+
+
+def test_usage_errors_exit_2() -> None:
+    assert _sign_modules().returncode == 2
+    assert _sign_modules("sign", "k", "c", "out").returncode == 2
