@@ -32,6 +32,13 @@ from aicert.builder.mkosi import (
     render_config,
     run_mkosi,
 )
+from aicert.builder.module_signing import (
+    SIGNATURES_FILE,
+    ModuleSigning,
+    check_module_signing,
+    recipe_entry,
+    stage_module_signing,
+)
 from aicert.builder.package_lock import (
     PackageLock,
     dpkg_status_packages,
@@ -75,6 +82,8 @@ class ImageRequest:
     min_free_bytes: int = MIN_FREE_BYTES
     # The source tree to build from: this checkout, or a snapshot of it.
     source_root: Path = REPO_ROOT
+    # How the kernel modules the build compiles are signed (gpu profiles); None: unsigned.
+    module_signing: ModuleSigning | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +124,12 @@ def build_image(request: ImageRequest, on_line: Callable[[str], None]) -> BuildR
     if output.exists() and not (output / "recipe.json").is_file():
         raise InputError(f"{output} exists and is not an aicert image directory; not replacing it")
     lock = load_lock(request.lock_path)
+    signing = request.module_signing
+    certificate = (
+        check_module_signing(signing, profile, request.source_root / IMAGE_DIR.name)
+        if signing is not None
+        else None
+    )
     # Like `run --output`: a fresh clone has no out/, and a newcomer should not need it.
     parent.mkdir(parents=True, exist_ok=True)
     request.package_cache.mkdir(parents=True, exist_ok=True)
@@ -134,6 +149,8 @@ def build_image(request: ImageRequest, on_line: Callable[[str], None]) -> BuildR
     tmp = Path(tempfile.mkdtemp(prefix=f"{output.name}.tmp-", dir=parent))
     try:
         config_digest = render_config(params, tmp / "config", request.source_root)
+        if signing is not None:
+            stage_module_signing(signing, tmp / "config")
         dirs = MkosiDirs(
             config=tmp / "config",
             output=tmp / "mkosi-out",
@@ -155,6 +172,10 @@ def build_image(request: ImageRequest, on_line: Callable[[str], None]) -> BuildR
         result.mkdir()
         os.replace(dirs.output / "image.raw", result / "disk.raw")
         os.replace(dirs.output / "image.efi", result / "uki.efi")
+        module_signing = None
+        if signing is not None and certificate is not None:
+            module_signing = recipe_entry(certificate, signing, dirs.output / SIGNATURES_FILE)
+            os.replace(dirs.output / SIGNATURES_FILE, result / SIGNATURES_FILE)
         outputs, pcrs = describe_outputs(result / "disk.raw", result / "uki.efi")
         inputs = BuildInputs(
             profile=profile,
@@ -168,6 +189,7 @@ def build_image(request: ImageRequest, on_line: Callable[[str], None]) -> BuildR
             source=source_state(),
             locked=not lock.is_empty,
             packages=packages,
+            module_signing=module_signing,
         )
         text = recipe_json(inputs, outputs, pcrs)
         (result / "recipe.json").write_text(text)

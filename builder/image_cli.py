@@ -17,6 +17,11 @@ from aicert.builder.image import (
     lock_from_builds,
 )
 from aicert.builder.mkosi import DEFAULT_PROFILE, PROFILES
+from aicert.builder.module_signing import (
+    ModuleSigning,
+    module_signing_from_options,
+    require_module_profile,
+)
 from aicert.builder.reproducibility import check_reproducible
 from aicert.verifier.boot.uki import predict_boot_pcrs
 from aicert.verifier.errors import AicertError, FormatError
@@ -49,6 +54,51 @@ _profile_option = click.option(
 )
 
 
+def _module_signing_options(command: Callable[..., None]) -> Callable[..., None]:
+    """--module-signing-key/--module-signing-cert and --module-signatures (gpu profiles)."""
+    path = click.Path(path_type=Path, dir_okay=False)
+    for option in reversed(
+        [
+            click.option(
+                "--module-signing-key",
+                type=path,
+                default=None,
+                help="Unencrypted RSA PEM key that signs the kernel modules the build "
+                "compiles (gpu profiles), so that they load with Secure Boot on: the key of "
+                "a certificate in the VMs' UEFI db (docs/gpu.md).",
+            ),
+            click.option(
+                "--module-signing-cert",
+                type=path,
+                default=None,
+                help="Certificate (PEM or DER) of --module-signing-key.",
+            ),
+            click.option(
+                "--module-signatures",
+                type=path,
+                default=None,
+                help="A signed build's module-signatures.json: graft its signatures instead "
+                "of signing, to rebuild that image byte for byte without the key.",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def _module_signing(
+    profile: str, key: Path | None, cert: Path | None, signatures: Path | None
+) -> ModuleSigning | None:
+    """The signing options as one value; a usage error if they do not fit together."""
+    try:
+        signing = module_signing_from_options(key, cert, signatures)
+        if signing is not None:
+            require_module_profile(profile)
+        return signing
+    except AicertError as exc:
+        raise click.UsageError(exc.message) from None
+
+
 @click.command("image")
 @_profile_option
 @click.option(
@@ -64,13 +114,27 @@ _profile_option = click.option(
     default=None,
     help="Debian security archive URL (default: security.debian.org unless --mirror is given).",
 )
+@_module_signing_options
 @click.option("--verbose", is_flag=True, help="Show all of mkosi's output.")
 def image_command(
-    profile: str, output: Path, mirror: str | None, security_mirror: str | None, verbose: bool
+    profile: str,
+    output: Path,
+    mirror: str | None,
+    security_mirror: str | None,
+    module_signing_key: Path | None,
+    module_signing_cert: Path | None,
+    module_signatures: Path | None,
+    verbose: bool,
 ) -> None:
     """Build the measured OS image (mkosi) and write its recipe with the expected PCRs."""
     request = ImageRequest(
-        output=output, profile=profile, mirror=mirror, security_mirror=security_mirror
+        output=output,
+        profile=profile,
+        mirror=mirror,
+        security_mirror=security_mirror,
+        module_signing=_module_signing(
+            profile, module_signing_key, module_signing_cert, module_signatures
+        ),
     )
     result = build_image(request, _step_printer(verbose))
     outputs = result.recipe["outputs"]
@@ -123,14 +187,27 @@ def lock_command(builds: tuple[Path, ...], lock_file: Path) -> None:
     default=None,
     help="Where to keep the two builds (default: a temporary directory, removed afterwards).",
 )
+@_module_signing_options
 @click.option("--verbose", is_flag=True, help="Show all of mkosi's output.")
-def check_reproducible_command(profile: str, workdir: Path | None, verbose: bool) -> None:
+def check_reproducible_command(
+    profile: str,
+    workdir: Path | None,
+    module_signing_key: Path | None,
+    module_signing_cert: Path | None,
+    module_signatures: Path | None,
+    verbose: bool,
+) -> None:
     """Build twice from a clean state (sharing only the package download cache) and compare."""
+    signing = _module_signing(profile, module_signing_key, module_signing_cert, module_signatures)
     with tempfile.TemporaryDirectory(prefix="aicert-repro-", dir=DEFAULT_CACHE.parent) as tmp:
         base = workdir or Path(tmp)
         base.mkdir(parents=True, exist_ok=True)
         comparison, results = check_reproducible(
-            profile, base, DEFAULT_CACHE / "packages", _step_printer(verbose)
+            profile,
+            base,
+            DEFAULT_CACHE / "packages",
+            _step_printer(verbose),
+            module_signing=signing,
         )
     outputs = results[0].recipe["outputs"]
     for label, same in (

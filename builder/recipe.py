@@ -53,6 +53,8 @@ class BuildInputs:
     source: dict[str, Any]
     locked: bool
     packages: dict[str, dict[str, str]]
+    # builder/module_signing.py's record; None: the image's own modules (if any) are unsigned.
+    module_signing: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,6 +69,7 @@ class BuildInputs:
             "source": self.source,
             "package_lock_enforced": self.locked,
             "packages": self.packages,
+            "module_signing": self.module_signing,
         }
 
 

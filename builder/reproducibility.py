@@ -20,6 +20,7 @@ from typing import Any
 
 from aicert.builder.image import BuildResult, ImageRequest, build_image
 from aicert.builder.mkosi import snapshot_sources
+from aicert.builder.module_signing import ModuleSigning
 from aicert.verifier.boot.pe import parse_pe
 from aicert.verifier.errors import FormatError
 
@@ -147,6 +148,7 @@ def check_reproducible(
     package_cache: Path,
     on_line: Callable[[str], None],
     source: Path | None = None,
+    module_signing: ModuleSigning | None = None,
 ) -> tuple[Comparison, list[BuildResult]]:
     """Build ``profile`` twice from a clean state under ``workdir`` and compare the results.
 
@@ -162,6 +164,7 @@ def check_reproducible(
             package_cache=package_cache,
             incremental_cache=None,
             source_root=source,
+            module_signing=module_signing,
         )
         results.append(build_image(request, on_line))
     return compare_builds(results[0].output, results[1].output), results

@@ -159,6 +159,28 @@ ROWS: list[Row] = [
     # aicert-build image, check-reproducible, record-profile, lock, measure
     ("aicert-build", lambda _f: ["image", "--profile", "nope"], 2),
     ("aicert-build", lambda f: ["image", "--output", f["garbage.json"]], 3),
+    ("aicert-build", lambda f: ["image", "--module-signing-key", f["text.pem"]], 2),
+    (
+        "aicert-build",
+        lambda f: ["image", "--module-signatures", f["garbage.json"], "--profile", "qemu"],
+        2,
+    ),
+    (
+        "aicert-build",
+        lambda f: [
+            *("image", "--profile", "gpu", "--output", f"{f['dir']}/image"),
+            *("--module-signing-key", f["text.pem"], "--module-signing-cert", f["text.pem"]),
+        ],
+        3,
+    ),
+    (
+        "aicert-build",
+        lambda f: [
+            *("image", "--profile", "gpu", "--output", f"{f['dir']}/image"),
+            *("--module-signatures", f["garbage.json"]),
+        ],
+        3,
+    ),
     ("aicert-build", lambda _f: ["check-reproducible", "--profile", "nope"], 2),
     ("aicert-build", lambda f: ["check-reproducible", "--workdir", f["garbage.json"]], 3),
     ("aicert-build", lambda f: ["record-profile", "--image", f["missing"]], 3),

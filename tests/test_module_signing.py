@@ -6,7 +6,9 @@ their reproducibility, the graft of published signatures, and every refusal."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import stat
 import struct
 import subprocess
 import sys
@@ -14,7 +16,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from aicert.verifier.errors import ToolError
+from aicert.builder.mkosi import IMAGE_DIR
+from aicert.builder.module_signing import (
+    PublishedSignatures,
+    SigningKey,
+    check_module_signing,
+    module_signing_from_options,
+    recipe_entry,
+    stage_module_signing,
+)
+from aicert.verifier.errors import InputError, ToolError
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -194,3 +205,84 @@ def test_a_module_that_cannot_be_signed_is_refused(
 def test_usage_errors_exit_2() -> None:
     assert _sign_modules().returncode == 2
     assert _sign_modules("sign", "k", "c", "out").returncode == 2
+
+
+# builder/module_signing.py: what aicert-build checks before a build and records after it.
+
+
+def test_the_options_give_a_key_signatures_or_nothing(tmp_path: Path) -> None:
+    key, cert, sigs = tmp_path / "k", tmp_path / "c", tmp_path / "s"
+    assert module_signing_from_options(None, None, None) is None
+    assert module_signing_from_options(key, cert, None) == SigningKey(key, cert)
+    assert module_signing_from_options(None, None, sigs) == PublishedSignatures(sigs)
+    with pytest.raises(InputError, match="go together"):
+        module_signing_from_options(key, None, None)
+    with pytest.raises(InputError, match="exclude each other"):
+        module_signing_from_options(key, cert, sigs)
+
+
+def test_a_good_key_is_accepted_with_its_certificates_digest(signer: tuple[Path, Path]) -> None:
+    key, cert = signer
+    digest = check_module_signing(SigningKey(key, cert), "azure+gpu", IMAGE_DIR)
+    der = x509.load_pem_x509_certificate(cert.read_bytes()).public_bytes(serialization.Encoding.DER)
+    assert digest == hashlib.sha256(der).hexdigest()
+
+
+def test_a_profile_without_modules_or_an_ecdsa_key_is_refused_before_the_build(
+    signer: tuple[Path, Path], tmp_path: Path
+) -> None:
+    key, cert = signer
+    with pytest.raises(InputError, match="builds no kernel modules"):
+        check_module_signing(SigningKey(key, cert), "azure", IMAGE_DIR)
+    ec_key, ec_cert = _keypair(tmp_path, "ec", ec.generate_private_key(ec.SECP256R1()))
+    with pytest.raises(InputError, match="is not an RSA key"):
+        check_module_signing(SigningKey(ec_key, ec_cert), "gpu", IMAGE_DIR)
+    with pytest.raises(InputError, match=r"does not exist|cannot read|no such"):
+        check_module_signing(SigningKey(tmp_path / "nope", cert), "gpu", IMAGE_DIR)
+
+
+def test_published_signatures_are_read_for_their_certificate(
+    signer: tuple[Path, Path], tmp_path: Path
+) -> None:
+    key, cert = signer
+    module = _module(tmp_path / "m")
+    sigs = tmp_path / "module-signatures.json"
+    assert _sign_modules("sign", key, cert, sigs, module).returncode == 0
+    digest = check_module_signing(PublishedSignatures(sigs), "gpu", IMAGE_DIR)
+    assert digest == json.loads(sigs.read_text())["certificate_sha256"]
+    entry = recipe_entry(digest, PublishedSignatures(sigs), sigs)
+    assert entry == {
+        "certificate_sha256": digest,
+        "source": "published signatures",
+        "signatures_sha256": hashlib.sha256(sigs.read_bytes()).hexdigest(),
+    }
+    garbage = tmp_path / "garbage.json"
+    for text in ("{not json", '{"format": "other"}', '{"format": "aicert-module-signatures/1"}'):
+        garbage.write_text(text)
+        with pytest.raises(InputError, match="module signatures"):
+            check_module_signing(PublishedSignatures(garbage), "gpu", IMAGE_DIR)
+
+
+def test_a_build_that_did_not_sign_fails_instead_of_recording_signatures(
+    signer: tuple[Path, Path], tmp_path: Path
+) -> None:
+    key, cert = signer
+    with pytest.raises(ToolError, match="did not sign"):
+        recipe_entry("00" * 32, SigningKey(key, cert), tmp_path / "absent.json")
+    module = _module(tmp_path / "m")
+    sigs = tmp_path / "module-signatures.json"
+    assert _sign_modules("sign", key, cert, sigs, module).returncode == 0
+    with pytest.raises(ToolError, match="another certificate"):
+        recipe_entry("00" * 32, SigningKey(key, cert), sigs)
+
+
+def test_the_key_is_staged_readable_by_its_owner_only(
+    signer: tuple[Path, Path], tmp_path: Path
+) -> None:
+    key, cert = signer
+    stage_module_signing(SigningKey(key, cert), tmp_path)
+    staged = tmp_path / "module-signing"
+    assert stat.S_IMODE(staged.stat().st_mode) == 0o700
+    assert sorted(p.name for p in staged.iterdir()) == ["cert.pem", "key.pem"]
+    assert stat.S_IMODE((staged / "key.pem").stat().st_mode) == 0o600
+    assert (staged / "key.pem").read_bytes() == key.read_bytes()
