@@ -34,6 +34,8 @@ apt-get install -y -qq --no-install-recommends \
     ca-certificates gcc git make pkg-config python3 python3-dev python3-venv \
     libtss2-dev tpm2-tools swtpm swtpm-tools \
     ovmf systemd-boot-efi zstd e2fsprogs cpio libc6-dev sbsigntool >/dev/null
+# The gpu image test reads the signed modules back out of the erofs root.
+apt-get install -y -qq --no-install-recommends erofs-utils >/dev/null
 
 # OCI environments: the tests' local registry, and the benchmark's reference tools.
 apt-get install -y -qq --no-install-recommends docker-registry skopeo umoci >/dev/null
