@@ -10,7 +10,6 @@ import base64
 import hashlib
 import json
 import struct
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,9 +17,8 @@ from aicert.builder.image import ImageRequest, build_image
 from aicert.builder.module_signing import PublishedSignatures, SigningKey
 from aicert.builder.reproducibility import read_gpt
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
+from signing_keys import write_self_signed
 
 from aicert.process import require_tool, run
 
@@ -31,28 +29,7 @@ MODULES = {"nvidia.ko", "nvidia-modeset.ko", "nvidia-uvm.ko"}
 
 
 def _signing_key(tmp: Path) -> SigningKey:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "aicert test db key")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    (tmp / "db.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    (tmp / "db.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return SigningKey(tmp / "db.key", tmp / "db.crt")
+    return SigningKey(*write_self_signed(tmp, "db"))
 
 
 def _extract_root(disk: Path, dest: Path) -> Path:

@@ -12,7 +12,6 @@ import stat
 import struct
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -27,9 +26,9 @@ from aicert.builder.module_signing import (
 )
 from aicert.verifier.errors import InputError, ToolError
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+from signing_keys import write_self_signed
 
 from aicert.process import require_tool, run
 
@@ -39,37 +38,10 @@ MAGIC = b"~Module signature appended~\n"
 MODULE = b"\x7fELF\x02\x01\x01" + bytes(range(256)) * 40
 
 
-def _keypair(
-    tmp: Path, name: str, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-) -> tuple[Path, Path]:
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    key_path, cert_path = tmp / f"{name}.key", tmp / f"{name}.pem"
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return key_path, cert_path
-
-
 @pytest.fixture(scope="module")
 def signer(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("signer")
-    return _keypair(tmp, "project", rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    return write_self_signed(tmp, "project")
 
 
 def _sign_modules(*args: object) -> subprocess.CompletedProcess[str]:
@@ -154,7 +126,7 @@ def test_a_graft_onto_another_module_is_refused(signer: tuple[Path, Path], tmp_p
 
 
 def test_an_ecdsa_key_is_refused_because_its_signatures_vary(tmp_path: Path) -> None:
-    key, cert = _keypair(tmp_path, "ec", ec.generate_private_key(ec.SECP256R1()))
+    key, cert = write_self_signed(tmp_path, "ec", ec.generate_private_key(ec.SECP256R1()))
     for args in (("check", key, cert), ("sign", key, cert, tmp_path / "s.json", _module(tmp_path))):
         proc = _sign_modules(*args)
         assert proc.returncode == 1
@@ -164,7 +136,7 @@ def test_an_ecdsa_key_is_refused_because_its_signatures_vary(tmp_path: Path) -> 
 
 def test_a_certificate_of_another_key_is_refused(signer: tuple[Path, Path], tmp_path: Path) -> None:
     key, _ = signer
-    _, other_cert = _keypair(tmp_path, "other", rsa.generate_private_key(65537, 2048))
+    _, other_cert = write_self_signed(tmp_path, "other", rsa.generate_private_key(65537, 2048))
     proc = _sign_modules("check", key, other_cert)
     assert proc.returncode == 1
     assert "is not the certificate of" in proc.stderr
@@ -172,7 +144,7 @@ def test_a_certificate_of_another_key_is_refused(signer: tuple[Path, Path], tmp_
 
 def test_an_encrypted_key_is_refused_with_how_to_decrypt(tmp_path: Path) -> None:
     key = rsa.generate_private_key(65537, 2048)
-    _, cert = _keypair(tmp_path, "enc", key)
+    _, cert = write_self_signed(tmp_path, "enc", key)
     encrypted = tmp_path / "enc-locked.key"
     encrypted.write_bytes(
         key.private_bytes(
@@ -234,7 +206,7 @@ def test_a_profile_without_modules_or_an_ecdsa_key_is_refused_before_the_build(
     key, cert = signer
     with pytest.raises(InputError, match="builds no kernel modules"):
         check_module_signing(SigningKey(key, cert), "azure", IMAGE_DIR)
-    ec_key, ec_cert = _keypair(tmp_path, "ec", ec.generate_private_key(ec.SECP256R1()))
+    ec_key, ec_cert = write_self_signed(tmp_path, "ec", ec.generate_private_key(ec.SECP256R1()))
     with pytest.raises(InputError, match="is not an RSA key"):
         check_module_signing(SigningKey(ec_key, ec_cert), "gpu", IMAGE_DIR)
     with pytest.raises(InputError, match=r"does not exist|cannot read|no such"):

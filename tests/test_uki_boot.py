@@ -21,7 +21,6 @@ import shutil
 import struct
 import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -29,10 +28,8 @@ from aicert.builder.platforms.local.swtpm import Swtpm
 from aicert.verifier.boot.uki import BootPcrPrediction, ExpectedEvent, predict_boot_pcrs
 from aicert.verifier.logs.tcg_log import events_for_pcr, parse_event_log
 from aicert.verifier.tpm.pcr import SHA256, extend_all
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
+from signing_keys import write_self_signed
 
 from aicert.process import require_tool, run
 
@@ -119,6 +116,15 @@ def write_plain_snakeoil_key(work: Path) -> Path:
         )
     )
     return plain_key
+
+
+def snakeoil_sign_args(plain_key: Path) -> list[str]:
+    """ukify's options to sign the UKI for OVMF_VARS_4M.snakeoil.fd's db."""
+    return [
+        f"--secureboot-private-key={plain_key}",
+        f"--secureboot-certificate={SNAKEOIL_CERT}",
+        "--signtool=sbsign",
+    ]
 
 
 def boot(uki: bytes, work: Path, *, secure_boot: bool) -> BootReport:
@@ -228,9 +234,7 @@ def test_boot_with_secure_boot_matches_prediction(
         oracles / "root/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
         initrd,
         tmp_path / "uki.efi",
-        f"--secureboot-private-key={plain_key}",
-        f"--secureboot-certificate={SNAKEOIL_CERT}",
-        "--signtool=sbsign",
+        *snakeoil_sign_args(plain_key),
     )
     report = boot(uki, tmp_path, secure_boot=True)
     assert "Secure Boot is enabled" in report.console
@@ -259,33 +263,6 @@ def signed_copy(unsigned: bytes, key: Path, cert: Path, work: Path) -> bytes:
     return module.read_bytes()
 
 
-def self_signed_rsa(work: Path) -> tuple[Path, Path]:
-    """A key and certificate that no UEFI db holds."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "not in db")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    key_path, cert_path = work / "other.key", work / "other.pem"
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return key_path, cert_path
-
-
 @pytest.mark.parametrize("secure_boot", [True, False], ids=["secure-boot", "no-secure-boot"])
 def test_db_signed_module_loads_under_lockdown(
     oracles: Path, tmp_path: Path, secure_boot: bool
@@ -297,7 +274,7 @@ def test_db_signed_module_loads_under_lockdown(
     plain_key = write_plain_snakeoil_key(tmp_path)
     debian = lzma.decompress((oracles / "kernel/michael_mic.ko.xz").read_bytes())
     unsigned = strip_module_signature(debian)
-    other_key, other_cert = self_signed_rsa(tmp_path)
+    other_key, other_cert = write_self_signed(tmp_path, "not-in-db")
     modules = {
         "modules/debian.ko": debian,
         "modules/unsigned.ko": unsigned,
@@ -306,15 +283,7 @@ def test_db_signed_module_loads_under_lockdown(
     }
     (tmp_path / "initrd").mkdir()
     module_initrd = make_initrd(tmp_path / "initrd", MODULE_INIT_SOURCE, modules)
-    sign = (
-        [
-            f"--secureboot-private-key={plain_key}",
-            f"--secureboot-certificate={SNAKEOIL_CERT}",
-            "--signtool=sbsign",
-        ]
-        if secure_boot
-        else []
-    )
+    sign = snakeoil_sign_args(plain_key) if secure_boot else []
     uki = build_uki(
         oracles,
         oracles / "root/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
