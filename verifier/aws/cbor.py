@@ -1,0 +1,124 @@
+"""A strict decoder for the CBOR (RFC 8949) that Nitro attestation documents use.
+
+Untrusted bytes: every length is checked against what is left before anything is
+read, nesting is capped, and only definite lengths are accepted (the Nitro
+hypervisor writes no others). Floats and simple values other than false, true and
+null have no place in a document and are refused, so is a map with a repeated key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from ..errors import FormatError
+
+MAX_DEPTH = 16
+
+
+@dataclass(frozen=True)
+class Tagged:
+    """A tagged item (major type 6), e.g. COSE_Sign1's optional tag 18."""
+
+    tag: int
+    value: CborValue
+
+
+CborKey: TypeAlias = int | bytes | str
+CborValue: TypeAlias = (
+    "int | bytes | str | bool | list[CborValue] | dict[CborKey, CborValue] | Tagged | None"
+)
+
+
+def decode(data: bytes, what: str) -> CborValue:
+    """The one CBOR item that is all of ``data``."""
+    value, used = decode_prefix(data, what)
+    if used != len(data):
+        raise FormatError(f"{what}: {len(data) - used} bytes after the CBOR item")
+    return value
+
+
+def decode_prefix(data: bytes, what: str) -> tuple[CborValue, int]:
+    """The CBOR item at the start of ``data`` and its length (what follows is ignored)."""
+    return _Reader(data, what).item(0)
+
+
+class _Reader:
+    def __init__(self, data: bytes, what: str) -> None:
+        self.data = data
+        self.what = what
+        self.pos = 0
+
+    def fail(self, message: str) -> FormatError:
+        return FormatError(f"{self.what}: {message} at byte {self.pos}")
+
+    def take(self, n: int) -> bytes:
+        if n > len(self.data) - self.pos:
+            raise self.fail(f"needs {n} bytes, {len(self.data) - self.pos} left")
+        chunk = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return chunk
+
+    def argument(self, info: int) -> int:
+        if info < 24:
+            return info
+        if info > 27:
+            raise self.fail(
+                "indefinite length is not accepted" if info == 31 else f"reserved value {info}"
+            )
+        return int.from_bytes(self.take(1 << (info - 24)), "big")
+
+    def count(self, n: int, unit: int) -> int:
+        # Each element takes at least ``unit`` bytes: a count beyond that is a lie.
+        if n > (len(self.data) - self.pos) // unit:
+            left = len(self.data) - self.pos
+            raise self.fail(f"claims {n} elements, more than the {left} bytes left can hold")
+        return n
+
+    def item(self, depth: int) -> tuple[CborValue, int]:
+        if depth > MAX_DEPTH:
+            raise self.fail(f"nesting deeper than {MAX_DEPTH}")
+        head = self.take(1)[0]
+        major, info = head >> 5, head & 0x1F
+        if major == 7:
+            return self.simple(info), self.pos
+        n = self.argument(info)
+        value: CborValue
+        if major == 0:
+            value = n
+        elif major == 1:
+            value = -1 - n
+        elif major == 2:
+            value = self.take(n)
+        elif major == 3:
+            try:
+                value = self.take(n).decode("utf-8")
+            except UnicodeDecodeError:
+                raise self.fail("text string is not UTF-8") from None
+        elif major == 4:
+            value = [self.item(depth + 1)[0] for _ in range(self.count(n, 1))]
+        elif major == 5:
+            value = self.map(self.count(n, 2), depth)
+        else:
+            value = Tagged(n, self.item(depth + 1)[0])
+        return value, self.pos
+
+    def map(self, n: int, depth: int) -> dict[CborKey, CborValue]:
+        out: dict[CborKey, CborValue] = {}
+        for _ in range(n):
+            key = self.item(depth + 1)[0]
+            if isinstance(key, bool) or not isinstance(key, int | bytes | str):
+                raise self.fail("map key is not an integer, byte string or text string")
+            if key in out:
+                raise self.fail(f"map key {key!r} repeated")
+            out[key] = self.item(depth + 1)[0]
+        return out
+
+    def simple(self, info: int) -> CborValue:
+        if info == 20:
+            return False
+        if info == 21:
+            return True
+        if info == 22:
+            return None
+        raise self.fail(f"simple value or float (additional info {info}) is not accepted")
