@@ -8,7 +8,12 @@ A certificate is one JSON document (``*.aicert.json``)::
      "tpm": {"quote": {"attest": b64, "signature": b64},
              "pcrs": {"sha256": {"0": hex, ..., "15": hex}},
              "akPublic": b64 TPM2B_PUBLIC, "akCertificates": [b64 DER, leaf first],
-             "firmwareEventLog": b64, "celLog": [CEL-JSON records]}}
+             "firmwareEventLog": b64, "celLog": [CEL-JSON records],
+             "nitroDocument": b64 COSE_Sign1}}
+
+``nitroDocument`` is present only where the AK comes from AWS NitroTPM, which
+certifies no AK: the Nitro attestation document that names the AK stands in for
+``akCertificates`` (then empty).
 
 Parsing checks shape only; every claim is checked by :mod:`..verify`.
 """
@@ -41,9 +46,11 @@ class TpmEvidence:
     ak_certificates: tuple[bytes, ...]
     firmware_event_log: bytes
     cel_log: tuple[CelRecord, ...]
+    nitro_document: bytes = b""
+    """The NitroTPM attestation document (COSE_Sign1) naming the AK; empty elsewhere."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "quote": {"attest": _b64(self.attest), "signature": _b64(self.signature)},
             "pcrs": {"sha256": {str(i): v.hex() for i, v in sorted(self.pcrs.items())}},
             "akPublic": _b64(self.ak_public),
@@ -51,6 +58,9 @@ class TpmEvidence:
             "firmwareEventLog": _b64(self.firmware_event_log),
             "celLog": [r.to_json() for r in self.cel_log],
         }
+        if self.nitro_document:
+            body["nitroDocument"] = _b64(self.nitro_document)
+        return body
 
 
 @dataclass(frozen=True)
@@ -101,7 +111,7 @@ def parse_certificate(data: bytes) -> Certificate:
         raise FormatError(f"not an aicert certificate (mediaType is not {MEDIA_TYPE})")
     exact_members(doc, _TOP_LEVEL, "certificate")
     tpm = _obj(doc["tpm"], "tpm")
-    exact_members(tpm, _TPM_MEMBERS, "certificate: tpm")
+    exact_members(tpm, _TPM_MEMBERS, "certificate: tpm", optional=("nitroDocument",))
     quote = _obj(tpm["quote"], "tpm.quote")
     exact_members(quote, ("attest", "signature"), "certificate: tpm.quote")
     banks = _obj(tpm["pcrs"], "tpm.pcrs")
@@ -123,12 +133,25 @@ def parse_certificate(data: bytes) -> Certificate:
             ),
             firmware_event_log=b64decode(tpm["firmwareEventLog"], "tpm.firmwareEventLog"),
             cel_log=parse_cel(tpm["celLog"]),
+            nitro_document=_nitro_document(tpm) if "nitroDocument" in tpm else b"",
         ),
     )
 
 
 _TOP_LEVEL = ("mediaType", "envelope", "agentPublicKey", "tpm")
 _TPM_MEMBERS = ("quote", "pcrs", "akPublic", "akCertificates", "firmwareEventLog", "celLog")
+
+
+def _nitro_document(tpm: Mapping[str, Any]) -> bytes:
+    document = b64decode(tpm["nitroDocument"], "tpm.nitroDocument")
+    if not document:
+        raise FormatError("certificate: tpm.nitroDocument is empty (omit it instead)")
+    if tpm["akCertificates"]:
+        raise FormatError(
+            "certificate: tpm carries both akCertificates and a nitroDocument; an AK is"
+            " vouched for by one or the other"
+        )
+    return document
 
 
 def _pcrs(raw: Mapping[str, Any]) -> dict[int, bytes]:
