@@ -183,18 +183,22 @@ class Agent(TrainingRun):
     def attestation(self, nonce: bytes) -> dict[str, Any]:
         """A quote of PCRs 0-15 bound to ``nonce``, with everything needed to check it."""
         session = self._session_or_refuse()
-        ak_public, ak_certificates, firmware_log = self._evidence_parts
+        ak_public, ak, firmware_log = self._evidence_parts
         with self._lock:
             quote = self._tpm.quote(QUOTED_PCRS, attestation_extra_data(nonce))
+            if ak.nitro_document:
+                # A fresh document, right after the quote: its PCRs are those of the quote.
+                ak = self._tpm.ak_evidence(session.agent_public_key)
             records = session.records
         evidence = TpmEvidence(
             attest=quote.attest,
             signature=quote.signature,
             pcrs=quote.pcr_values,
             ak_public=ak_public,
-            ak_certificates=tuple(ak_certificates),
+            ak_certificates=ak.certificates,
             firmware_event_log=firmware_log,
             cel_log=records,
+            nitro_document=ak.nitro_document,
         )
         return {
             "nonce": nonce.hex(),

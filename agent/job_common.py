@@ -28,6 +28,7 @@ from aicert.verifier.gpu.record import GpuRecord
 from aicert.verifier.logs.session_events import IMAGE_ROOT
 from aicert.verifier.statement.canonical_json import JsonValue
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 CONFIG_INPUT: Final = "job-config"
 MAX_COMMAND_ARGS: Final = 4096
@@ -146,9 +147,12 @@ class JobCore:
         # Everything that can fail for want of set-up is checked before agent-start is
         # measured: once PCR 15 is extended, only a reboot allows another try.
         _check_traversable(scratch)
+        public_der = key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        # On a NitroTPM this asks for a first attestation document: a TPM that vouches for
+        # its AK in no way fails here, not after agent-start.
         self._evidence_parts = (
             tpm.ak_public(),
-            (tpm.ak_certificate(), *intermediates),
+            tpm.ak_evidence(public_der, intermediates),
             tpm.firmware_event_log(),
         )
         try:

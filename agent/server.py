@@ -417,7 +417,8 @@ def serve(
         tpm.close()
         raise InputError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     try:
-        if issuer_fetch_budget > 0:
+        # A NitroTPM's AK has no certificate, so no issuers to fetch.
+        if issuer_fetch_budget > 0 and tpm.ak_source().certificate_index is not None:
             chain = (*chain, *_fetch_issuers(tpm.ak_certificate(), chain, issuer_fetch_budget))
         server.agent = Agent(
             tpm,

@@ -70,6 +70,16 @@ class Quote(Protocol):
     def pcr_values(self) -> dict[int, bytes]: ...
 
 
+class AkEvidence(Protocol):
+    """What vouches for the AK: its certificate chain, or a NitroTPM attestation document."""
+
+    @property
+    def certificates(self) -> tuple[bytes, ...]: ...
+
+    @property
+    def nitro_document(self) -> bytes: ...
+
+
 class SessionTpm(Protocol):
     """The TPM operations a session needs (``aicert.agent.tpm.AgentTpm`` provides them)."""
 
@@ -81,7 +91,9 @@ class SessionTpm(Protocol):
 
     def ak_public(self) -> bytes: ...
 
-    def ak_certificate(self) -> bytes: ...
+    def ak_evidence(
+        self, agent_public_key: bytes, intermediates: Sequence[bytes] = ...
+    ) -> AkEvidence: ...
 
     def firmware_event_log(self) -> bytes: ...
 
@@ -410,6 +422,8 @@ class MeasuredSession:
             self._start.agent_key_sha256,
         )
         quote = self._tpm.quote(QUOTED_PCRS, envelope.pae_sha256())
+        # Right after the quote: a NitroTPM document then shows the PCRs of its moment.
+        ak = self._tpm.ak_evidence(self._public_der, self._intermediates)
         return Certificate(
             envelope=envelope,
             agent_public_key=self._public_der,
@@ -418,8 +432,9 @@ class MeasuredSession:
                 signature=quote.signature,
                 pcrs=quote.pcr_values,
                 ak_public=self._tpm.ak_public(),
-                ak_certificates=(self._tpm.ak_certificate(), *self._intermediates),
+                ak_certificates=ak.certificates,
                 firmware_event_log=self._tpm.firmware_event_log(),
                 cel_log=self.records,
+                nitro_document=ak.nitro_document,
             ),
         )

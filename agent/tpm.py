@@ -11,7 +11,12 @@ takes whichever the TPM holds (:func:`AgentTpm.ak_source`):
   certificates in 0x01C10002 and 0x01C10000. As go-tpm-tools does
   (``client.GceAttestationKeyECC``), the agent creates the AK as a primary key in the
   endorsement hierarchy from that template; the endorsement seed makes it the same key
-  the certificate certifies. ECC is preferred, as go-tpm-tools' attest command does.
+  the certificate certifies. ECC is preferred, as go-tpm-tools' attest command does;
+- a TPM with neither (EC2's NitroTPM, which certifies no key) gets an AK the agent
+  creates itself: an ECC P-256 primary from TCG's default AK template in the owner
+  hierarchy. No certificate names it; what vouches for it is NitroTPM's attestation
+  document, whose ``user_data`` is the AK's Name (:meth:`AgentTpm.ak_evidence`,
+  :mod:`aicert.agent.nitro`).
 
 Runs inside the image on Debian trixie's python3-tpm2-pytss 2.3.0 and on the host on
 tpm2-pytss 3.0.0; it only uses ESAPI calls whose signatures are the same in both.
@@ -31,6 +36,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from aicert.agent import nitro
 from aicert.verifier.errors import InputError, TpmError
 from aicert.verifier.input_file import MAX_FIRMWARE_LOG_BYTES, read_input_file
 from aicert.verifier.tpm.pcr import ALGORITHMS_BY_ID, ALGORITHMS_BY_NAME, SHA256, HashAlgorithm
@@ -39,6 +45,7 @@ from tpm2_pytss.constants import (
     ESYS_TR,
     TPM2_ALG,
     TPM2_CAP,
+    TPM2_ECC,
     TPM2_HC,
     TPM2_PT_NV,
     TPMA_NV,
@@ -49,10 +56,17 @@ from tpm2_pytss.types import (
     TPML_DIGEST_VALUES,
     TPML_PCR_SELECTION,
     TPMS_ATTEST,
+    TPMS_ECC_PARMS,
+    TPMS_SCHEME_HASH,
+    TPMT_ECC_SCHEME,
     TPMT_HA,
+    TPMT_KDF_SCHEME,
     TPMT_PUBLIC,
     TPMT_SIG_SCHEME,
+    TPMT_SYM_DEF_OBJECT,
+    TPMU_ASYM_SCHEME,
     TPMU_HA,
+    TPMU_PUBLIC_PARMS,
 )
 
 AK_HANDLE = 0x81000003
@@ -92,15 +106,37 @@ class AkSource:
     """Where this TPM's AK and its certificate are."""
 
     name: str
-    """``persistent`` (Azure, local) or ``gce-ecc`` / ``gce-rsa``."""
-    certificate_index: int
+    """``persistent`` (Azure, local), ``gce-ecc`` / ``gce-rsa`` or ``nitro``."""
+    certificate_index: int | None
+    """NV index of the AK certificate; None for ``nitro``, whose AK no certificate names."""
     template_index: int | None
-    """NV index of the AK's template, or None when the AK is persistent at 0x81000003."""
+    """NV index of the AK's template; None when the AK is persistent at 0x81000003 or
+    the agent's own (``nitro``)."""
 
 
 PERSISTENT_AK = AkSource("persistent", AK_CERT_NV_INDEX, None)
 GCE_AK_ECC = AkSource("gce-ecc", GCE_AK_CERT_NV_INDEX_ECC, GCE_AK_TEMPLATE_NV_INDEX_ECC)
 GCE_AK_RSA = AkSource("gce-rsa", GCE_AK_CERT_NV_INDEX_RSA, GCE_AK_TEMPLATE_NV_INDEX_RSA)
+NITRO_AK = AkSource("nitro", None, None)
+# TCG's default AK template (TCG EK Credential Profile / tpm2_createak's ecc default):
+# restricted ECDSA-SHA256 signing key on P-256, empty unique, no authorization policy.
+NITRO_AK_ATTRIBUTES = (
+    TPMA_OBJECT.FIXEDTPM
+    | TPMA_OBJECT.FIXEDPARENT
+    | TPMA_OBJECT.SENSITIVEDATAORIGIN
+    | TPMA_OBJECT.USERWITHAUTH
+    | TPMA_OBJECT.RESTRICTED
+    | TPMA_OBJECT.SIGN_ENCRYPT
+)
+
+
+@dataclass(frozen=True)
+class AkEvidence:
+    """What vouches for the AK in a certificate: its certificate chain, or (NitroTPM)
+    an attestation document naming it; exactly one of the two is non-empty."""
+
+    certificates: tuple[bytes, ...]
+    nitro_document: bytes
 
 
 @dataclass(frozen=True)
@@ -152,12 +188,20 @@ class AgentTpm:
 
     # -- attestation key and its certificate ---------------------------------------------
 
+    @property
+    def esapi(self) -> ESAPI:
+        """The ESAPI connection, for :mod:`aicert.agent.nitro`'s NV scratch index."""
+        return self._esapi
+
     def ak_source(self) -> AkSource:
         """Where the AK is: persistent at 0x81000003, else GCE's ECC, else GCE's RSA
-        template in NV (each with its certificate index)."""
+        template in NV (each with its certificate index), else the agent's own (nitro).
+
+        Whether the TPM is a NitroTPM shows only when the attestation document is asked
+        for (:meth:`ak_evidence`): a TPM that is neither fails there."""
         if self._ak_source is None:
             persistent = self._handles(int(TPM2_HC.PERSISTENT_FIRST))
-            nv = self._handles(int(TPM2_HC.NV_INDEX_FIRST))
+            nv = self.nv_indices()
             if AK_HANDLE in persistent:
                 self._ak_source = PERSISTENT_AK
             else:
@@ -166,26 +210,27 @@ class AgentTpm:
                         self._ak_source = source
                         break
                 else:
-                    raise TpmError(
-                        f"the TPM holds no attestation key: neither one persistent at"
-                        f" 0x{AK_HANDLE:08x} (Azure, local) nor a GCE AK template and"
-                        f" certificate in NV 0x{GCE_AK_TEMPLATE_NV_INDEX_ECC:08x}/"
-                        f"0x{GCE_AK_CERT_NV_INDEX_ECC:08x} or"
-                        f" 0x{GCE_AK_TEMPLATE_NV_INDEX_RSA:08x}/0x{GCE_AK_CERT_NV_INDEX_RSA:08x};"
-                        " is this a Trusted Launch or Shielded VM with its vTPM enabled?"
-                    )
+                    self._ak_source = NITRO_AK
         return self._ak_source
+
+    def ak_evidence(
+        self, agent_public_key: bytes, intermediates: Sequence[bytes] = ()
+    ) -> AkEvidence:
+        """What vouches for the AK, for a certificate: its certificate and
+        ``intermediates``; on NitroTPM a fresh attestation document instead, whose
+        ``user_data`` is the AK's Name and ``nonce`` SHA-256 of ``agent_public_key``
+        (the agent key's SubjectPublicKeyInfo DER). Ask right after the quote, so the
+        document's PCRs are those of the quote's moment."""
+        if self.ak_source() != NITRO_AK:
+            return AkEvidence((self.ak_certificate(), *intermediates), b"")
+        document = nitro.request_attestation_document(
+            self, user_data=self.ak_name(), nonce=hashlib.sha256(agent_public_key).digest()
+        )
+        return AkEvidence((), document)
 
     def ak_public(self) -> bytes:
         """The marshalled TPM2B_PUBLIC of the AK."""
-        handle, owned = self._ak_handle()
-        try:
-            public, _name, _qualified = self._call(
-                "ReadPublic of the attestation key", self._esapi.read_public, handle
-            )
-        finally:
-            if owned:
-                self._esapi.tr_close(handle)
+        public, _name = self._ak_read_public()
         attributes = int(public.publicArea.objectAttributes)
         if attributes & _AK_REQUIRED_ATTRIBUTES != _AK_REQUIRED_ATTRIBUTES:
             raise TpmError(
@@ -194,9 +239,36 @@ class AgentTpm:
             )
         return bytes(public.marshal())
 
+    def ak_name(self) -> bytes:
+        """The AK's TPM Name: nameAlg (2 bytes) || its hash of the marshalled TPMT_PUBLIC,
+        as the TPM reports it."""
+        _public, name = self._ak_read_public()
+        return name
+
+    def _ak_read_public(self) -> tuple[TPM2B_PUBLIC, bytes]:
+        handle, owned = self._ak_handle()
+        try:
+            public, name, _qualified = self._call(
+                "ReadPublic of the attestation key", self._esapi.read_public, handle
+            )
+        finally:
+            if owned:
+                self._esapi.tr_close(handle)
+        # TPM2B_NAME marshals as a 2-byte size, then the Name.
+        return public, bytes(name.marshal())[2:]
+
     def ak_certificate(self) -> bytes:
         """The AK certificate (DER) from its NV index, without any padding after it."""
-        return _trim_der(self._read_nv(self.ak_source().certificate_index, "AK certificate"))
+        index = self.ak_source().certificate_index
+        if index is None:
+            raise TpmError(
+                f"the TPM holds no AK certificate: no AK persistent at 0x{AK_HANDLE:08x}"
+                f" (Azure, local), no GCE AK template and certificate in NV"
+                f" 0x{GCE_AK_TEMPLATE_NV_INDEX_ECC:08x}/0x{GCE_AK_CERT_NV_INDEX_ECC:08x} or"
+                f" 0x{GCE_AK_TEMPLATE_NV_INDEX_RSA:08x}/0x{GCE_AK_CERT_NV_INDEX_RSA:08x};"
+                " only a NitroTPM's attestation document can vouch for the agent's own AK"
+            )
+        return _trim_der(self._read_nv(index, "AK certificate"))
 
     def _read_nv(self, nv_index: int, what: str) -> bytes:
         """All of NV index ``nv_index``, read in chunks of at most TPM2_PT_NV_BUFFER_MAX."""
@@ -242,10 +314,15 @@ class AgentTpm:
     def _ak_handle(self) -> tuple[ESYS_TR, bool]:
         """The AK's handle, and whether the caller must tr_close it (a persistent one)."""
         source = self.ak_source()
-        if source.template_index is None:
+        if source == PERSISTENT_AK:
             return self._tr_from_tpmpublic(AK_HANDLE, "attestation key"), True
         if self._created_ak is None:
-            self._created_ak = self._create_ak_from_template(source.template_index)
+            if source.template_index is None:
+                self._created_ak = self._create_primary_ak(
+                    nitro_ak_template(), ESYS_TR.OWNER, "CreatePrimary of the attestation key"
+                )
+            else:
+                self._created_ak = self._create_ak_from_template(source.template_index)
         return self._created_ak, False
 
     def _create_ak_from_template(self, template_index: int) -> ESYS_TR:
@@ -265,15 +342,20 @@ class AgentTpm:
                 f"NV index 0x{template_index:08x} holds {len(raw) - used} bytes after the AK"
                 " template"
             )
+        return self._create_primary_ak(
+            template, ESYS_TR.ENDORSEMENT, "CreatePrimary of the attestation key from its template"
+        )
+
+    def _create_primary_ak(self, template: TPMT_PUBLIC, hierarchy: ESYS_TR, what: str) -> ESYS_TR:
         handle, _public, _data, _digest, _ticket = self._call(
-            "CreatePrimary of the attestation key from its template",
-            self._esapi.create_primary,
-            None,
-            TPM2B_PUBLIC(publicArea=template),
-            ESYS_TR.ENDORSEMENT,
+            what, self._esapi.create_primary, None, TPM2B_PUBLIC(publicArea=template), hierarchy
         )
         created: ESYS_TR = handle
         return created
+
+    def nv_indices(self) -> set[int]:
+        """The NV indices the TPM holds."""
+        return self._handles(int(TPM2_HC.NV_INDEX_FIRST))
 
     def _handles(self, first: int) -> set[int]:
         """The handles of one type (persistent or NV) the TPM lists from ``first`` on."""
@@ -299,18 +381,25 @@ class AgentTpm:
     def nv_buffer_max(self) -> int:
         """TPM2_PT_NV_BUFFER_MAX: the largest NV_Read/NV_Write this TPM accepts."""
         if self._nv_buffer_max is None:
-            _more, data = self._call(
-                "GetCapability(TPM2_PT_NV_BUFFER_MAX)",
-                self._esapi.get_capability,
-                TPM2_CAP.TPM_PROPERTIES,
-                TPM2_PT_NV.BUFFER_MAX,
-                1,
-            )
-            properties = data.data.tpmProperties
-            if len(properties) < 1 or int(properties[0].property) != int(TPM2_PT_NV.BUFFER_MAX):
-                raise TpmError("the TPM did not report TPM2_PT_NV_BUFFER_MAX")
-            self._nv_buffer_max = int(properties[0].value)
+            self._nv_buffer_max = self._nv_property(TPM2_PT_NV.BUFFER_MAX, "BUFFER_MAX")
         return self._nv_buffer_max
+
+    def nv_index_max(self) -> int:
+        """TPM2_PT_NV_INDEX_MAX: the largest NV index this TPM can define."""
+        return self._nv_property(TPM2_PT_NV.INDEX_MAX, "INDEX_MAX")
+
+    def _nv_property(self, prop: TPM2_PT_NV, name: str) -> int:
+        _more, data = self._call(
+            f"GetCapability(TPM2_PT_NV_{name})",
+            self._esapi.get_capability,
+            TPM2_CAP.TPM_PROPERTIES,
+            prop,
+            1,
+        )
+        properties = data.data.tpmProperties
+        if len(properties) < 1 or int(properties[0].property) != int(prop):
+            raise TpmError(f"the TPM did not report TPM2_PT_NV_{name}")
+        return int(properties[0].value)
 
     # -- PCRs ------------------------------------------------------------------------------
 
@@ -464,6 +553,26 @@ class AgentTpm:
             return function(*args, **kwargs)
         except TSS2_Exception as exc:
             raise TpmError(f"TPM2_{what} failed: {exc}") from exc
+
+
+def nitro_ak_template() -> TPMT_PUBLIC:
+    """TCG's default ECC AK template: the key the agent makes on a NitroTPM."""
+    return TPMT_PUBLIC(
+        type=TPM2_ALG.ECC,
+        nameAlg=TPM2_ALG.SHA256,
+        objectAttributes=NITRO_AK_ATTRIBUTES,
+        parameters=TPMU_PUBLIC_PARMS(
+            eccDetail=TPMS_ECC_PARMS(
+                symmetric=TPMT_SYM_DEF_OBJECT(algorithm=TPM2_ALG.NULL),
+                scheme=TPMT_ECC_SCHEME(
+                    scheme=TPM2_ALG.ECDSA,
+                    details=TPMU_ASYM_SCHEME(ecdsa=TPMS_SCHEME_HASH(hashAlg=TPM2_ALG.SHA256)),
+                ),
+                curveID=TPM2_ECC.NIST_P256,
+                kdf=TPMT_KDF_SCHEME(scheme=TPM2_ALG.NULL),
+            )
+        ),
+    )
 
 
 def _check_pcr(pcr: int) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from aicert.agent.tpm import AgentTpm, QuoteResult
+from aicert.agent.tpm import NITRO_AK, AgentTpm, QuoteResult
 from aicert.builder.platforms.local.provision import store_ak_certificate
 from aicert.builder.platforms.local.swtpm import Swtpm
 from aicert.verifier.errors import ToolError, TpmError
@@ -98,12 +98,17 @@ def define_ak_cert_index(tpm: AgentTpm, content: bytes) -> None:
     store_ak_certificate(tpm._esapi, content)
 
 
-def test_unprovisioned_tpm_has_no_ak_and_no_certificate(running_swtpm: Swtpm) -> None:
+def test_unprovisioned_tpm_has_no_ak_certificate_and_is_no_nitrotpm(running_swtpm: Swtpm) -> None:
+    """Neither Azure's nor GCE's AK: the agent's own (the NitroTPM path), which nothing
+    vouches for on a TPM that does not answer NitroTPM's attestation command."""
     with AgentTpm(running_swtpm.tcti) as tpm:
-        with pytest.raises(TpmError, match="holds no attestation key: neither one persistent"):
-            tpm.ak_public()
+        assert tpm.ak_source() == NITRO_AK
+        with pytest.raises(TpmError, match="holds no AK certificate: no AK persistent"):
+            tpm.ak_certificate()
         with pytest.raises(TpmError, match="0x01c10003/0x01c10002"):
             tpm.ak_certificate()
+        with pytest.raises(TpmError, match="not a NitroTPM.*Trusted Launch or Shielded VM"):
+            tpm.ak_evidence(b"agent key")
 
 
 def test_unreachable_tpm_is_a_one_line_tpm_error() -> None:
