@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Any
 
 import cbor2
+from aicert.builder.platforms.local.swtpm import Swtpm
 from nitro_pki import NitroPki
 
 NSM_COMMAND_CODE = 0x20000001
@@ -403,3 +404,11 @@ def _listen_pair() -> tuple[socket.socket, socket.socket]:
         ctrl.listen(4)
         return data, ctrl
     raise StandinError("no two adjacent free ports for the NitroTPM stand-in")
+
+
+def standin_for(swtpm: Swtpm, *, answers_attestation: bool = True) -> NitroStandin:
+    """A stand-in in front of a running TCP-mode swtpm (start it with ``with``)."""
+    host, _, port = swtpm.tcti.rpartition("port=")
+    if not host.startswith("swtpm:host=127.0.0.1") or not port.isdigit():
+        raise StandinError(f"not a TCP swtpm on 127.0.0.1: {swtpm.tcti}")
+    return NitroStandin(int(port), answers_attestation=answers_attestation)

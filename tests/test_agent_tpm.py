@@ -107,7 +107,7 @@ def test_unprovisioned_tpm_has_no_ak_certificate_and_is_no_nitrotpm(running_swtp
             tpm.ak_certificate()
         with pytest.raises(TpmError, match="0x01c10003/0x01c10002"):
             tpm.ak_certificate()
-        with pytest.raises(TpmError, match="not a NitroTPM.*Trusted Launch or Shielded VM"):
+        with pytest.raises(TpmError, match=r"not a NitroTPM.*Trusted Launch or Shielded VM"):
             tpm.ak_evidence(b"agent key")
 
 
