@@ -18,6 +18,7 @@ from aicert.verifier.boot.image_identity import roothash_from_cmdline, uki_cmdli
 from aicert.verifier.boot.uki import predict_boot_pcrs
 from aicert.verifier.errors import FormatError, InputError
 from aicert.verifier.input_file import MAX_RECIPE_BYTES, read_input_file
+from aicert.verifier.tpm.pcr import SHA384
 
 RECIPE_FORMAT = 1
 _CHUNK = 1 << 20
@@ -91,10 +92,20 @@ def describe_outputs(disk: Path, uki_path: Path) -> tuple[dict[str, Any], dict[s
     }
     expected = prediction.to_json()
     # Under Secure Boot (Azure), the firmware verifies the kernel instead of measuring it.
-    expected["secure_boot_pcrs"] = {
-        str(pcr): value.hex() for pcr, value in secure_boot.items() if value != prediction.pcrs[pcr]
+    expected["secure_boot_pcrs"] = _differing(secure_boot, prediction.pcrs)
+    # NitroTPM's attestation document reports the SHA-384 bank only (docs/aws.md).
+    sha384 = predict_boot_pcrs(uki, bank=SHA384).pcrs
+    expected["sha384"] = {
+        "pcrs": {str(pcr): value.hex() for pcr, value in sha384.items()},
+        "secure_boot_pcrs": _differing(
+            predict_boot_pcrs(uki, secure_boot=True, bank=SHA384).pcrs, sha384
+        ),
     }
     return outputs, expected
+
+
+def _differing(pcrs: dict[int, bytes], base: dict[int, bytes]) -> dict[str, str]:
+    return {str(pcr): value.hex() for pcr, value in pcrs.items() if value != base[pcr]}
 
 
 def recipe_json(inputs: BuildInputs, outputs: dict[str, Any], pcrs: dict[str, Any]) -> str:

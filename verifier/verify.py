@@ -22,6 +22,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
+from .aws.nitro_document import bundled_nitro_roots, verify_nitro_document
 from .boot.boot_reference import BootReference
 from .boot.firmware_replay import check_event_digests, verify_against_pcrs
 from .boot.image_identity import check_image_identity
@@ -32,6 +33,7 @@ from .digest.weights import tree_manifest_of
 from .errors import (
     AicertError,
     AkChainError,
+    AkMismatchError,
     BindingError,
     BootPcrError,
     EnvelopeSignatureError,
@@ -104,8 +106,9 @@ class Policy:
     results_paths: Mapping[str, Path] = field(default_factory=dict)
     gpu: GpuPolicy = field(default_factory=lambda: GpuPolicy(bundled_nvidia_roots()))
     accept_uncertified_ak: bool = False
-    """Accept a certificate that carries no AK certificate (AWS NitroTPM certifies no AK):
-    the ak-chain check is then reported as not established, never as passed."""
+    """Accept a certificate whose AK nothing vouches for (no AK certificate, or a Nitro
+    document whose boot PCRs cannot be checked): ak-chain is then reported as not
+    established, never as passed."""
 
 
 @dataclass(frozen=True)
@@ -121,8 +124,8 @@ LOCAL_TEST_PLATFORM = "local test platform, no hardware root of trust"
 UNCERTIFIED_AK = RootOfTrust(
     False,
     "none",
-    "NOT ESTABLISHED: no certificate ties the AK to a TPM (AWS NitroTPM certifies no AK; "
-    "see docs/aws.md)",
+    "NOT ESTABLISHED: neither an AK certificate nor a checked Nitro attestation document "
+    "ties the AK to a TPM (see docs/aws.md)",
 )
 
 
@@ -253,12 +256,14 @@ def _statement(state: _State) -> str:
 def _ak_chain(state: _State) -> str | tuple[Status, str]:
     tpm = state.cert.tpm
     state._ak = parse_tpm2b_public(tpm.ak_public)
+    if tpm.nitro_document:
+        return _nitro_ak(state)
     if not tpm.ak_certificates:
         if not state.policy.accept_uncertified_ak:
             raise AkChainError(
-                "the certificate carries no AK certificate: nothing ties its AK to a TPM; "
-                "one from AWS NitroTPM (which certifies no AK) verifies only with "
-                "--accept-uncertified-ak, see docs/aws.md"
+                "the certificate carries neither an AK certificate nor a Nitro attestation "
+                "document: nothing ties its AK to a TPM; such a certificate verifies only "
+                "with --accept-uncertified-ak, see docs/aws.md"
             )
         state.root_of_trust = UNCERTIFIED_AK
         return Status.NOT_ESTABLISHED, (
@@ -274,6 +279,66 @@ def _ak_chain(state: _State) -> str | tuple[Status, str]:
         f"AK certificate valid at {at.isoformat()} under {state.root_of_trust.root}: "
         f"{state.root_of_trust.description}"
     )
+
+
+def _nitro_ak(state: _State) -> str | tuple[Status, str]:
+    """The AK vouched for by a NitroTPM attestation document (docs/aws.md).
+
+    AWS signs the document for the instance; it names the AK (``user_data`` = the AK's
+    TPM name) and this agent's key (``nonce``), and its SHA-384 boot PCRs must be this
+    image's: only the measured agent of that image asks for a document naming its AK.
+    """
+    verified = verify_nitro_document(
+        state.cert.tpm.nitro_document, [*bundled_nitro_roots(), *state.policy.trust_roots]
+    )
+    doc = verified.document
+    if doc.user_data != state.ak.name():
+        raise AkMismatchError(
+            "the Nitro attestation document's user_data does not name the AK that signed "
+            "the quote (it must be the AK's TPM name)"
+        )
+    if doc.nonce != bytes.fromhex(state.cert.agent_key_id):
+        raise AkMismatchError(
+            "the Nitro attestation document's nonce is not SHA-256 of this certificate's "
+            "agent key: the document was made for another agent"
+        )
+    where = f"Nitro document of {doc.module_id} at {doc.timestamp.isoformat()}"
+    reference = state.policy.boot_reference
+    if reference is None or reference.sha384 is None:
+        if not state.policy.accept_uncertified_ak:
+            raise AkChainError(
+                f"the {where} is valid, but without SHA-384 boot predictions (a recipe from "
+                "this aicert-build, or --uki) nothing shows the instance booted this image; "
+                "give --recipe, or --accept-uncertified-ak to go on without it"
+            )
+        state.root_of_trust = UNCERTIFIED_AK
+        return Status.NOT_ESTABLISHED, (
+            f"the {where} names this AK, but its SHA-384 boot PCRs could not be checked "
+            "(no recipe with SHA-384 predictions): nothing shows which image asked for it"
+        )
+    mismatch = reference.sha384.mismatch(doc.pcrs)
+    if mismatch is not None:
+        raise AkChainError(
+            f"the {where} shows another boot than {reference.source}: {mismatch} (SHA-384)"
+        )
+    state.root_of_trust = _nitro_root_of_trust(verified.root)
+    return (
+        f"AK named by the {where}, signed under {state.root_of_trust.root}; its SHA-384 "
+        f"PCRs {', '.join(map(str, sorted(reference.sha384.pcrs)))} match "
+        f"{reference.source}: {state.root_of_trust.description}"
+    )
+
+
+def _nitro_root_of_trust(root: x509.Certificate) -> RootOfTrust:
+    subject = root.subject.rfc4514_string()
+    if any(root == bundled for bundled in bundled_nitro_roots()):
+        return RootOfTrust(
+            True,
+            subject,
+            "AWS Nitro attestation PKI (bundled with aicert-verify); AWS signs the NitroTPM's "
+            "PCRs, not the AK, so the AK rests on the measured agent that named it",
+        )
+    return RootOfTrust(False, subject, f"{LOCAL_TEST_PLATFORM} (root given with --trust-root)")
 
 
 def root_of_trust(root: x509.Certificate) -> RootOfTrust:

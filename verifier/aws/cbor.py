@@ -1,9 +1,10 @@
 """A strict decoder for the CBOR (RFC 8949) that Nitro attestation documents use.
 
 Untrusted bytes: every length is checked against what is left before anything is
-read, nesting is capped, and only definite lengths are accepted (the Nitro
-hypervisor writes no others). Floats and simple values other than false, true and
-null have no place in a document and are refused, so is a map with a repeated key.
+read, and nesting is capped. Arrays and maps may have indefinite length (NitroTPM
+documents are an indefinite-length map); strings may not. Floats and simple values
+other than false, true and null have no place in a document and are refused, so
+is a map with a repeated key.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import TypeAlias
 from ..errors import FormatError
 
 MAX_DEPTH = 16
+_INDEFINITE = 31
+_BREAK = 0xFF
 
 
 @dataclass(frozen=True)
@@ -63,10 +66,17 @@ class _Reader:
         if info < 24:
             return info
         if info > 27:
-            raise self.fail(
-                "indefinite length is not accepted" if info == 31 else f"reserved value {info}"
-            )
+            raise self.fail(f"reserved additional information {info}")
         return int.from_bytes(self.take(1 << (info - 24)), "big")
+
+    def at_break(self) -> bool:
+        """Whether an indefinite-length container ends here (consuming the break)."""
+        if self.pos >= len(self.data):
+            raise self.fail("indefinite-length container has no break")
+        if self.data[self.pos] == _BREAK:
+            self.pos += 1
+            return True
+        return False
 
     def count(self, n: int, unit: int) -> int:
         # Each element takes at least ``unit`` bytes: a count beyond that is a lie.
@@ -82,6 +92,8 @@ class _Reader:
         major, info = head >> 5, head & 0x1F
         if major == 7:
             return self.simple(info), self.pos
+        if info == _INDEFINITE:
+            return self.indefinite(major, depth), self.pos
         n = self.argument(info)
         value: CborValue
         if major == 0:
@@ -103,16 +115,32 @@ class _Reader:
             value = Tagged(n, self.item(depth + 1)[0])
         return value, self.pos
 
+    def indefinite(self, major: int, depth: int) -> CborValue:
+        if major == 4:
+            items: list[CborValue] = []
+            while not self.at_break():
+                items.append(self.item(depth + 1)[0])
+            return items
+        if major == 5:
+            out: dict[CborKey, CborValue] = {}
+            while not self.at_break():
+                self.entry(out, depth)
+            return out
+        raise self.fail("indefinite length is accepted for arrays and maps only")
+
     def map(self, n: int, depth: int) -> dict[CborKey, CborValue]:
         out: dict[CborKey, CborValue] = {}
         for _ in range(n):
-            key = self.item(depth + 1)[0]
-            if isinstance(key, bool) or not isinstance(key, int | bytes | str):
-                raise self.fail("map key is not an integer, byte string or text string")
-            if key in out:
-                raise self.fail(f"map key {key!r} repeated")
-            out[key] = self.item(depth + 1)[0]
+            self.entry(out, depth)
         return out
+
+    def entry(self, out: dict[CborKey, CborValue], depth: int) -> None:
+        key = self.item(depth + 1)[0]
+        if isinstance(key, bool) or not isinstance(key, int | bytes | str):
+            raise self.fail("map key is not an integer, byte string or text string")
+        if key in out:
+            raise self.fail(f"map key {key!r} repeated")
+        out[key] = self.item(depth + 1)[0]
 
     def simple(self, info: int) -> CborValue:
         if info == 20:

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..errors import BootPcrError, FormatError
 from ..input_file import MAX_RECIPE_BYTES, MAX_UKI_BYTES, read_input_file
 from ..statement.canonical_json import parse_json
+from ..tpm.pcr import SHA256, SHA384, HashAlgorithm
 from .image_identity import ImageIdentity, identity_of_uki
 from .uki import BOOT_PCRS, predict_boot_pcrs
 
@@ -29,6 +30,9 @@ class BootReference:
     """
     image: ImageIdentity = field(default_factory=ImageIdentity)
     """The image's root hash and UKI Authenticode digest, which the statement must name."""
+    sha384: BankPrediction | None = None
+    """The same PCRs in the SHA-384 bank, which NitroTPM's attestation document reports;
+    None for a recipe written before they were predicted."""
 
     def check(self, quoted: Mapping[int, bytes]) -> None:
         """Raise BootPcrError at the first PCR that matches neither prediction."""
@@ -42,20 +46,43 @@ class BootReference:
             )
 
 
+@dataclass(frozen=True)
+class BankPrediction:
+    """Expected boot PCRs in one more bank, with their Secure Boot alternatives."""
+
+    pcrs: Mapping[int, bytes]
+    secure_boot_pcrs: Mapping[int, bytes]
+
+    def mismatch(self, values: Mapping[int, bytes]) -> str | None:
+        """The first PCR of ``values`` that matches neither prediction, described."""
+        for pcr, want in sorted(self.pcrs.items()):
+            got = values.get(pcr)
+            if got != want and (got is None or got != self.secure_boot_pcrs.get(pcr)):
+                return f"PCR {pcr} is {got.hex() if got else 'absent'}, predicted {want.hex()}"
+        return None
+
+
 def reference_from_uki(path: Path) -> BootReference:
     """Predict PCRs 4, 9, 11, 12, 13 from the UKI itself (e.g. an auditor's rebuild)."""
     data = read_input_file(path, "UKI", MAX_UKI_BYTES)
     try:
         prediction = predict_boot_pcrs(data)
         secure = predict_boot_pcrs(data, secure_boot=True)
+        sha384 = predict_boot_pcrs(data, bank=SHA384).pcrs
+        secure_sha384 = predict_boot_pcrs(data, secure_boot=True, bank=SHA384).pcrs
     except FormatError as exc:
         raise FormatError(f"UKI {path}: {exc.message}") from None
     return BootReference(
         source=f"UKI {path.name} (systemd-stub {prediction.stub_version})",
         pcrs=prediction.pcrs,
-        secure_boot_pcrs={p: v for p, v in secure.pcrs.items() if v != prediction.pcrs[p]},
+        secure_boot_pcrs=_differing(secure.pcrs, prediction.pcrs),
         image=identity_of_uki(data),
+        sha384=BankPrediction(sha384, _differing(secure_sha384, sha384)),
     )
+
+
+def _differing(pcrs: Mapping[int, bytes], base: Mapping[int, bytes]) -> dict[int, bytes]:
+    return {p: v for p, v in pcrs.items() if v != base[p]}
 
 
 def reference_from_recipe(path: Path) -> BootReference:
@@ -85,6 +112,24 @@ def reference_from_recipe_bytes(data: bytes, path: str, name: str | None = None)
         if isinstance(secure, Mapping)
         else _hex_pcrs(None, (), f"{where}.secure_boot_pcrs"),
         image=_recipe_image(doc.get("outputs"), f"recipe {path}: outputs"),
+        sha384=_bank_prediction(expected.get("sha384"), SHA384, f"{where}.sha384"),
+    )
+
+
+def _bank_prediction(raw: object, bank: HashAlgorithm, where: str) -> BankPrediction | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise FormatError(f"{where} must be an object")
+    secure = raw.get("secure_boot_pcrs")
+    return BankPrediction(
+        pcrs=_hex_pcrs(raw.get("pcrs"), BOOT_PCRS, f"{where}.pcrs", bank.digest_size),
+        secure_boot_pcrs=_hex_pcrs(
+            secure,
+            tuple(secure) if isinstance(secure, Mapping) else (),
+            f"{where}.secure_boot_pcrs",
+            bank.digest_size,
+        ),
     )
 
 
@@ -98,14 +143,16 @@ def _recipe_image(outputs: object, where: str) -> ImageIdentity:
     return ImageIdentity(roothash, uki)
 
 
-def _hex_pcrs(raw: object, required: tuple[object, ...], where: str) -> dict[int, bytes]:
+def _hex_pcrs(
+    raw: object, required: tuple[object, ...], where: str, size: int = SHA256.digest_size
+) -> dict[int, bytes]:
     if not isinstance(raw, Mapping):
         raise FormatError(f"{where} must be an object")
     pcrs: dict[int, bytes] = {}
     for key in required:
         value = raw.get(str(key))
-        if not isinstance(value, str) or len(value) != 64 or not str(key).isdigit():
-            raise FormatError(f"{where}[{key}] must be 64 hex digits")
+        if not isinstance(value, str) or len(value) != 2 * size or not str(key).isdigit():
+            raise FormatError(f"{where}[{key}] must be {2 * size} hex digits")
         try:
             pcrs[int(str(key))] = bytes.fromhex(value)
         except ValueError:

@@ -13,11 +13,15 @@ replayed log differs, not only that the final value does.
   on OVMF + swtpm by tests/test_uki_boot.py. Firmware without the Security2 protocol
   would measure the kernel anyway; such a platform needs secure_boot=False.
 - PCR 11 (systemd-stub): for each measured section in the stub's canonical order,
-  SHA-256 of the name with its NUL, then of the loaded contents; then systemd-pcrphase's
+  the digest of the name with its NUL, then of the loaded contents; then systemd-pcrphase's
   "enter-initrd", "leave-initrd", "sysinit", "ready" (userspace, not in the firmware log).
-- PCR 9 (the kernel's EFI stub): SHA-256 of the LoadOptions (UTF-16LE command line with
+- PCR 9 (the kernel's EFI stub): the digest of the LoadOptions (UTF-16LE command line with
   its NUL), then of the initrd the stub hands over.
 - PCR 12 and 13 stay zero: no command-line override, credentials, add-ons or sysexts.
+
+Every formula is the same in each PCR bank with that bank's hash (the firmware and
+the stub measure into all active banks), so ``bank`` picks SHA-384 for NitroTPM,
+whose attestation document reports that bank only.
 
 See :mod:`.systemd_stub` for the per-version stub behaviour and its assumptions.
 """
@@ -29,7 +33,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from ..tpm.pcr import SHA256, extend_all
+from ..tpm.pcr import SHA256, HashAlgorithm, extend_all
 from .authenticode import authenticode_digest, authenticode_digest_of
 from .pe import parse_pe
 from .systemd_stub import simulate_stub, stub_version
@@ -59,16 +63,19 @@ class ExpectedEvent:
 
 @dataclass(frozen=True)
 class BootPcrPrediction:
-    """Predicted SHA-256 boot PCRs of one UKI, with their expected events."""
+    """Predicted boot PCRs of one UKI in one bank, with their expected events."""
 
     stub_version: str
     secure_boot: bool
     measured_sections: tuple[str, ...]
     events: Mapping[int, tuple[ExpectedEvent, ...]] = field(hash=False)
+    bank: HashAlgorithm = SHA256
 
     @property
     def pcrs(self) -> dict[int, bytes]:
-        return {pcr: extend_all(SHA256, [e.digest for e in self.events[pcr]]) for pcr in BOOT_PCRS}
+        return {
+            pcr: extend_all(self.bank, [e.digest for e in self.events[pcr]]) for pcr in BOOT_PCRS
+        }
 
     def to_json(self) -> dict[str, Any]:
         pcrs = self.pcrs
@@ -81,10 +88,6 @@ class BootPcrPrediction:
         }
 
 
-def _sha256(data: bytes) -> bytes:
-    return SHA256.hash(data)
-
-
 @dataclass(frozen=True)
 class BootDigests:
     """The digests the boot PCR formulas combine, however they were obtained (computed
@@ -93,20 +96,22 @@ class BootDigests:
     uki_authenticode: bytes
     linux_authenticode: bytes
     sections: tuple[tuple[str, bytes], ...]
-    """(section name, SHA-256 of its loaded contents) in the stub's measurement order."""
+    """(section name, digest of its loaded contents) in the stub's measurement order."""
     load_options: bytes
-    """SHA-256 of the LoadOptions the kernel receives (UTF-16LE command line and NUL)."""
+    """Digest of the LoadOptions the kernel receives (UTF-16LE command line and NUL)."""
     initrd: bytes
-    """SHA-256 of the initrd the kernel receives."""
+    """Digest of the initrd the kernel receives."""
 
 
 def expected_events(
-    digests: BootDigests, *, secure_boot: bool
+    digests: BootDigests, *, secure_boot: bool, bank: HashAlgorithm = SHA256
 ) -> dict[int, tuple[ExpectedEvent, ...]]:
-    """The ordered events of PCRs 4, 9, 11, 12 and 13 on a direct UKI boot."""
+    """The ordered events of PCRs 4, 9, 11, 12 and 13 on a direct UKI boot, in ``bank``
+    (which ``digests`` must be of)."""
+    h = bank.hash
     pcr4: tuple[ExpectedEvent, ...] = (
-        ExpectedEvent(4, "EV_EFI_ACTION", BOOT_OPTION_ACTION.decode(), _sha256(BOOT_OPTION_ACTION)),
-        ExpectedEvent(4, "EV_SEPARATOR", "separator", _sha256(bytes(4))),
+        ExpectedEvent(4, "EV_EFI_ACTION", BOOT_OPTION_ACTION.decode(), h(BOOT_OPTION_ACTION)),
+        ExpectedEvent(4, "EV_SEPARATOR", "separator", h(bytes(4))),
         ExpectedEvent(
             4,
             "EV_EFI_BOOT_SERVICES_APPLICATION",
@@ -125,14 +130,10 @@ def expected_events(
         )
     pcr11: list[ExpectedEvent] = []
     for name, data_digest in digests.sections:
-        pcr11.append(
-            ExpectedEvent(11, "EV_IPL", f"{name} section name", _sha256(name.encode() + b"\0"))
-        )
+        pcr11.append(ExpectedEvent(11, "EV_IPL", f"{name} section name", h(name.encode() + b"\0")))
         pcr11.append(ExpectedEvent(11, "EV_IPL", f"{name} section data", data_digest))
     for word in PCRPHASE_WORDS:
-        pcr11.append(
-            ExpectedEvent(11, "systemd-pcrphase", f"boot phase {word}", _sha256(word.encode()))
-        )
+        pcr11.append(ExpectedEvent(11, "systemd-pcrphase", f"boot phase {word}", h(word.encode())))
     pcr9 = (
         ExpectedEvent(9, "EV_EVENT_TAG", "kernel command line", digests.load_options),
         ExpectedEvent(9, "EV_EVENT_TAG", "initrd", digests.initrd),
@@ -140,8 +141,10 @@ def expected_events(
     return {4: pcr4, 9: pcr9, 11: tuple(pcr11), 12: (), 13: ()}
 
 
-def predict_boot_pcrs(uki: bytes, *, secure_boot: bool = False) -> BootPcrPrediction:
-    """Predict PCRs 4, 9, 11, 12 and 13 of booting ``uki`` directly from the firmware.
+def predict_boot_pcrs(
+    uki: bytes, *, secure_boot: bool = False, bank: HashAlgorithm = SHA256
+) -> BootPcrPrediction:
+    """Predict PCRs 4, 9, 11, 12 and 13 in ``bank`` of booting ``uki`` from the firmware.
 
     ``secure_boot`` is the platform's UEFI Secure Boot state: it decides whether the
     kernel's Authenticode digest appears in PCR 4 (see the module docstring). The
@@ -150,18 +153,20 @@ def predict_boot_pcrs(uki: bytes, *, secure_boot: bool = False) -> BootPcrPredic
     pe = parse_pe(uki)
     version = stub_version(pe, uki)
     boot = simulate_stub(pe, uki, version)
+    h = bank.hash
     digests = BootDigests(
-        uki_authenticode=authenticode_digest_of(pe, uki),
+        uki_authenticode=authenticode_digest_of(pe, uki, bank),
         # The stub starts the kernel with LoadImage on the loaded bytes it measured, and
         # the firmware measures that buffer's Authenticode digest.
-        linux_authenticode=authenticode_digest(boot.sections[".linux"]),
-        sections=tuple((name, _sha256(boot.sections[name])) for name in boot.measured_sections),
-        load_options=_sha256((boot.cmdline + "\0").encode("utf-16-le")),
-        initrd=_sha256(boot.initrd),
+        linux_authenticode=authenticode_digest(boot.sections[".linux"], bank),
+        sections=tuple((name, h(boot.sections[name])) for name in boot.measured_sections),
+        load_options=h((boot.cmdline + "\0").encode("utf-16-le")),
+        initrd=h(boot.initrd),
     )
     return BootPcrPrediction(
         stub_version=version,
         secure_boot=secure_boot,
         measured_sections=boot.measured_sections,
-        events=MappingProxyType(expected_events(digests, secure_boot=secure_boot)),
+        events=MappingProxyType(expected_events(digests, secure_boot=secure_boot, bank=bank)),
+        bank=bank,
     )
