@@ -2,21 +2,28 @@
 provisioned swtpm standing in for the instance's NitroTPM (moto gives the instance
 127.0.0.1 as its public address).
 
-NitroTPM certifies no AK (docs/aws.md), so the swtpm carries an AK certificate from
+NitroTPM certifies no AK (docs/aws.md). Most runs give the swtpm an AK certificate from
 the local CA, given as the one trust root: without a root the attestation fails closed.
+One run is the NitroTPM path: a swtpm without any AK behind the NitroTPM stand-in
+(tests/nitro_standin.py), the agent's own AK, and the stand-in's Nitro document in the
+certificate instead of AK certificates.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from agent_harness import running_agent, write_toy_job
-from aicert.agent.tpm import AgentTpm
+from aicert.agent.tpm import NITRO_AK, AgentTpm
+from aicert.builder import agent_client
+from aicert.builder.agent_attestation import AttestedAgent, attestation_extra_data
 from aicert.builder.agent_client import AgentRequestError
 from aicert.builder.cli import main as build_main
 from aicert.builder.job_file import JobFile, load_job_file
@@ -27,15 +34,26 @@ from aicert.builder.platforms.aws.deploy import AwsDeploySpec, deploy_image
 from aicert.builder.platforms.aws.errors import CloudTransientError
 from aicert.builder.platforms.aws.platform import run_aws
 from aicert.builder.platforms.aws.run import DEFAULT_INSTANCE_TYPE, DEFAULT_SCRATCH_GIB, AwsRun
+from aicert.builder.platforms.local.ca import LocalCa
 from aicert.builder.platforms.local.qemu import free_port
+from aicert.builder.platforms.local.swtpm import Swtpm
+from aicert.verifier.aws.nitro_document import verify_nitro_document
 from aicert.verifier.boot.uki import BOOT_PCRS
+from aicert.verifier.cli import main as verify_main
 from aicert.verifier.digest.treehash import hash_tree
 from aicert.verifier.errors import AicertError, CloudError, InputError
+from aicert.verifier.logs.cel import parse_cel
+from aicert.verifier.logs.session_events import AgentStart, parse_event
+from aicert.verifier.statement.certificate import agent_key_id
+from aicert.verifier.tpm.quote import verify_quote_signature
+from aicert.verifier.tpm.tpm2_structures import parse_tpm2b_public
 from aws_fake import MotoAws, inject, owned
 from aws_fixtures import aws_disk
 from certgen import recipe_outputs
 from click.testing import CliRunner
 from conftest import ProvisionedSwtpm
+from cryptography import x509
+from nitro_standin import NitroStandin, standin_for
 from tpm_replay import OVMF_LOG, replay_log_into_tpm
 
 CALLER = "52.174.10.20"
@@ -73,6 +91,20 @@ def _recipe_for(tcti: str, path: Path) -> Path:
             }
         )
     )
+    return path
+
+
+def _nitro_recipe_for(tcti: str, path: Path) -> Path:
+    """A recipe whose boot PCRs are the swtpm's, in SHA-256 and (for the Nitro document)
+    SHA-384."""
+    replay_log_into_tpm(tcti, OVMF_LOG.read_bytes())
+    with AgentTpm(tcti, event_log_path=OVMF_LOG) as tpm:
+        assert tpm.ak_source() == NITRO_AK
+        banks = {alg: tpm.read_pcrs(alg, pcrs=BOOT_PCRS) for alg in ("sha256", "sha384")}
+    pcrs = {alg: {str(n): v.hex() for n, v in values.items()} for alg, values in banks.items()}
+    expected = {"pcrs": pcrs["sha256"], "sha384": {"pcrs": pcrs["sha384"], "secure_boot_pcrs": {}}}
+    recipe = {"inputs": {"profile": "aws"}, "outputs": recipe_outputs(), "expected_pcrs": expected}
+    path.write_text(json.dumps(recipe))
     return path
 
 
@@ -163,6 +195,109 @@ def test_a_job_runs_on_an_instance_and_everything_is_deleted(
     assert statuses["boot-pcrs"] == statuses["weights"] == "passed"
     assert outcome.report.root_of_trust is not None
     assert not outcome.report.root_of_trust.hardware
+
+
+@pytest.fixture
+def nitro_agent(
+    running_swtpm: Swtpm, local_ca: LocalCa, tmp_path: Path
+) -> Iterator[tuple[int, Path, NitroStandin]]:
+    """An agent on a swtpm with no AK behind the NitroTPM stand-in."""
+    with standin_for(running_swtpm) as standin:
+        recipe = _nitro_recipe_for(standin.tcti, tmp_path / "recipe.json")
+        with running_agent(standin.tcti, local_ca, replay=False) as agent:
+            yield agent.server.port, recipe, standin
+
+
+def _nitro_attestation(root: x509.Certificate) -> object:
+    """The client's check of an attestation answer, for one that carries a Nitro document
+    (the client knows only AK certificates yet): quote by akPublic over the client's
+    nonce, the document under ``root`` naming that AK and the agent key, and the TLS key
+    being the agent key that agent-start measured."""
+
+    def verify(
+        doc: Mapping[str, Any],
+        *,
+        nonce: bytes,
+        tls_key_sha256: str,
+        trust_roots: Sequence[x509.Certificate],
+        boot_reference: object = None,
+        intermediates: Sequence[bytes] = (),
+    ) -> AttestedAgent:
+        tpm = doc["tpm"]
+        assert tpm["akCertificates"] == []
+        ak = parse_tpm2b_public(base64.b64decode(tpm["akPublic"]))
+        quote = tpm["quote"]
+        attest = verify_quote_signature(
+            base64.b64decode(quote["attest"]), base64.b64decode(quote["signature"]), ak
+        )
+        assert attest.extra_data == attestation_extra_data(nonce)
+        agent_key = base64.b64decode(doc["agentPublicKey"])
+        verified = verify_nitro_document(base64.b64decode(tpm["nitroDocument"]), [root])
+        assert verified.document.user_data == ak.name()
+        assert verified.document.nonce == hashlib.sha256(agent_key).digest()
+        events = tuple(parse_event(r.content, "CEL record") for r in parse_cel(tpm["celLog"]))
+        start = events[0]
+        assert isinstance(start, AgentStart)
+        assert start.agent_key_sha256 == agent_key_id(agent_key) == tls_key_sha256
+        pcrs = {int(n): bytes.fromhex(v) for n, v in tpm["pcrs"]["sha256"].items()}
+        return AttestedAgent(
+            agent_key_sha256=tls_key_sha256,
+            agent_public_key=agent_key,
+            agent_version=start.agent_version,
+            boot_id=start.boot_id,
+            pcrs=pcrs,
+            events=events,
+            ak_subject=verified.document.module_id,
+            boot_checked="checked by the test",
+        )
+
+    return verify
+
+
+@pytest.mark.swtpm
+def test_a_job_on_a_nitrotpm_yields_a_certificate_with_its_attestation_document(
+    aws: AwsClients,
+    ami: str,
+    nitro_agent: tuple[int, Path, NitroStandin],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    port, recipe, standin = nitro_agent
+    monkeypatch.setattr(agent_client, "verify_attestation", _nitro_attestation(standin.pki.root))
+    spec = _spec(tmp_path, ami, recipe, port, trust_roots=(standin.pki.root,))
+    outcome = run_aws(spec, _job(tmp_path), clients=aws, say=lambda _l: None, run_name=RUN)
+
+    tpm = json.loads(outcome.certificate.read_text())["tpm"]
+    assert tpm["akCertificates"] == []
+    ak = parse_tpm2b_public(base64.b64decode(tpm["akPublic"]))
+    verify_quote_signature(
+        base64.b64decode(tpm["quote"]["attest"]), base64.b64decode(tpm["quote"]["signature"]), ak
+    )
+    document = verify_nitro_document(base64.b64decode(tpm["nitroDocument"]), [standin.pki.root])
+    assert document.document.user_data == ak.name()
+    # One document at agent start (the check that the TPM is a NitroTPM), one for the
+    # attestation, and the certificate's, asked for right after its quote.
+    assert len(standin.documents) == 3
+    assert base64.b64decode(tpm["nitroDocument"]) == standin.documents[-1]
+
+    assert outcome.report.ok, outcome.report.error
+    statuses = {r.check: r.status.value for r in outcome.report.results}
+    assert statuses["ak-chain"] == statuses["quote-signature"] == statuses["boot-pcrs"] == "passed"
+    assert outcome.report.root_of_trust is not None
+    assert not outcome.report.root_of_trust.hardware
+
+    root_pem = tmp_path / "nitro-root.pem"
+    root_pem.write_bytes(standin.pki.root_pem)
+    args = [str(outcome.certificate), "--recipe", str(recipe), "--trust-root", str(root_pem)]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        verify_main([*args, "--weights", str(outcome.weights), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert exited.value.code == 0, report
+    (ak_chain,) = [r for r in report["checks"] if r["check"] == "ak-chain"]
+    assert ak_chain["status"] == "passed"
+    assert "Nitro document of i-0123456789abcdef0" in ak_chain["detail"]
 
 
 @pytest.mark.swtpm
