@@ -5,7 +5,9 @@ SHA-256("aicert-attestation-v1" || nonce), the PCR values, the AK and its certif
 chain, the firmware event log and the agent's CEL records so far. :func:`verify_attestation`
 checks, with the verifier's own functions and failing closed at the first problem:
 
-1. the AK certificate chains to a trusted root now, and certifies the AK;
+1. the AK certificate chains to a trusted root now, and certifies the AK; or, on
+   NitroTPM, AWS's attestation document names the AK and this agent's key and its
+   SHA-384 boot PCRs are the recipe's (``verifier/aws/nitro_ak.py``);
 2. the quote is signed by that AK (restricted signing key, accepted scheme);
 3. its extraData is SHA-256(domain || the client's fresh nonce);
 4. it covers the SHA-256 bank of PCRs 0-15 and the PCR values hash to its digest;
@@ -27,8 +29,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from aicert.verifier.aws.nitro_ak import check_nitro_boot, describe, verify_nitro_ak
 from aicert.verifier.boot.firmware_replay import verify_firmware_log
-from aicert.verifier.errors import BindingError, BootPcrError, FormatError, PcrDigestError
+from aicert.verifier.errors import (
+    AkChainError,
+    BindingError,
+    BootPcrError,
+    FormatError,
+    PcrDigestError,
+)
 from aicert.verifier.logs.cel import CelRecord, parse_cel, verify_cel
 from aicert.verifier.logs.session_events import AgentStart, SessionEvent, parse_event
 from aicert.verifier.logs.tcg_log import parse_event_log
@@ -126,8 +135,14 @@ def verify_attestation(
     signature = b64decode(quote.get("signature"), "tpm.quote.signature")
     pcrs = _pcr_values(_obj(_obj(tpm.get("pcrs"), "tpm.pcrs").get("sha256"), "tpm.pcrs.sha256"))
     certs = tpm.get("akCertificates")
-    if not isinstance(certs, list) or not certs:
-        raise FormatError("attestation: tpm.akCertificates must be a non-empty array")
+    nitro_document = (
+        b64decode(tpm["nitroDocument"], "tpm.nitroDocument") if "nitroDocument" in tpm else None
+    )
+    if not isinstance(certs, list) or (nitro_document is None) == (not certs):
+        raise FormatError(
+            "attestation: tpm must carry either a non-empty akCertificates array or a"
+            " nitroDocument (NitroTPM), not both"
+        )
     chain = [b64decode(c, f"tpm.akCertificates[{i}]") for i, c in enumerate(certs)]
     ak = parse_tpm2b_public(b64decode(tpm.get("akPublic"), "tpm.akPublic"))
     firmware_log = b64decode(tpm.get("firmwareEventLog"), "tpm.firmwareEventLog")
@@ -135,7 +150,11 @@ def verify_attestation(
     agent_public_key = b64decode(doc.get("agentPublicKey"), "agentPublicKey")
 
     when = at or datetime.datetime.now(datetime.UTC)
-    chain_result = verify_ak_chain(chain[0], [*chain[1:], *intermediates], trust_roots, when, ak)
+    ak_subject = (
+        verify_ak_chain(chain[0], [*chain[1:], *intermediates], trust_roots, when, ak).leaf_subject
+        if chain
+        else ""  # named by the Nitro document below
+    )
     attest = verify_quote_signature(attest_bytes, signature, ak)
     if attest.extra_data != attestation_extra_data(nonce):
         raise BindingError(
@@ -164,6 +183,15 @@ def verify_attestation(
             "the TLS server key is not the agent key measured at agent start: "
             "the connection does not end at the attested agent"
         )
+    if nitro_document is not None:
+        # NitroTPM certifies no AK: AWS's document names it, for this image's boot only.
+        if boot_reference is None:
+            raise AkChainError(
+                "a NitroTPM agent's AK can be checked only against the image's recipe"
+            )
+        nitro = verify_nitro_ak(nitro_document, ak, start.agent_key_sha256, trust_roots)
+        check_nitro_boot(nitro, boot_reference)
+        ak_subject = describe(nitro)
     boot_checked = "no boot reference given: the booted image was not checked"
     if boot_reference is not None:
         boot_reference.check(pcrs)
@@ -175,6 +203,6 @@ def verify_attestation(
         boot_id=start.boot_id,
         pcrs=pcrs,
         events=events,
-        ak_subject=chain_result.leaf_subject,
+        ak_subject=ak_subject,
         boot_checked=boot_checked,
     )

@@ -28,7 +28,7 @@ from aicert.verifier.boot.authenticode import authenticode_digest
 from aicert.verifier.boot.uki import BootDigests, expected_events, predict_boot_pcrs
 from aicert.verifier.errors import FormatError
 from aicert.verifier.logs.tcg_log import events_for_pcr, parse_event_log
-from aicert.verifier.tpm.pcr import SHA256, extend_all
+from aicert.verifier.tpm.pcr import SHA256, SHA384, extend_all
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pe_build import SectionSpec, build_pe
@@ -93,6 +93,40 @@ def test_real_boot_log_is_reproduced_by_the_formulas() -> None:
         assert extend_all(SHA256, [e.digest for e in events[pcr]]) == _readme_pcr(pcr)
     # The log holds only the stub's part of PCR 11; userspace adds the four phases.
     assert extend_all(SHA256, pcr11).hex().startswith("82701c00")
+
+
+def test_real_boot_log_sha384_bank_is_reproduced_by_the_same_formulas() -> None:
+    """NitroTPM reports SHA-384 PCRs: the real log's SHA-384 bank must follow the same
+    formulas with SHA-384, digests of the (absent) UKI bytes again taken from the log."""
+    log = parse_event_log((REAL_BOOT / "binary_bios_measurements").read_bytes())
+
+    def digests(pcr: int) -> list[bytes]:
+        return [e.digests[SHA384.tpm_id] for e in events_for_pcr(log, pcr)]
+
+    pcr4, pcr9, pcr11 = digests(4), digests(9), digests(11)
+    sections = (".linux", ".osrel", ".cmdline", ".initrd")
+    boot = BootDigests(
+        uki_authenticode=pcr4[2],
+        linux_authenticode=pcr4[3],
+        sections=tuple(zip(sections, pcr11[1::2], strict=True)),
+        load_options=pcr9[0],
+        initrd=pcr9[1],
+    )
+    events = expected_events(boot, secure_boot=False, bank=SHA384)
+    assert [e.digest for e in events[4]] == pcr4
+    assert [e.digest for e in events[9]] == pcr9
+    assert [e.digest for e in events[11][: len(pcr11)]] == pcr11
+    assert pcr4[0] == hashlib.sha384(b"Calling EFI Application from Boot Option").digest()
+
+
+def test_sha384_prediction_of_a_built_uki_uses_sha384_throughout() -> None:
+    uki = small_uki()
+    sha256, sha384 = predict_boot_pcrs(uki), predict_boot_pcrs(uki, bank=SHA384)
+    assert sha384.bank is SHA384
+    assert all(len(v) == 48 for v in sha384.pcrs.values())
+    assert sha384.events[4][2].digest == authenticode_digest(uki, SHA384)
+    assert [e.description for e in sha384.events[11]] == [e.description for e in sha256.events[11]]
+    assert sha384.pcrs[12] == bytes(48)
 
 
 # --- small built UKIs, no external tools --------------------------------------------------

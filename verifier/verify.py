@@ -22,7 +22,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
-from .aws.nitro_document import bundled_nitro_roots, verify_nitro_document
+from .aws.nitro_ak import check_nitro_boot, describe, is_aws_root, verify_nitro_ak
 from .boot.boot_reference import BootReference
 from .boot.firmware_replay import check_event_digests, verify_against_pcrs
 from .boot.image_identity import check_image_identity
@@ -33,7 +33,6 @@ from .digest.weights import tree_manifest_of
 from .errors import (
     AicertError,
     AkChainError,
-    AkMismatchError,
     BindingError,
     BootPcrError,
     EnvelopeSignatureError,
@@ -282,63 +281,46 @@ def _ak_chain(state: _State) -> str | tuple[Status, str]:
 
 
 def _nitro_ak(state: _State) -> str | tuple[Status, str]:
-    """The AK vouched for by a NitroTPM attestation document (docs/aws.md).
-
-    AWS signs the document for the instance; it names the AK (``user_data`` = the AK's
-    TPM name) and this agent's key (``nonce``), and its SHA-384 boot PCRs must be this
-    image's: only the measured agent of that image asks for a document naming its AK.
-    """
-    verified = verify_nitro_document(
-        state.cert.tpm.nitro_document, [*bundled_nitro_roots(), *state.policy.trust_roots]
+    """The AK vouched for by a NitroTPM attestation document (:mod:`.aws.nitro_ak`)."""
+    verified = verify_nitro_ak(
+        state.cert.tpm.nitro_document,
+        state.ak,
+        state.cert.agent_key_id,
+        state.policy.trust_roots,
     )
-    doc = verified.document
-    if doc.user_data != state.ak.name():
-        raise AkMismatchError(
-            "the Nitro attestation document's user_data does not name the AK that signed "
-            "the quote (it must be the AK's TPM name)"
-        )
-    if doc.nonce != bytes.fromhex(state.cert.agent_key_id):
-        raise AkMismatchError(
-            "the Nitro attestation document's nonce is not SHA-256 of this certificate's "
-            "agent key: the document was made for another agent"
-        )
-    where = f"Nitro document of {doc.module_id} at {doc.timestamp.isoformat()}"
     reference = state.policy.boot_reference
-    if reference is None or reference.sha384 is None:
+    if reference is None:
         if not state.policy.accept_uncertified_ak:
             raise AkChainError(
-                f"the {where} is valid, but without SHA-384 boot predictions (a recipe from "
-                "this aicert-build, or --uki) nothing shows the instance booted this image; "
-                "give --recipe, or --accept-uncertified-ak to go on without it"
+                f"the {describe(verified)} names this AK, but without a recipe (or --uki) "
+                "nothing shows the instance booted this image; give --recipe, or "
+                "--accept-uncertified-ak to go on without it"
             )
         state.root_of_trust = UNCERTIFIED_AK
         return Status.NOT_ESTABLISHED, (
-            f"the {where} names this AK, but its SHA-384 boot PCRs could not be checked "
-            "(no recipe with SHA-384 predictions): nothing shows which image asked for it"
+            f"the {describe(verified)} names this AK, but with no recipe its SHA-384 boot "
+            "PCRs could not be checked: nothing shows which image asked for it"
         )
-    mismatch = reference.sha384.mismatch(doc.pcrs)
-    if mismatch is not None:
-        raise AkChainError(
-            f"the {where} shows another boot than {reference.source}: {mismatch} (SHA-384)"
-        )
-    state.root_of_trust = _nitro_root_of_trust(verified.root)
-    return (
-        f"AK named by the {where}, signed under {state.root_of_trust.root}; its SHA-384 "
-        f"PCRs {', '.join(map(str, sorted(reference.sha384.pcrs)))} match "
-        f"{reference.source}: {state.root_of_trust.description}"
-    )
-
-
-def _nitro_root_of_trust(root: x509.Certificate) -> RootOfTrust:
-    subject = root.subject.rfc4514_string()
-    if any(root == bundled for bundled in bundled_nitro_roots()):
-        return RootOfTrust(
+    check_nitro_boot(verified, reference)
+    root = verified.root
+    state.root_of_trust = (
+        RootOfTrust(
             True,
-            subject,
-            "AWS Nitro attestation PKI (bundled with aicert-verify); AWS signs the NitroTPM's "
-            "PCRs, not the AK, so the AK rests on the measured agent that named it",
+            root.subject.rfc4514_string(),
+            "AWS Nitro attestation PKI (bundled with aicert-verify); AWS signs the "
+            "NitroTPM's PCRs, not the AK, so the AK rests on the measured agent that named it",
         )
-    return RootOfTrust(False, subject, f"{LOCAL_TEST_PLATFORM} (root given with --trust-root)")
+        if is_aws_root(root)
+        else RootOfTrust(
+            False,
+            root.subject.rfc4514_string(),
+            f"{LOCAL_TEST_PLATFORM} (root given with --trust-root)",
+        )
+    )
+    return (
+        f"AK named by the {describe(verified)}, signed under {state.root_of_trust.root}; "
+        f"its SHA-384 boot PCRs match {reference.source}: {state.root_of_trust.description}"
+    )
 
 
 def root_of_trust(root: x509.Certificate) -> RootOfTrust:
