@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import hashlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from agent_harness import running_agent, write_toy_job
 from aicert.agent.tpm import NITRO_AK, AgentTpm
-from aicert.builder import agent_client
-from aicert.builder.agent_attestation import AttestedAgent, attestation_extra_data
 from aicert.builder.agent_client import AgentRequestError
 from aicert.builder.cli import main as build_main
 from aicert.builder.job_file import JobFile, load_job_file
@@ -42,9 +39,6 @@ from aicert.verifier.boot.uki import BOOT_PCRS
 from aicert.verifier.cli import main as verify_main
 from aicert.verifier.digest.treehash import hash_tree
 from aicert.verifier.errors import AicertError, CloudError, InputError
-from aicert.verifier.logs.cel import parse_cel
-from aicert.verifier.logs.session_events import AgentStart, parse_event
-from aicert.verifier.statement.certificate import agent_key_id
 from aicert.verifier.tpm.quote import verify_quote_signature
 from aicert.verifier.tpm.tpm2_structures import parse_tpm2b_public
 from aws_fake import MotoAws, inject, owned
@@ -52,7 +46,6 @@ from aws_fixtures import aws_disk
 from certgen import recipe_outputs
 from click.testing import CliRunner
 from conftest import ProvisionedSwtpm
-from cryptography import x509
 from nitro_standin import NitroStandin, standin_for
 from tpm_replay import OVMF_LOG, replay_log_into_tpm
 
@@ -208,63 +201,15 @@ def nitro_agent(
             yield agent.server.port, recipe, standin
 
 
-def _nitro_attestation(root: x509.Certificate) -> object:
-    """The client's check of an attestation answer, for one that carries a Nitro document
-    (the client knows only AK certificates yet): quote by akPublic over the client's
-    nonce, the document under ``root`` naming that AK and the agent key, and the TLS key
-    being the agent key that agent-start measured."""
-
-    def verify(
-        doc: Mapping[str, Any],
-        *,
-        nonce: bytes,
-        tls_key_sha256: str,
-        trust_roots: Sequence[x509.Certificate],
-        boot_reference: object = None,
-        intermediates: Sequence[bytes] = (),
-    ) -> AttestedAgent:
-        tpm = doc["tpm"]
-        assert tpm["akCertificates"] == []
-        ak = parse_tpm2b_public(base64.b64decode(tpm["akPublic"]))
-        quote = tpm["quote"]
-        attest = verify_quote_signature(
-            base64.b64decode(quote["attest"]), base64.b64decode(quote["signature"]), ak
-        )
-        assert attest.extra_data == attestation_extra_data(nonce)
-        agent_key = base64.b64decode(doc["agentPublicKey"])
-        verified = verify_nitro_document(base64.b64decode(tpm["nitroDocument"]), [root])
-        assert verified.document.user_data == ak.name()
-        assert verified.document.nonce == hashlib.sha256(agent_key).digest()
-        events = tuple(parse_event(r.content, "CEL record") for r in parse_cel(tpm["celLog"]))
-        start = events[0]
-        assert isinstance(start, AgentStart)
-        assert start.agent_key_sha256 == agent_key_id(agent_key) == tls_key_sha256
-        pcrs = {int(n): bytes.fromhex(v) for n, v in tpm["pcrs"]["sha256"].items()}
-        return AttestedAgent(
-            agent_key_sha256=tls_key_sha256,
-            agent_public_key=agent_key,
-            agent_version=start.agent_version,
-            boot_id=start.boot_id,
-            pcrs=pcrs,
-            events=events,
-            ak_subject=verified.document.module_id,
-            boot_checked="checked by the test",
-        )
-
-    return verify
-
-
 @pytest.mark.swtpm
 def test_a_job_on_a_nitrotpm_yields_a_certificate_with_its_attestation_document(
     aws: AwsClients,
     ami: str,
     nitro_agent: tuple[int, Path, NitroStandin],
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     port, recipe, standin = nitro_agent
-    monkeypatch.setattr(agent_client, "verify_attestation", _nitro_attestation(standin.pki.root))
     spec = _spec(tmp_path, ami, recipe, port, trust_roots=(standin.pki.root,))
     outcome = run_aws(spec, _job(tmp_path), clients=aws, say=lambda _l: None, run_name=RUN)
 
@@ -298,6 +243,23 @@ def test_a_job_on_a_nitrotpm_yields_a_certificate_with_its_attestation_document(
     (ak_chain,) = [r for r in report["checks"] if r["check"] == "ak-chain"]
     assert ak_chain["status"] == "passed"
     assert "Nitro document of i-0123456789abcdef0" in ak_chain["detail"]
+
+
+@pytest.mark.swtpm
+def test_a_nitrotpm_agent_whose_document_no_trusted_root_signed_is_refused(
+    aws: AwsClients, ami: str, nitro_agent: tuple[int, Path, NitroStandin], tmp_path: Path
+) -> None:
+    """Without the stand-in's root the document chains to nothing trusted (the bundled
+    AWS root did not sign it): the run stops before any input is sent."""
+    port, recipe, _standin = nitro_agent
+    before = owned(aws)
+    with pytest.raises(AicertError) as info:
+        run_aws(
+            _spec(tmp_path, ami, recipe, port), _job(tmp_path), clients=aws, say=lambda _l: None
+        )
+    assert "Nitro" in str(info.value)
+    assert owned(aws) == before
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.swtpm
