@@ -257,7 +257,8 @@ def test_a_nitrotpm_agent_whose_document_no_trusted_root_signed_is_refused(
         run_aws(
             _spec(tmp_path, ami, recipe, port), _job(tmp_path), clients=aws, say=lambda _l: None
         )
-    assert "Nitro" in str(info.value)
+    assert "Nitro attestation document" in str(info.value)
+    assert "does not chain to a trusted root" in str(info.value)
     assert owned(aws) == before
     assert not (tmp_path / "out").exists()
 
