@@ -12,9 +12,11 @@ from collections.abc import Iterator
 
 import cbor2
 import pytest
+from agent_harness import running_agent
 from aicert.agent import nitro
 from aicert.agent.nitro import encode_request, parse_answer, request_attestation_document
 from aicert.agent.tpm import NITRO_AK, AgentTpm
+from aicert.builder.platforms.local.ca import LocalCa
 from aicert.builder.platforms.local.swtpm import Swtpm
 from aicert.verifier.errors import TpmError
 from aicert.verifier.tpm.tpm2_structures import (
@@ -172,6 +174,22 @@ def test_a_tpm_that_is_not_a_nitrotpm_says_so(running_swtpm: Swtpm) -> None:
         assert "Trusted Launch or Shielded VM" in str(info.value)
         assert "\n" not in str(info.value)
         assert tpm.nv_indices() == before
+
+
+@pytest.mark.swtpm
+def test_the_agent_stops_at_start_on_a_tpm_that_vouches_for_no_ak(
+    running_swtpm: Swtpm, local_ca: LocalCa
+) -> None:
+    """Before agent-start is measured: PCR 15 stays as it was, for a later agent."""
+    with AgentTpm(running_swtpm.tcti) as tpm:
+        pcr15 = tpm.read_pcrs(pcrs=[15])
+    with (
+        pytest.raises(TpmError, match="no AK certificate and is not a NitroTPM"),
+        running_agent(running_swtpm.tcti, local_ca),
+    ):
+        pass
+    with AgentTpm(running_swtpm.tcti) as tpm:
+        assert tpm.read_pcrs(pcrs=[15]) == pcr15
 
 
 @pytest.mark.swtpm
