@@ -35,6 +35,7 @@ NSM_COMMAND_CODE = 0x20000001
 TPM_ST_SESSIONS = 0x8002
 TPM_RS_PW = 0x40000009
 TPM_RC_COMMAND_CODE = 0x143
+_RC_CODE_MASK = 0xFFFF
 NV_USER_FIRST = 0x01000000
 NV_USER_LAST = 0x01BFFFFF
 # vaportpm's size for the request/response index: the answer (a document with a
@@ -200,6 +201,12 @@ def _send_vendor_command(tpm: AgentTpm, nv_index: int) -> None:
         response = bytes(tcti.receive())
     except TSS2_Exception as exc:
         raise TpmError(f"NitroTPM's attestation command failed to reach the TPM: {exc}") from None
+    check_vendor_response(response)
+
+
+def check_vendor_response(response: bytes) -> None:
+    """Raise unless ``response`` is a success answer to the attestation command (only its
+    header matters: the answer itself is in the NV index)."""
     if len(response) < _HEADER.size:
         raise TpmError(f"the TPM answered NitroTPM's command with {len(response)} bytes")
     _tag, size, rc = _HEADER.unpack_from(response)
@@ -207,7 +214,9 @@ def _send_vendor_command(tpm: AgentTpm, nv_index: int) -> None:
         raise TpmError(
             f"the TPM's answer to NitroTPM's command says {size} bytes and has {len(response)}"
         )
-    if rc == TPM_RC_COMMAND_CODE:
+    # Through /dev/tpmrm0 the kernel answers a command the TPM does not list itself,
+    # with its resource manager's layer (0x000b0000) above the code.
+    if rc & _RC_CODE_MASK == TPM_RC_COMMAND_CODE:
         raise _not_nitro(f"it does not know the attestation command 0x{NSM_COMMAND_CODE:08x}")
     if rc != 0:
         raise TpmError(f"NitroTPM's attestation command failed with TPM response code 0x{rc:03x}")

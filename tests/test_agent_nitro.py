@@ -14,7 +14,12 @@ import cbor2
 import pytest
 from agent_harness import running_agent
 from aicert.agent import nitro
-from aicert.agent.nitro import encode_request, parse_answer, request_attestation_document
+from aicert.agent.nitro import (
+    check_vendor_response,
+    encode_request,
+    parse_answer,
+    request_attestation_document,
+)
 from aicert.agent.tpm import NITRO_AK, AgentTpm
 from aicert.builder.platforms.local.ca import LocalCa
 from aicert.builder.platforms.local.swtpm import Swtpm
@@ -243,3 +248,25 @@ def test_answers_other_than_a_document_are_one_line_tpm_errors(answer: bytes, me
     with pytest.raises(TpmError, match=message) as info:
         parse_answer(answer)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("response", "message"),
+    [
+        # What a TPM answers, and what Linux's /dev/tpmrm0 makes up with its layer 0x0b.
+        (bytes.fromhex("80010000000a00000143"), "not a NitroTPM"),
+        (bytes.fromhex("80010000000a000b0143"), "not a NitroTPM"),
+        (bytes.fromhex("80010000000a0000098e"), "failed with TPM response code 0x98e"),
+        (bytes.fromhex("80010000000b00000000"), "says 11 bytes and has 10"),
+        (bytes.fromhex("8001"), "with 2 bytes"),
+    ],
+)
+def test_vendor_command_failures_are_one_line_tpm_errors(response: bytes, message: str) -> None:
+    with pytest.raises(TpmError, match=message) as info:
+        check_vendor_response(response)
+    assert "\n" not in str(info.value)
+
+
+def test_a_vendor_command_success_is_accepted() -> None:
+    # parameterSize 0, then an empty nonce, continueSession, an empty hmac.
+    check_vendor_response(bytes.fromhex("8002 00000013 00000000 00000000 0000 01 0000"))
