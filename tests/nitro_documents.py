@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
 REAL_FIXTURE = Path(__file__).parent / "data" / "aws" / "nitrotpm-us-east-1-vaportpm.json"
+EARLIER_FIXTURE = REAL_FIXTURE.with_name("nitrotpm-us-east-1-2026-02-01-vaportpm.json")
 
 
 def real_fixture() -> dict[str, Any]:
@@ -30,8 +31,9 @@ def real_fixture() -> dict[str, Any]:
     return data
 
 
-def real_document() -> bytes:
-    return bytes.fromhex(real_fixture()["attestation"]["nitro"]["document"])
+def real_document(fixture: Path = REAL_FIXTURE) -> bytes:
+    data = json.loads(fixture.read_text())
+    return bytes.fromhex(data["attestation"]["nitro"]["document"])
 
 
 def _name(cn: str) -> x509.Name:
