@@ -3,7 +3,7 @@ that signs documents of the same shape (COSE_Sign1, ES384, root-first cabundle).
 
 The real document is from lockboot/vaportpm (MIT OR Apache-2.0), commit
 eb643add961b72c8aa43a7674ff824d9db02646b, ``crates/vaportpm-verify/test-nitro-fixture.json``:
-an m6i-class instance in us-east-1 on 2026-02-03, with the TPM2_Quote its agent made
+an EC2 instance (type not recorded) in us-east-1 on 2026-02-03, with the TPM2_Quote its agent made
 with the ECC P-256 key named in the document's ``public_key``.
 """
 
@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
-REAL_FIXTURE = Path(__file__).parent / "data" / "aws" / "nitrotpm-m6i-vaportpm.json"
+REAL_FIXTURE = Path(__file__).parent / "data" / "aws" / "nitrotpm-us-east-1-vaportpm.json"
+EARLIER_FIXTURE = REAL_FIXTURE.with_name("nitrotpm-us-east-1-2026-02-01-vaportpm.json")
 
 
 def real_fixture() -> dict[str, Any]:
@@ -30,8 +31,9 @@ def real_fixture() -> dict[str, Any]:
     return data
 
 
-def real_document() -> bytes:
-    return bytes.fromhex(real_fixture()["attestation"]["nitro"]["document"])
+def real_document(fixture: Path = REAL_FIXTURE) -> bytes:
+    data = json.loads(fixture.read_text())
+    return bytes.fromhex(data["attestation"]["nitro"]["document"])
 
 
 def _name(cn: str) -> x509.Name:

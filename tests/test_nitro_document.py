@@ -5,6 +5,7 @@ property tests (cbor2 encodes, ours decodes)."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,7 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given
 from hypothesis import strategies as st
-from nitro_documents import NitroTestPki, real_document, real_fixture
+from nitro_documents import EARLIER_FIXTURE, NitroTestPki, real_document, real_fixture
 
 PCRS = {i: bytes([i]) * 48 for i in range(24)}
 AWS_ROOT_SHA256 = "641a0321a3e244efe456463195d606317ed7cdcc3c1756e09893f3c68f79bb5b"
@@ -46,6 +47,17 @@ def test_real_ec2_document_verifies_to_the_aws_root() -> None:
     assert doc.user_data is None
     assert len(verified.chain) == 5
     assert verified.root == bundled_nitro_roots()[0]
+
+
+def test_two_real_instances_agree_on_pcrs_0_2_3_7_and_differ_in_pcr_1() -> None:
+    """What docs/aws.md reports of real EC2 firmware PCRs (both documents AWS-signed)."""
+    roots = bundled_nitro_roots()
+    newer = verify_nitro_document(real_document(), roots).document
+    older = verify_nitro_document(real_document(EARLIER_FIXTURE), roots).document
+    assert older.module_id != newer.module_id
+    assert all(older.pcrs[p] == newer.pcrs[p] for p in (0, 2, 3, 7))
+    assert older.pcrs[1] != newer.pcrs[1]
+    assert newer.pcrs[2] == hashlib.sha384(bytes(48) + hashlib.sha384(bytes(4)).digest()).digest()
 
 
 def test_real_document_names_the_key_that_signed_the_real_quote() -> None:

@@ -24,6 +24,7 @@ from aicert.verifier.logs.cel import make_record
 from certgen import IssuedCertificate, issue_certificate
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from nitro_documents import real_document
 
 pytestmark = pytest.mark.swtpm
 
@@ -101,6 +102,17 @@ def _unencodable_cel_content(doc: dict[str, Any]) -> None:
     doc["tpm"]["celLog"][2] = make_record(2, {"event": "input"}).to_json() | {
         "content": {"event": "x", "n": 2**60}
     }
+
+
+def _nitro_document(
+    data: bytes, *, keep_ak_certificates: bool = False
+) -> Callable[[dict[str, Any]], None]:
+    def edit(doc: dict[str, Any]) -> None:
+        if not keep_ak_certificates:
+            doc["tpm"]["akCertificates"] = []
+        doc["tpm"]["nitroDocument"] = _b64(data)
+
+    return edit
 
 
 def _with_cert_args(*extra: str) -> Case:
@@ -203,6 +215,13 @@ CASES: dict[str, tuple[Case, int]] = {
         _cert(_set(("tpm", "firmwareEventLog"), _b64(os.urandom(4096)))),
         3,
     ),
+    "Nitro document of random bytes": (_cert(_nitro_document(os.urandom(600))), 3),
+    "truncated real Nitro document": (_cert(_nitro_document(real_document()[:3000])), 3),
+    "Nitro document beside AK certificates": (
+        _cert(_nitro_document(real_document(), keep_ak_certificates=True)),
+        3,
+    ),
+    "empty Nitro document": (_cert(_nitro_document(b"")), 3),
     "payload not JSON": (_cert(lambda d: _payload(d, b"not json")), 3),
     "payload not UTF-8": (_cert(lambda d: _payload(d, b"\xff\xfe")), 3),
     # verifier/tpm/quote.py reports a malformed signature as a failed quote-signature check.
