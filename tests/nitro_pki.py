@@ -8,10 +8,10 @@ a document carries the leaf as ``certificate`` and ``[root, intermediate]`` as
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import cbor2
 from cryptography import x509
@@ -102,6 +102,35 @@ class NitroPki:
     def root_pem(self) -> bytes:
         return self.root.public_bytes(serialization.Encoding.PEM)
 
+    def payload(
+        self,
+        pcrs: Mapping[int, bytes],
+        *,
+        user_data: bytes | None,
+        nonce: bytes | None,
+        public_key: bytes | None = None,
+        at: datetime | None = None,
+    ) -> dict[str, Any]:
+        """The document's CBOR map over SHA-384 ``pcrs``, made at ``at`` (default now)."""
+        der = serialization.Encoding.DER
+        return {
+            "module_id": MODULE_ID,
+            "digest": "SHA384",
+            "timestamp": int((at or datetime.now(UTC)).timestamp() * 1000),
+            "nitrotpm_pcrs": dict(sorted(pcrs.items())),
+            "certificate": self.leaf.public_bytes(der),
+            "cabundle": [self.root.public_bytes(der), self.intermediate.public_bytes(der)],
+            "public_key": public_key,
+            "user_data": user_data,
+            "nonce": nonce,
+        }
+
+    def sign(
+        self, payload: Mapping[str, Any], *, key: ec.EllipticCurvePrivateKey | None = None
+    ) -> bytes:
+        """COSE_Sign1 of ``payload``, by the leaf's key unless another is given."""
+        return sign_cose(cbor2.dumps(dict(payload)), key or self.leaf_key)
+
     def document(
         self,
         pcrs: Mapping[int, bytes],
@@ -110,20 +139,10 @@ class NitroPki:
         nonce: bytes | None,
         public_key: bytes | None = None,
     ) -> bytes:
-        """A signed attestation document over SHA-384 ``pcrs``."""
-        der = serialization.Encoding.DER
-        payload = {
-            "module_id": MODULE_ID,
-            "digest": "SHA384",
-            "timestamp": int(time.time() * 1000),
-            "nitrotpm_pcrs": dict(sorted(pcrs.items())),
-            "certificate": self.leaf.public_bytes(der),
-            "cabundle": [self.root.public_bytes(der), self.intermediate.public_bytes(der)],
-            "public_key": public_key,
-            "user_data": user_data,
-            "nonce": nonce,
-        }
-        return sign_cose(cbor2.dumps(payload), self.leaf_key)
+        """A signed attestation document over SHA-384 ``pcrs``, made now."""
+        return self.sign(
+            self.payload(pcrs, user_data=user_data, nonce=nonce, public_key=public_key)
+        )
 
 
 def sign_cose(payload: bytes, key: ec.EllipticCurvePrivateKey) -> bytes:

@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given
 from hypothesis import strategies as st
-from nitro_documents import EARLIER_FIXTURE, NitroTestPki, real_document, real_fixture
+from nitro_documents import EARLIER_FIXTURE, real_document, real_fixture
+from nitro_pki import NitroPki
 
 PCRS = {i: bytes([i]) * 48 for i in range(24)}
 AWS_ROOT_SHA256 = "641a0321a3e244efe456463195d606317ed7cdcc3c1756e09893f3c68f79bb5b"
@@ -83,7 +84,7 @@ def test_a_flipped_payload_byte_breaks_the_signature() -> None:
 
 def test_real_document_does_not_chain_to_another_root() -> None:
     with pytest.raises(AkChainError, match="does not chain to a trusted root"):
-        verify_nitro_document(real_document(), [NitroTestPki.create().root])
+        verify_nitro_document(real_document(), [NitroPki.generate().root])
 
 
 @pytest.mark.parametrize("cut", [0, 1, 100, 4000, -1])
@@ -93,7 +94,7 @@ def test_truncated_document_is_a_format_error(cut: int) -> None:
 
 
 def test_test_pki_document_verifies_and_keeps_the_callers_fields() -> None:
-    pki = NitroTestPki.create()
+    pki = NitroPki.generate()
     data = pki.sign(pki.payload(PCRS, user_data=b"ak-name", nonce=b"n" * 32))
     verified = verify_nitro_document(data, [pki.root])
     assert verified.document.user_data == b"ak-name"
@@ -103,14 +104,14 @@ def test_test_pki_document_verifies_and_keeps_the_callers_fields() -> None:
 
 
 def test_tagged_cose_sign1_is_accepted() -> None:
-    pki = NitroTestPki.create()
+    pki = NitroPki.generate()
     untagged = cbor2.loads(pki.sign(pki.payload(PCRS, user_data=None, nonce=None)))
     tagged = cbor2.dumps(cbor2.CBORTag(18, untagged))
     assert verify_nitro_document(tagged, [pki.root]).document.user_data is None
 
 
 def test_signature_by_another_key_is_refused() -> None:
-    pki = NitroTestPki.create()
+    pki = NitroPki.generate()
     other = ec.generate_private_key(ec.SECP384R1())
     data = pki.sign(pki.payload(PCRS, user_data=None, nonce=None), key=other)
     with pytest.raises(AkChainError, match="signature does not verify"):
@@ -118,7 +119,7 @@ def test_signature_by_another_key_is_refused() -> None:
 
 
 def test_document_outside_its_certificates_validity_is_refused() -> None:
-    pki = NitroTestPki.create()
+    pki = NitroPki.generate()
     late = datetime.now(UTC) + timedelta(days=5)
     data = pki.sign(pki.payload(PCRS, user_data=None, nonce=None, at=late))
     with pytest.raises(AkChainError, match="does not chain"):
@@ -126,7 +127,7 @@ def test_document_outside_its_certificates_validity_is_refused() -> None:
 
 
 def test_missing_intermediate_is_refused() -> None:
-    pki = NitroTestPki.create()
+    pki = NitroPki.generate()
     payload = pki.payload(PCRS, user_data=None, nonce=None)
     payload["cabundle"] = payload["cabundle"][:1]
     with pytest.raises(AkChainError, match="does not chain"):
@@ -156,7 +157,7 @@ def test_no_root_is_refused() -> None:
     ],
 )
 def test_malformed_fields_are_refused(override: dict[str, Any], message: str) -> None:
-    pki = NitroTestPki.create()
+    pki = NitroPki.generate()
     payload = pki.payload(PCRS, user_data=None, nonce=None)
     payload.update(override)
     with pytest.raises(FormatError, match=message):
@@ -164,7 +165,7 @@ def test_malformed_fields_are_refused(override: dict[str, Any], message: str) ->
 
 
 def test_enclave_document_is_not_a_nitrotpm_document() -> None:
-    pki = NitroTestPki.create()
+    pki = NitroPki.generate()
     payload = pki.payload(PCRS, user_data=None, nonce=None)
     payload["pcrs"] = payload.pop("nitrotpm_pcrs")
     with pytest.raises(FormatError, match="Nitro Enclaves document"):
@@ -172,7 +173,7 @@ def test_enclave_document_is_not_a_nitrotpm_document() -> None:
 
 
 def test_other_algorithms_are_refused() -> None:
-    pki = NitroTestPki.create()
+    pki = NitroPki.generate()
     protected, _u, payload, sig = cbor2.loads(
         pki.sign(pki.payload(PCRS, user_data=None, nonce=None))
     )

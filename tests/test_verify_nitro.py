@@ -30,7 +30,8 @@ from aicert.verifier.verify import (
 from certgen import IssuedCertificate, issue_certificate, recipe_outputs
 from conftest import ProvisionedSwtpm
 from cryptography.hazmat.primitives import serialization
-from nitro_documents import NitroTestPki, real_document
+from nitro_documents import real_document
+from nitro_pki import NitroPki
 
 pytestmark = pytest.mark.swtpm
 
@@ -40,7 +41,7 @@ BOOT = (4, 9, 11, 12, 13)
 @dataclasses.dataclass
 class NitroCase:
     issued: IssuedCertificate
-    pki: NitroTestPki
+    pki: NitroPki
     sha384: dict[int, bytes]
     tmp: Path
 
@@ -84,7 +85,7 @@ def nitro(provisioned_swtpm: ProvisionedSwtpm, tmp_path: Path) -> NitroCase:
     issued = issue_certificate(provisioned_swtpm.tcti, (intermediate,), tmp_path)
     with AgentTpm(provisioned_swtpm.tcti) as tpm:
         sha384 = tpm.read_pcrs("sha384")
-    return NitroCase(issued, NitroTestPki.create(), sha384, tmp_path)
+    return NitroCase(issued, NitroPki.generate(), sha384, tmp_path)
 
 
 def _statuses(results: Iterable[CheckResult]) -> dict[str, Status]:
@@ -216,7 +217,7 @@ def test_the_command_line_with_a_recipe(
     cert = nitro.tmp / "nitro.aicert.json"
     cert.write_text(json.dumps(nitro.certificate().to_json()))
     root = nitro.tmp / "nitro-root.pem"
-    root.write_bytes(nitro.pki.root_pem())
+    root.write_bytes(nitro.pki.root_pem)
     args = [str(cert), "--nonce", nitro.issued.nonce, "--recipe", str(recipe)]
     with pytest.raises(SystemExit) as exited:
         verify_main([*args, "--trust-root", str(root), "--json"])
