@@ -38,6 +38,9 @@ def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
+VALID_FROM = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
+
+
 def _cert(
     subject: str,
     key: ec.EllipticCurvePrivateKey,
@@ -53,7 +56,8 @@ def _cert(
         .issuer_name(_name(issuer))
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
+        # From a fixed past date: tests also check at fixed times (the NVIDIA sample's).
+        .not_valid_before(VALID_FROM)
         .not_valid_after(now + datetime.timedelta(days=365))
     )
     if ca:
