@@ -22,7 +22,7 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from aicert.verifier.aws.cbor import decode_prefix
+from aicert.verifier.aws.cbor import decode_prefix, head
 from aicert.verifier.errors import FormatError, TpmError
 from tpm2_pytss import TSS2_Exception
 from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPMA_NV
@@ -153,11 +153,11 @@ def encode_request(
     """The CBOR of serde's ``Request::Attestation{user_data, nonce, public_key}``: a map
     of one text key to a map of three text keys, each a byte string or null."""
     fields = (("user_data", user_data), ("nonce", nonce), ("public_key", public_key))
-    body = _head(5, len(fields)) + b"".join(
-        _text(name) + (b"\xf6" if value is None else _head(2, len(value)) + value)
+    body = head(5, len(fields)) + b"".join(
+        _text(name) + (b"\xf6" if value is None else head(2, len(value)) + value)
         for name, value in fields
     )
-    return _head(5, 1) + _text("Attestation") + body
+    return head(5, 1) + _text("Attestation") + body
 
 
 def vendor_command(nv_index: int) -> bytes:
@@ -238,16 +238,6 @@ def _tss(what: str, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _
         raise TpmError(f"TPM2_{what} failed: {exc}") from None
 
 
-def _head(major: int, argument: int) -> bytes:
-    """A CBOR initial byte and its argument, in the shortest form."""
-    if argument < 24:
-        return bytes([major << 5 | argument])
-    for info, size in ((24, 1), (25, 2), (26, 4), (27, 8)):
-        if argument < 1 << (8 * size):
-            return bytes([major << 5 | info]) + argument.to_bytes(size, "big")
-    raise ValueError(f"CBOR argument {argument} does not fit 64 bits")
-
-
 def _text(value: str) -> bytes:
     raw = value.encode()
-    return _head(3, len(raw)) + raw
+    return head(3, len(raw)) + raw

@@ -33,6 +33,17 @@ CborValue: TypeAlias = (
 )
 
 
+def head(major: int, argument: int) -> bytes:
+    """A CBOR initial byte with its argument in the shortest form (for the few fixed
+    structures this project encodes: COSE's Sig_structure, NitroTPM's request)."""
+    if argument < 24:
+        return bytes([major << 5 | argument])
+    for info, size in ((24, 1), (25, 2), (26, 4), (27, 8)):
+        if argument < 1 << (8 * size):
+            return bytes([major << 5 | info]) + argument.to_bytes(size, "big")
+    raise ValueError(f"CBOR argument {argument} does not fit 64 bits")
+
+
 def decode(data: bytes, what: str) -> CborValue:
     """The one CBOR item that is all of ``data``."""
     value, used = decode_prefix(data, what)

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ..errors import FormatError
-from .cbor import Tagged, decode
+from .cbor import Tagged, decode, head
 
 COSE_SIGN1_TAG = 18
 ALG = 1
@@ -34,12 +34,12 @@ class CoseSign1:
         """Sig_structure: ["Signature1", protected, external_aad = b"", payload]."""
         return (
             b"\x84"
-            + _head(3, len(b"Signature1"))
+            + head(3, len(b"Signature1"))
             + b"Signature1"
-            + _head(2, len(self.protected))
+            + head(2, len(self.protected))
             + self.protected
             + b"\x40"
-            + _head(2, len(self.payload))
+            + head(2, len(self.payload))
             + self.payload
         )
 
@@ -76,12 +76,3 @@ def parse_cose_sign1(data: bytes, what: str) -> CoseSign1:
     if ALG in unprotected:
         raise FormatError(f"{what}: alg appears in the unprotected header")
     return CoseSign1(protected, payload, signature)
-
-
-def _head(major: int, n: int) -> bytes:
-    if n < 24:
-        return bytes([major << 5 | n])
-    for info, width in ((24, 1), (25, 2), (26, 4), (27, 8)):
-        if n < 1 << (8 * width):
-            return bytes([major << 5 | info]) + n.to_bytes(width, "big")
-    raise ValueError(f"CBOR length {n} does not fit")
