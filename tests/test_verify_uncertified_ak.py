@@ -1,6 +1,6 @@
 """A certificate whose AK nothing ties to a TPM (neither an AK certificate nor a Nitro
-document): refused by default, reported as not established (never passed) when the auditor accepts it.
-The certificate is a real one from a swtpm with its AK certificates removed."""
+document): refused by default, reported as not established (never passed) when the
+auditor accepts it. The certificate is a real one from a swtpm with its AK certificates removed."""
 
 from __future__ import annotations
 
