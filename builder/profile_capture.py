@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from aicert.verifier.boot.boot_reference import BootReference
 from aicert.verifier.boot.firmware_replay import (
     check_event_digests,
     data_digest,
@@ -66,9 +67,16 @@ def capture_profile(
     trust_roots: tuple[x509.Certificate, ...],
     *,
     platform: PlatformFacts = PlatformFacts(),
+    boot_reference: BootReference | None = None,
 ) -> PlatformProfile:
-    """The firmware PCRs of ``cert``'s platform, once its quote is proven genuine."""
-    report = verify_certificate(cert, Policy(trust_roots=trust_roots), only=QUOTE_CHECKS)
+    """The firmware PCRs of ``cert``'s platform, once its quote is proven genuine.
+
+    ``boot_reference`` is what a NitroTPM certificate's AK needs: its Nitro document
+    vouches for the AK only with the image's SHA-384 boot PCRs.
+    """
+    report = verify_certificate(
+        cert, Policy(trust_roots=trust_roots, boot_reference=boot_reference), only=QUOTE_CHECKS
+    )
     if report.error is not None:
         raise report.error
     pcrs = {pcr: cert.tpm.pcrs[pcr] for pcr in FIRMWARE_PCRS}

@@ -11,6 +11,7 @@ from aicert.builder.profile_capture import (
     capture_profile,
     write_profile,
 )
+from aicert.verifier.boot.boot_reference import reference_from_recipe
 from aicert.verifier.boot.platform_profile import (
     declare_per_vm,
     load_profile,
@@ -72,6 +73,12 @@ def _per_vm(
     help="PEM root for the AK chain (repeatable); the Azure vTPM root is bundled.",
 )
 @click.option(
+    "--recipe",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The image's recipe.json: needed for a NitroTPM certificate (AWS), whose AK a "
+    "Nitro document vouches for only with this image's SHA-384 boot PCRs.",
+)
+@click.option(
     "-o",
     "--output",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -87,6 +94,7 @@ def capture_command(
     host_version: str | None,
     per_vm: list[tuple[int, str]],
     trust_roots: tuple[Path, ...],
+    recipe: Path | None,
     output: Path | None,
 ) -> None:
     """Record the firmware PCRs of CERTIFICATE's platform, once its quote verifies.
@@ -104,7 +112,12 @@ def capture_command(
     facts = PlatformFacts(vm_size, region, host_version, per_vm)
     profile_name = existing.name if existing is not None else str(name)
     profile = capture_profile(
-        load_certificate(certificate), certificate.name, profile_name, roots, platform=facts
+        load_certificate(certificate),
+        certificate.name,
+        profile_name,
+        roots,
+        platform=facts,
+        boot_reference=reference_from_recipe(recipe) if recipe is not None else None,
     )
     changes = [f"new profile {profile_name!r}"]
     if existing is not None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from aicert.agent.tpm import AgentTpm
+from aicert.builder.profile_capture import capture_profile
 from aicert.verifier.boot.boot_reference import BankPrediction, BootReference
 from aicert.verifier.cli import main as verify_main
 from aicert.verifier.digest.weights import tree_digest_of
@@ -231,3 +232,19 @@ def test_the_command_line_with_a_recipe(
     assert exited.value.code == 1
     assert err.count("\n") == 1
     assert "Nitro attestation document" in err
+
+
+def test_profile_capture_of_a_nitro_certificate_needs_the_recipe(nitro: NitroCase) -> None:
+    """``profile capture`` proves the quote up to ak-chain first; on NitroTPM that needs
+    the image's SHA-384 boot predictions (``--recipe``)."""
+    cert = nitro.certificate()
+    roots = (nitro.pki.root,)
+    with pytest.raises(AkChainError, match="without a recipe"):
+        capture_profile(cert, "nitro.aicert.json", "aws", roots)
+    profile = capture_profile(
+        cert, "nitro.aicert.json", "aws", roots, boot_reference=nitro.policy().boot_reference
+    )
+    quoted = nitro.issued.certificate.tpm.pcrs
+    assert {p: r.variants[0].value for p, r in profile.pcrs.items()} == {
+        p: quoted[p] for p in (0, 1, 2, 3, 7)
+    }
