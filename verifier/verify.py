@@ -113,7 +113,8 @@ class Policy:
 @dataclass(frozen=True)
 class RootOfTrust:
     hardware: bool
-    """True only for a root bundled with the verifier as a cloud's vTPM root."""
+    """True only for a root bundled with the verifier: a cloud's vTPM root, or AWS's Nitro
+    attestation root (which vouches for the measurements, not the AK)."""
     root: str
     """The root certificate's subject."""
     description: str
