@@ -14,7 +14,6 @@ document is a NitroTPM one (SHA-384 PCRs), not a Nitro Enclaves one.
 from __future__ import annotations
 
 import datetime
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -32,6 +31,7 @@ from cryptography.x509.verification import (
 )
 
 from ..errors import AkChainError, FormatError
+from ..x509_path import ca_policy, load_der, subject_of, validation_reason
 from .cbor import CborKey, CborValue, decode
 from .cose_sign1 import parse_cose_sign1
 
@@ -42,7 +42,6 @@ MAX_CALLER_FIELD = 1024
 MAX_CABUNDLE = 8
 PCR_COUNT = 24
 SHA384_SIZE = 48
-_ENCOUNTERED = re.compile(r"\s*\(encountered processing <Certificate\(.*\)>\)\s*$", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -128,7 +127,7 @@ def verify_nitro_document(data: bytes, roots: Sequence[x509.Certificate]) -> Ver
         raise AkChainError("no trusted root was given for the Nitro attestation document")
     envelope = parse_cose_sign1(data, "Nitro attestation document")
     doc = parse_nitro_document(envelope.payload)
-    leaf = _load_der(doc.certificate, "the Nitro document's signing certificate")
+    leaf = load_der(doc.certificate, "the Nitro document's signing certificate")
     try:
         key = leaf.public_key()
     except (ValueError, UnsupportedAlgorithm):
@@ -136,23 +135,23 @@ def verify_nitro_document(data: bytes, roots: Sequence[x509.Certificate]) -> Ver
     if not isinstance(key, ec.EllipticCurvePublicKey) or not envelope.verify(key):
         raise AkChainError(
             f"the Nitro attestation document's signature does not verify under its signing"
-            f" certificate {_describe(leaf)}"
+            f" certificate {subject_of(leaf)}"
         )
-    bundle = [_load_der(der, f"Nitro cabundle entry {n}") for n, der in enumerate(doc.cabundle)]
+    bundle = [load_der(der, f"Nitro cabundle entry {n}") for n, der in enumerate(doc.cabundle)]
     verifier = (
         PolicyBuilder()
         .store(Store(list(roots)))
         .time(doc.timestamp)
         .max_chain_depth(MAX_CABUNDLE)
-        .extension_policies(ca_policy=_ca_policy(), ee_policy=_leaf_policy())
+        .extension_policies(ca_policy=ca_policy(), ee_policy=_leaf_policy())
         .build_client_verifier()
     )
     try:
         verified = verifier.verify(leaf, bundle)
     except VerificationError as exc:
         raise AkChainError(
-            f"the Nitro attestation document's certificate {_describe(leaf)} does not chain"
-            f" to a trusted root at {doc.timestamp.isoformat()}: {_ENCOUNTERED.sub('', str(exc))}"
+            f"the Nitro attestation document's certificate {subject_of(leaf)} does not chain"
+            f" to a trusted root at {doc.timestamp.isoformat()}: {validation_reason(exc)}"
         ) from None
     return VerifiedNitroDocument(doc, tuple(verified.chain))
 
@@ -218,18 +217,6 @@ def _leaf_key_usage(_policy: Policy, _cert: x509.Certificate, ku: x509.KeyUsage 
         raise ValueError("the signing certificate's key usage does not allow digitalSignature")
 
 
-def _ca_basic_constraints(
-    _policy: Policy, _cert: x509.Certificate, bc: x509.BasicConstraints
-) -> None:
-    if not bc.ca:
-        raise ValueError("an issuing certificate is not a CA (basicConstraints cA is false)")
-
-
-def _ca_key_usage(_policy: Policy, _cert: x509.Certificate, ku: x509.KeyUsage | None) -> None:
-    if ku is not None and not ku.key_cert_sign:
-        raise ValueError("an issuing certificate's key usage does not allow keyCertSign")
-
-
 def _leaf_policy() -> ExtensionPolicy:
     # Nitro's leaves are not TLS certificates: no EKU, no subjectAltName.
     return (
@@ -237,29 +224,3 @@ def _leaf_policy() -> ExtensionPolicy:
         .may_be_present(x509.BasicConstraints, Criticality.AGNOSTIC, _leaf_basic_constraints)
         .may_be_present(x509.KeyUsage, Criticality.AGNOSTIC, _leaf_key_usage)
     )
-
-
-def _ca_policy() -> ExtensionPolicy:
-    return (
-        ExtensionPolicy.permit_all()
-        .require_present(x509.BasicConstraints, Criticality.CRITICAL, _ca_basic_constraints)
-        .may_be_present(x509.KeyUsage, Criticality.AGNOSTIC, _ca_key_usage)
-    )
-
-
-def _load_der(der: bytes, what: str) -> x509.Certificate:
-    try:
-        cert = x509.load_der_x509_certificate(der)
-        _ = (cert.subject, cert.issuer, cert.extensions)
-    except (
-        ValueError,
-        x509.InvalidVersion,
-        x509.DuplicateExtension,
-        x509.UnsupportedGeneralNameType,
-    ) as exc:
-        raise FormatError(f"{what} is not a valid DER X.509 certificate: {exc}") from None
-    return cert
-
-
-def _describe(cert: x509.Certificate) -> str:
-    return cert.subject.rfc4514_string() or "(empty subject)"

@@ -64,7 +64,6 @@ signs with.
 from __future__ import annotations
 
 import datetime
-import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,7 +82,8 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from ..errors import AkChainError, AkMismatchError, FormatError, InputError
+from ..errors import AkChainError, AkMismatchError, InputError
+from ..x509_path import ca_policy, load_der, subject_of, validation_reason
 from .tpm2_structures import TpmPublic
 
 # The common names of Google's older GCE hierarchy ("tpm_ek_v1_cloud_host-signer-…",
@@ -179,32 +179,12 @@ def _leaf_eku(_policy: Policy, _cert: x509.Certificate, eku: x509.ExtendedKeyUsa
         )
 
 
-def _ca_basic_constraints(
-    _policy: Policy, _cert: x509.Certificate, bc: x509.BasicConstraints
-) -> None:
-    if not bc.ca:
-        raise ValueError("an issuing certificate is not a CA (basicConstraints cA is false)")
-
-
-def _ca_key_usage(_policy: Policy, _cert: x509.Certificate, ku: x509.KeyUsage | None) -> None:
-    if ku is not None and not ku.key_cert_sign:
-        raise ValueError("an issuing certificate's key usage does not allow keyCertSign")
-
-
 def _leaf_policy() -> ExtensionPolicy:
     return (
         ExtensionPolicy.permit_all()
         .may_be_present(x509.BasicConstraints, Criticality.AGNOSTIC, _leaf_basic_constraints)
         .may_be_present(x509.KeyUsage, Criticality.AGNOSTIC, _leaf_key_usage)
         .may_be_present(x509.ExtendedKeyUsage, Criticality.AGNOSTIC, _leaf_eku)
-    )
-
-
-def _ca_policy() -> ExtensionPolicy:
-    return (
-        ExtensionPolicy.permit_all()
-        .require_present(x509.BasicConstraints, Criticality.CRITICAL, _ca_basic_constraints)
-        .may_be_present(x509.KeyUsage, Criticality.AGNOSTIC, _ca_key_usage)
     )
 
 
@@ -229,30 +209,6 @@ def _same_key(leaf: x509.Certificate, ak: TpmPublic) -> bool:
     return False
 
 
-def _load_der(der: bytes, what: str) -> x509.Certificate:
-    # cryptography parses names and extensions lazily: touch them here so a malformed
-    # certificate is a FormatError now, not a stray exception later.
-    try:
-        cert = x509.load_der_x509_certificate(der)
-        _ = (cert.subject, cert.issuer, cert.extensions)
-    except (
-        ValueError,
-        x509.InvalidVersion,
-        x509.DuplicateExtension,
-        x509.UnsupportedGeneralNameType,
-    ) as exc:
-        raise FormatError(f"{what} is not a valid DER X.509 certificate: {exc}") from None
-    return cert
-
-
-# cryptography appends the repr of the certificate it was processing; the subject is already named.
-_ENCOUNTERED = re.compile(r"\s*\(encountered processing <Certificate\(.*\)>\)\s*$", re.DOTALL)
-
-
-def _describe(cert: x509.Certificate) -> str:
-    return cert.subject.rfc4514_string() or "(empty subject)"
-
-
 def verify_ak_chain(
     leaf_der: bytes,
     intermediates: Sequence[bytes],
@@ -270,9 +226,9 @@ def verify_ak_chain(
     if not roots:
         raise AkChainError("no trusted root certificate was given for the AK chain")
     at_utc = at.astimezone(datetime.UTC)
-    leaf = _load_der(leaf_der, "the AK certificate")
+    leaf = load_der(leaf_der, "the AK certificate")
     candidates = [
-        _load_der(der, f"AK chain intermediate {n}") for n, der in enumerate(intermediates)
+        load_der(der, f"AK chain intermediate {n}") for n, der in enumerate(intermediates)
     ]
     candidates.extend(bundled_intermediates())
     verifier = (
@@ -280,20 +236,20 @@ def verify_ak_chain(
         .store(Store(list(roots)))
         .time(at_utc)
         .max_chain_depth(MAX_CHAIN_DEPTH)
-        .extension_policies(ca_policy=_ca_policy(), ee_policy=_leaf_policy())
+        .extension_policies(ca_policy=ca_policy(), ee_policy=_leaf_policy())
         .build_client_verifier()
     )
     try:
         verified = verifier.verify(leaf, candidates)
     except VerificationError as exc:
-        reason = _ENCOUNTERED.sub("", str(exc))
+        reason = validation_reason(exc)
         raise AkChainError(
-            f"AK certificate {_describe(leaf)} does not chain to a trusted root "
+            f"AK certificate {subject_of(leaf)} does not chain to a trusted root "
             f"at {at_utc.isoformat()}: {reason}"
         ) from None
     if not _same_key(leaf, ak):
         raise AkMismatchError(
-            f"AK certificate {_describe(leaf)} certifies a different key than the "
+            f"AK certificate {subject_of(leaf)} certifies a different key than the "
             "attestation key that signed the quote"
         )
     return AkChainResult(tuple(verified.chain), at_utc)
