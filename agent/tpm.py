@@ -120,7 +120,7 @@ GCE_AK_RSA = AkSource("gce-rsa", GCE_AK_CERT_NV_INDEX_RSA, GCE_AK_TEMPLATE_NV_IN
 NITRO_AK = AkSource("nitro", None, None)
 # TCG's default AK template (TCG EK Credential Profile / tpm2_createak's ecc default):
 # restricted ECDSA-SHA256 signing key on P-256, empty unique, no authorization policy.
-TCG_AK_ATTRIBUTES = (
+NITRO_AK_ATTRIBUTES = (
     TPMA_OBJECT.FIXEDTPM
     | TPMA_OBJECT.FIXEDPARENT
     | TPMA_OBJECT.SENSITIVEDATAORIGIN
@@ -319,7 +319,7 @@ class AgentTpm:
         if self._created_ak is None:
             if source.template_index is None:
                 self._created_ak = self._create_primary_ak(
-                    tcg_ecc_ak_template(), ESYS_TR.OWNER, "CreatePrimary of the attestation key"
+                    nitro_ak_template(), ESYS_TR.OWNER, "CreatePrimary of the attestation key"
                 )
             else:
                 self._created_ak = self._create_ak_from_template(source.template_index)
@@ -555,13 +555,12 @@ class AgentTpm:
             raise TpmError(f"TPM2_{what} failed: {exc}") from exc
 
 
-def tcg_ecc_ak_template() -> TPMT_PUBLIC:
-    """TCG's default ECC AK template (also go-tpm-tools' AKTemplateECC, which GCE keeps
-    in NV): the key the agent makes on a NitroTPM."""
+def nitro_ak_template() -> TPMT_PUBLIC:
+    """TCG's default ECC AK template: the key the agent makes on a NitroTPM."""
     return TPMT_PUBLIC(
         type=TPM2_ALG.ECC,
         nameAlg=TPM2_ALG.SHA256,
-        objectAttributes=TCG_AK_ATTRIBUTES,
+        objectAttributes=NITRO_AK_ATTRIBUTES,
         parameters=TPMU_PUBLIC_PARMS(
             eccDetail=TPMS_ECC_PARMS(
                 symmetric=TPMT_SYM_DEF_OBJECT(algorithm=TPM2_ALG.NULL),

@@ -17,7 +17,6 @@ certificates come from the local CA in place of Google's "EK/AK CA Intermediate"
 
 from __future__ import annotations
 
-from aicert.agent.tpm import TCG_AK_ATTRIBUTES, tcg_ecc_ak_template
 from aicert.builder.platforms.local.ca import LocalCa
 from aicert.builder.platforms.local.provision import ProvisionResult
 from aicert.verifier.errors import TpmError
@@ -27,16 +26,21 @@ from tpm2_pytss.constants import (
     ESYS_TR,
     TPM2_ALG,
     TPM2_CAP,
+    TPM2_ECC,
     TPM2_HC,
     TPM2_PT_NV,
     TPMA_NV,
+    TPMA_OBJECT,
 )
 from tpm2_pytss.types import (
     TPM2B_NV_PUBLIC,
     TPM2B_PUBLIC,
+    TPMS_ECC_PARMS,
     TPMS_NV_PUBLIC,
     TPMS_RSA_PARMS,
     TPMS_SCHEME_HASH,
+    TPMT_ECC_SCHEME,
+    TPMT_KDF_SCHEME,
     TPMT_PUBLIC,
     TPMT_RSA_SCHEME,
     TPMT_SYM_DEF_OBJECT,
@@ -50,6 +54,14 @@ GCE_AK_CERT_NV_INDEX_ECC = 0x01C10002
 GCE_AK_TEMPLATE_NV_INDEX_ECC = 0x01C10003
 
 # go-tpm-tools' tpm2.FlagSignerDefault.
+AK_ATTRIBUTES = (
+    TPMA_OBJECT.FIXEDTPM
+    | TPMA_OBJECT.FIXEDPARENT
+    | TPMA_OBJECT.SENSITIVEDATAORIGIN
+    | TPMA_OBJECT.USERWITHAUTH
+    | TPMA_OBJECT.RESTRICTED
+    | TPMA_OBJECT.SIGN_ENCRYPT
+)
 NV_ATTRIBUTES = (
     TPMA_NV.PPWRITE | TPMA_NV.PPREAD | TPMA_NV.OWNERREAD | TPMA_NV.NO_DA | TPMA_NV.PLATFORMCREATE
 )
@@ -59,12 +71,27 @@ ALGORITHMS = ("ecc", "rsa")
 def ak_template(algorithm: str) -> TPMT_PUBLIC:
     """go-tpm-tools' AKTemplateECC (``ecc``) or AKTemplateRSA (``rsa``)."""
     if algorithm == "ecc":
-        return tcg_ecc_ak_template()
+        return TPMT_PUBLIC(
+            type=TPM2_ALG.ECC,
+            nameAlg=TPM2_ALG.SHA256,
+            objectAttributes=AK_ATTRIBUTES,
+            parameters=TPMU_PUBLIC_PARMS(
+                eccDetail=TPMS_ECC_PARMS(
+                    symmetric=TPMT_SYM_DEF_OBJECT(algorithm=TPM2_ALG.NULL),
+                    scheme=TPMT_ECC_SCHEME(
+                        scheme=TPM2_ALG.ECDSA,
+                        details=TPMU_ASYM_SCHEME(ecdsa=TPMS_SCHEME_HASH(hashAlg=TPM2_ALG.SHA256)),
+                    ),
+                    curveID=TPM2_ECC.NIST_P256,
+                    kdf=TPMT_KDF_SCHEME(scheme=TPM2_ALG.NULL),
+                )
+            ),
+        )
     if algorithm == "rsa":
         return TPMT_PUBLIC(
             type=TPM2_ALG.RSA,
             nameAlg=TPM2_ALG.SHA256,
-            objectAttributes=TCG_AK_ATTRIBUTES,
+            objectAttributes=AK_ATTRIBUTES,
             parameters=TPMU_PUBLIC_PARMS(
                 rsaDetail=TPMS_RSA_PARMS(
                     symmetric=TPMT_SYM_DEF_OBJECT(algorithm=TPM2_ALG.NULL),
